@@ -1,0 +1,245 @@
+//! Keys, values and capacities of every map the datapath uses. The map *definitions* live in
+//! `enforcer-ebpf/src/maps.rs`; the names and capacities here are the contract between both sides.
+
+use crate::addr::Addr;
+
+/// Two policy slots: the agent writes the inactive one completely, then flips `Config::slot`.
+pub const SLOTS: u32 = 2;
+
+/// Capacity of `IDENTITIES` (per slot).
+pub const IDENTITY_CAPACITY: u32 = 65_536;
+/// Capacity of `CIDR_IDENTITIES` (per slot).
+pub const CIDR_CAPACITY: u32 = 16_384;
+/// Capacity of `POLICY` (per slot).
+pub const POLICY_CAPACITY: u32 = 262_144;
+/// Capacity of `CONNTRACK` (LRU: the least recently used flow is evicted when full).
+pub const CONNTRACK_CAPACITY: u32 = 262_144;
+/// Capacity of `ENDPOINTS` (pod interface, address) pairs for anti-spoofing.
+pub const ENDPOINT_CAPACITY: u32 = 16_384;
+/// Number of rule ids; rule counters are indexed by rule id.
+pub const RULE_CAPACITY: u32 = 65_536;
+/// Size of the event ring buffer in bytes.
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Names of the maps, as the agent finds and pins them.
+pub mod names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const IDENTITIES: &str = "IDENTITIES";
+    pub const CIDR_IDENTITIES: &str = "CIDR_IDENTITIES";
+    pub const POLICY: &str = "POLICY";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const EVENT_STATS: &str = "EVENT_STATS";
+    /// Every map that is pinned (and so survives agent restarts).
+    pub const PINNED: &[&str] = &[
+        CONFIG,
+        IDENTITIES,
+        CIDR_IDENTITIES,
+        POLICY,
+        CONNTRACK,
+        ENDPOINTS,
+        COUNTERS,
+        RULE_COUNTERS,
+        EVENTS,
+        EVENT_STATS,
+    ];
+}
+
+/// Names of the programs in the object.
+pub mod programs {
+    /// tc ingress of a pod's host-side veth: packets *from* the pod (its egress policy).
+    pub const FROM_POD: &str = "from_pod";
+    /// tc egress of a pod's host-side veth: packets *to* the pod (its ingress policy).
+    pub const TO_POD: &str = "to_pod";
+    /// XDP on a pod's host-side veth: early drop of spoofed and malformed packets.
+    pub const XDP_POD: &str = "xdp_pod";
+    /// XDP on the uplink: early drop of malformed packets arriving from other nodes.
+    pub const XDP_UPLINK: &str = "xdp_uplink";
+}
+
+/// The one entry of `CONFIG` (an array of one).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Monotonic policy generation; conntrack entries of older generations are re-judged.
+    pub generation: u64,
+    /// The active slot of `IDENTITIES`, `CIDR_IDENTITIES` and `POLICY` (0 or 1).
+    pub slot: u32,
+    /// `CONFIG_*` flags.
+    pub flags: u32,
+}
+
+/// `Config::flags`: a policy has been installed (before that, everything passes).
+pub const CONFIG_ACTIVE: u32 = 1;
+
+/// Key of `IDENTITIES`: an exact workload or node address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IdentityKey {
+    pub slot: u32,
+    pub addr: Addr,
+}
+
+/// Value of `IDENTITIES` and `CIDR_IDENTITIES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityValue {
+    pub id: u32,
+    /// `IDF_*` flags.
+    pub flags: u32,
+}
+
+/// `IdentityValue::flags`: an address of this node (identity `host`, possibly a CIDR class of it).
+pub const IDF_HOST: u32 = 1;
+/// `IdentityValue::flags`: a workload running on this node (it cannot arrive on the uplink).
+pub const IDF_LOCAL: u32 = 2;
+
+/// Data part of the `CIDR_IDENTITIES` LPM key: slot byte, then the address (IPv4 mapped).
+/// The prefix length covers `8 + 96 + v4 prefix` or `8 + v6 prefix` bits.
+pub type CidrKeyData = [u8; 17];
+
+/// Bits of the `CIDR_IDENTITIES` key before the address.
+pub const CIDR_KEY_FIXED_BITS: u32 = 8;
+
+/// Reserved identities.
+pub mod identity {
+    /// Wildcard peer in policy keys; never the identity of an address.
+    pub const ANY: u32 = 0;
+    /// The node's own addresses.
+    pub const HOST: u32 = 1;
+    /// Any address that is not a workload's nor the node's and matches no CIDR peer.
+    pub const WORLD: u32 = 2;
+    /// First identity the compiler allocates.
+    pub const FIRST_DYNAMIC: u32 = 16;
+}
+
+/// Data part of the `POLICY` LPM key:
+/// `slot(1) direction(1) subject(4, BE) peer(4, BE) protocol(1) port(2, BE)`, 3 bytes of zero.
+///
+/// The prefix always covers slot..peer (`POLICY_KEY_FIXED_BITS`); 8 more bits select one protocol,
+/// and up to 16 more a port prefix, so port ranges are a handful of prefixes and the lookup cost
+/// does not depend on the number of rules.
+pub type PolicyKeyData = [u8; 16];
+
+/// Bits of the policy key that are always matched exactly.
+pub const POLICY_KEY_FIXED_BITS: u32 = 80;
+/// Bits of the policy key with the protocol.
+pub const POLICY_KEY_PROTO_BITS: u32 = 88;
+/// Bits of the policy key with protocol and full port.
+pub const POLICY_KEY_FULL_BITS: u32 = 104;
+
+/// Build the data of a policy key.
+#[inline(always)]
+pub fn policy_key_data(
+    slot: u8,
+    direction: u8,
+    subject: u32,
+    peer: u32,
+    protocol: u8,
+    port: u16,
+) -> PolicyKeyData {
+    let s = subject.to_be_bytes();
+    let p = peer.to_be_bytes();
+    let port = port.to_be_bytes();
+    [
+        slot, direction, s[0], s[1], s[2], s[3], p[0], p[1], p[2], p[3], protocol, port[0],
+        port[1], 0, 0, 0,
+    ]
+}
+
+/// Value of `POLICY`: the decision for a (subject, direction, peer, protocol, port) point, both
+/// with `mode: enforce` policies only (`verdict`) and with all policies (`audit_verdict`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    /// Rule id deciding `verdict`.
+    pub rule: u32,
+    /// Rule id deciding `audit_verdict`.
+    pub audit_rule: u32,
+    /// Rate-limit bucket id (0 = none).
+    pub ratelimit: u32,
+    /// `VERDICT_ALLOW` or `VERDICT_DENY`, enforce-mode policies only.
+    pub verdict: u8,
+    /// `VERDICT_ALLOW` or `VERDICT_DENY`, all policies (audit included).
+    pub audit_verdict: u8,
+    /// `REASON_*` of `verdict`.
+    pub reason: u8,
+    /// `REASON_*` of `audit_verdict`.
+    pub audit_reason: u8,
+}
+
+/// Key of `ENDPOINTS`: a pod's host-side interface and one address the pod owns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub ifindex: u32,
+    pub addr: Addr,
+}
+
+/// Key of `CONNTRACK`: the flow in its original direction plus the side that judged it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Host byte order. For ICMP echo: the identifier in the request direction, else 0.
+    pub sport: u16,
+    /// Host byte order. For ICMP echo: 0 in the request direction, the identifier in replies.
+    pub dport: u16,
+    pub protocol: u8,
+    /// The policy direction judged: `DIR_EGRESS` (the source's egress policy, judged where the
+    /// packet left the source pod) or `DIR_INGRESS` (the destination's ingress policy).
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `CONNTRACK`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    /// Policy generation the flow was last judged under.
+    pub generation: u64,
+    /// Rule that allowed the flow (for per-rule counters).
+    pub rule: u32,
+    /// `CT_*` flags.
+    pub flags: u16,
+    /// The policy "port" the flow was judged with (the destination port, or the ICMP type).
+    pub policy_port: u16,
+}
+
+/// `CtValue::flags`: the flow passes only because its policy is in audit mode.
+pub const CT_AUDIT: u16 = 1;
+
+/// A flow or drop event in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub timestamp_ns: u64,
+    pub src: Addr,
+    pub dst: Addr,
+    /// Host byte order.
+    pub sport: u16,
+    /// Host byte order.
+    pub dport: u16,
+    pub protocol: u8,
+    pub direction: u8,
+    pub verdict: u8,
+    pub reason: u8,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub rule: u32,
+    pub ifindex: u32,
+    pub generation: u32,
+}
+
+/// Index of `EVENT_STATS` (per-CPU array of counters about the event stream itself).
+pub mod event_stat {
+    /// Events that could not be reserved in the ring buffer (it was full).
+    pub const LOST: u32 = 0;
+    /// Events skipped by sampling.
+    pub const SAMPLED_OUT: u32 = 1;
+    pub const COUNT: u32 = 4;
+}

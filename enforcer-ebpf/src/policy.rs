@@ -1,0 +1,381 @@
+//! The verdict for one packet: conntrack first, then identities and the policy trie, then one
+//! exit (`finish`) that counts and reports every decision.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use enforcer_common::{
+    identity, policy_key_data, Addr, CidrKeyData, Config, CtKey, CtValue, EndpointKey, Event,
+    IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CT_AUDIT, DIR_EGRESS, DIR_INGRESS,
+    IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS, REASON_CONTROL, REASON_ESTABLISHED, REASON_HOST,
+    REASON_MALFORMED, REASON_NON_IP, REASON_NOT_ISOLATED, REASON_NO_POLICY, REASON_SPOOFED,
+    VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
+};
+
+use crate::{
+    maps::{
+        CIDR_IDENTITIES, CONFIG, CONNTRACK, COUNTERS, ENDPOINTS, EVENTS, EVENT_STATS, IDENTITIES,
+        POLICY, RULE_COUNTERS, SCRATCH,
+    },
+    parse::{is_link_control, Malformed, Packet, Parsed, IPPROTO_ICMP, IPPROTO_ICMPV6},
+};
+
+/// What the hook does with the packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pass,
+    Drop,
+}
+
+/// A decision with its attribution.
+#[derive(Clone, Copy)]
+pub struct Decision {
+    pub verdict: u8,
+    pub reason: u8,
+    pub rule: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    /// Rate-limit bucket of the deciding rule (0 = none).
+    pub ratelimit: u32,
+}
+
+impl Decision {
+    #[inline(always)]
+    const fn new(verdict: u8, reason: u8) -> Self {
+        Self {
+            verdict,
+            reason,
+            rule: 0,
+            src_identity: 0,
+            dst_identity: 0,
+            ratelimit: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn action(&self) -> Action {
+        if self.verdict == VERDICT_DENY {
+            Action::Drop
+        } else {
+            Action::Pass
+        }
+    }
+}
+
+#[inline(always)]
+fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    }
+}
+
+/// The identity of an address in the active slot: exact match first, then the CIDR classes.
+#[inline(always)]
+fn identity_of(slot: u32, addr: &Addr) -> IdentityValue {
+    let key = IdentityKey { slot, addr: *addr };
+    if let Some(v) = unsafe { IDENTITIES.get(&key) } {
+        return *v;
+    }
+    let mut data: CidrKeyData = [0; 17];
+    data[0] = slot as u8;
+    let mut i = 0;
+    while i < 16 {
+        data[i + 1] = addr[i];
+        i += 1;
+    }
+    match CIDR_IDENTITIES.get(Key::new(8 + 128, data)) {
+        Some(v) => *v,
+        None => IdentityValue {
+            id: identity::WORLD,
+            flags: 0,
+        },
+    }
+}
+
+#[inline(always)]
+fn lookup_policy(
+    slot: u32,
+    direction: u8,
+    subject: u32,
+    peer: u32,
+    protocol: u8,
+    port: u16,
+) -> Option<PolicyValue> {
+    let key = Key::new(
+        POLICY_KEY_FULL_BITS,
+        policy_key_data(slot as u8, direction, subject, peer, protocol, port),
+    );
+    POLICY.get(&key).copied()
+}
+
+/// Judge a new flow `src → dst` for `direction` against the active policy.
+#[inline(always)]
+fn decide(cfg: &Config, direction: u8, t: &CtKey, policy_port: u16) -> Decision {
+    let src = identity_of(cfg.slot, &t.src);
+    let dst = identity_of(cfg.slot, &t.dst);
+    let mut d = Decision::new(VERDICT_ALLOW, REASON_NOT_ISOLATED);
+    d.src_identity = src.id;
+    d.dst_identity = dst.id;
+    if direction == DIR_INGRESS && src.flags & IDF_HOST != 0 {
+        // The node itself may always reach its workloads (health checks).
+        d.reason = REASON_HOST;
+        return d;
+    }
+    let (subject, peer) = if direction == DIR_INGRESS {
+        (dst.id, src.id)
+    } else {
+        (src.id, dst.id)
+    };
+    let v = match lookup_policy(cfg.slot, direction, subject, peer, t.protocol, policy_port) {
+        Some(v) => v,
+        None => match lookup_policy(
+            cfg.slot,
+            direction,
+            subject,
+            identity::ANY,
+            t.protocol,
+            policy_port,
+        ) {
+            Some(v) => v,
+            // No entry: the subject is not isolated and nothing denies.
+            None => return d,
+        },
+    };
+    if v.verdict == VERDICT_DENY {
+        d.verdict = VERDICT_DENY;
+        d.reason = v.reason;
+        d.rule = v.rule;
+    } else if v.audit_verdict == VERDICT_DENY {
+        d.verdict = VERDICT_AUDIT;
+        d.reason = v.audit_reason;
+        d.rule = v.audit_rule;
+    } else {
+        d.reason = v.reason;
+        d.rule = v.rule;
+        d.ratelimit = v.ratelimit;
+    }
+    d
+}
+
+#[inline(always)]
+const fn other(direction: u8) -> u8 {
+    if direction == DIR_INGRESS {
+        DIR_EGRESS
+    } else {
+        DIR_INGRESS
+    }
+}
+
+/// The policy "port" of a packet that starts a flow: the destination port, or the ICMP type.
+#[inline(always)]
+fn policy_port(p: &Packet) -> u16 {
+    if p.protocol == IPPROTO_ICMP || p.protocol == IPPROTO_ICMPV6 {
+        u16::from(p.icmp_type)
+    } else {
+        p.dport
+    }
+}
+
+/// Judge a parsed IP packet for `direction` (tc hooks): conntrack, then policy.
+#[inline(always)]
+pub fn judge(p: &Packet, direction: u8, ifindex: u32) -> Action {
+    let cfg = config();
+    if cfg.flags & CONFIG_ACTIVE == 0 {
+        return finish(p, direction, ifindex, &cfg, Decision::new(VERDICT_ALLOW, REASON_NO_POLICY));
+    }
+    let d = judge_active(p, direction, &cfg);
+    finish(p, direction, ifindex, &cfg, d)
+}
+
+#[inline(always)]
+fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
+    let established = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
+    // One key, rewritten in place: the BPF stack is small.
+    let mut k = CtKey {
+        src: p.inner.src,
+        dst: p.inner.dst,
+        sport: p.inner.sport,
+        dport: p.inner.dport,
+        protocol: p.inner.protocol,
+        direction,
+        _pad: [0; 2],
+    };
+    // ICMP errors about a tracked flow pass with it.
+    if p.is_icmp_error {
+        if CONNTRACK.get_ptr(&k).is_some() {
+            return established;
+        }
+        k.direction = other(direction);
+        if CONNTRACK.get_ptr(&k).is_some() {
+            return established;
+        }
+    }
+    // A reply of a flow judged in the other direction.
+    k.src = p.dst;
+    k.dst = p.src;
+    k.sport = p.dport;
+    k.dport = p.sport;
+    k.protocol = p.protocol;
+    k.direction = other(direction);
+    if let Some(ct) = CONNTRACK.get_ptr_mut(&k) {
+        return revalidate(cfg, other(direction), &k, ct);
+    }
+    // A later packet of a flow judged here before.
+    k.src = p.src;
+    k.dst = p.dst;
+    k.sport = p.sport;
+    k.dport = p.dport;
+    k.direction = direction;
+    if let Some(ct) = CONNTRACK.get_ptr_mut(&k) {
+        return revalidate(cfg, direction, &k, ct);
+    }
+    // A new flow.
+    let port = policy_port(p);
+    let d = decide(cfg, direction, &k, port);
+    if d.verdict != VERDICT_DENY {
+        let v = CtValue {
+            generation: cfg.generation,
+            rule: d.rule,
+            flags: if d.verdict == VERDICT_AUDIT { CT_AUDIT } else { 0 },
+            policy_port: port,
+        };
+        let _ = CONNTRACK.insert(&k, &v, 0);
+    }
+    d
+}
+
+/// A tracked flow: pass it if it was judged under the active generation, else judge it again.
+#[inline(always)]
+fn revalidate(cfg: &Config, direction: u8, key: &CtKey, ct: *mut CtValue) -> Decision {
+    let (generation, rule, flags, port) =
+        unsafe { ((*ct).generation, (*ct).rule, (*ct).flags, (*ct).policy_port) };
+    if generation == cfg.generation {
+        let mut d = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
+        d.rule = rule;
+        if flags & CT_AUDIT != 0 {
+            d.verdict = VERDICT_AUDIT;
+        }
+        return d;
+    }
+    let d = decide(cfg, direction, key, port);
+    if d.verdict == VERDICT_DENY {
+        let _ = CONNTRACK.remove(key);
+    } else {
+        unsafe {
+            (*ct).generation = cfg.generation;
+            (*ct).rule = d.rule;
+            (*ct).flags = if d.verdict == VERDICT_AUDIT { CT_AUDIT } else { 0 };
+        }
+    }
+    d
+}
+
+/// Early checks shared by the XDP hooks and `from_pod`: returns a drop decision for packets
+/// that must not go further, `None` for packets the policy should judge.
+#[inline(always)]
+pub fn precheck(parsed: &Result<Parsed, Malformed>, p: &Packet) -> Option<Decision> {
+    match parsed {
+        Err(Malformed) => Some(Decision::new(VERDICT_DENY, REASON_MALFORMED)),
+        Ok(Parsed::NonIp) => Some(Decision::new(VERDICT_ALLOW, REASON_NON_IP)),
+        Ok(Parsed::Ip) if is_link_control(p) => Some(Decision::new(VERDICT_ALLOW, REASON_CONTROL)),
+        Ok(Parsed::Ip) => None,
+    }
+}
+
+/// The per-CPU scratch `Packet` a hook parses into.
+#[inline(always)]
+pub fn scratch_packet() -> Option<&'static mut Packet> {
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Anti-spoofing at a pod's interface: once a policy is installed, the source must be an
+/// address of the pod behind `ifindex`.
+#[inline(always)]
+pub fn spoofed_from_pod(p: &Packet, ifindex: u32) -> bool {
+    if config().flags & CONFIG_ACTIVE == 0 {
+        return false;
+    }
+    let key = EndpointKey {
+        ifindex,
+        addr: p.src,
+    };
+    ENDPOINTS.get_ptr(&key).is_none()
+}
+
+/// Anti-spoofing at the uplink: a packet from another node cannot carry a local pod's source.
+#[inline(always)]
+pub fn spoofed_from_uplink(p: &Packet) -> bool {
+    let cfg = config();
+    cfg.flags & CONFIG_ACTIVE != 0 && identity_of(cfg.slot, &p.src).flags & IDF_LOCAL != 0
+}
+
+/// Decisions made before the policy (malformed, spoofed, control, non-IP), counted and reported.
+#[inline(always)]
+pub fn verdict_without_policy(
+    p: Option<&Packet>,
+    direction: u8,
+    ifindex: u32,
+    d: Decision,
+) -> Action {
+    count(direction, d.verdict, d.reason, 0);
+    if d.verdict == VERDICT_DENY {
+        if let Some(p) = p {
+            let cfg = config();
+            report(p, direction, ifindex, &cfg, &d);
+        }
+    }
+    d.action()
+}
+
+pub const SPOOFED: Decision = Decision::new(VERDICT_DENY, REASON_SPOOFED);
+
+/// The one exit of a policy decision: count it, report it if it is a drop or a new flow.
+#[inline(always)]
+fn finish(p: &Packet, direction: u8, ifindex: u32, cfg: &Config, d: Decision) -> Action {
+    count(direction, d.verdict, d.reason, d.rule);
+    if d.reason != REASON_ESTABLISHED && d.reason != REASON_NO_POLICY {
+        report(p, direction, ifindex, cfg, &d);
+    }
+    d.action()
+}
+
+#[inline(always)]
+fn count(direction: u8, verdict: u8, reason: u8, rule: u32) {
+    let i = enforcer_common::counter_index(direction, verdict, reason);
+    if let Some(c) = COUNTERS.get_ptr_mut(i) {
+        unsafe { *c += 1 };
+    }
+    if rule != 0 {
+        if let Some(c) = RULE_COUNTERS.get_ptr_mut(rule) {
+            unsafe { *c += 1 };
+        }
+    }
+}
+
+#[inline(always)]
+fn report(p: &Packet, direction: u8, ifindex: u32, cfg: &Config, d: &Decision) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        if let Some(c) = EVENT_STATS.get_ptr_mut(enforcer_common::event_stat::LOST) {
+            unsafe { *c += 1 };
+        }
+        return;
+    };
+    // Fill the reserved record in place (an `Event` on the stack would not fit).
+    let e = entry.as_mut_ptr();
+    unsafe {
+        (*e).timestamp_ns = bpf_ktime_get_ns();
+        (*e).src = p.src;
+        (*e).dst = p.dst;
+        (*e).sport = p.sport;
+        (*e).dport = policy_port(p);
+        (*e).protocol = p.protocol;
+        (*e).direction = direction;
+        (*e).verdict = d.verdict;
+        (*e).reason = d.reason;
+        (*e).src_identity = d.src_identity;
+        (*e).dst_identity = d.dst_identity;
+        (*e).rule = d.rule;
+        (*e).ifindex = ifindex;
+        (*e).generation = cfg.generation as u32;
+    }
+    entry.submit(0);
+}

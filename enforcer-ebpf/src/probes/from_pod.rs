@@ -1,0 +1,32 @@
+//! tc ingress of a pod's host-side veth: packets leaving the pod, judged by its egress policy.
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use enforcer_common::DIR_EGRESS;
+
+use super::{pull_headers, skb_ifindex, tc_action};
+use crate::{
+    parse::parse,
+    policy::{scratch_packet, judge, precheck, spoofed_from_pod, verdict_without_policy, Action, SPOOFED},
+};
+
+#[classifier]
+pub fn from_pod(ctx: TcContext) -> i32 {
+    tc_action(try_from_pod(&ctx))
+}
+
+#[inline(always)]
+fn try_from_pod(ctx: &TcContext) -> Action {
+    pull_headers(ctx);
+    let ifindex = skb_ifindex(ctx);
+    let Some(p) = scratch_packet() else {
+        return Action::Drop;
+    };
+    let parsed = parse(ctx.data(), ctx.data_end(), p);
+    if let Some(d) = precheck(&parsed, p) {
+        return verdict_without_policy(None, DIR_EGRESS, ifindex, d);
+    }
+    if spoofed_from_pod(p, ifindex) {
+        return verdict_without_policy(Some(p), DIR_EGRESS, ifindex, SPOOFED);
+    }
+    judge(p, DIR_EGRESS, ifindex)
+}

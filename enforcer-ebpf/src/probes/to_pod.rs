@@ -1,0 +1,30 @@
+//! tc egress of a pod's host-side veth: packets about to enter the pod, judged by its ingress
+//! policy (whether they come from a local pod, the node, another node or the world).
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use enforcer_common::DIR_INGRESS;
+
+use super::{pull_headers, skb_ifindex, tc_action};
+use crate::{
+    parse::parse,
+    policy::{scratch_packet, judge, precheck, verdict_without_policy, Action},
+};
+
+#[classifier]
+pub fn to_pod(ctx: TcContext) -> i32 {
+    tc_action(try_to_pod(&ctx))
+}
+
+#[inline(always)]
+fn try_to_pod(ctx: &TcContext) -> Action {
+    pull_headers(ctx);
+    let ifindex = skb_ifindex(ctx);
+    let Some(p) = scratch_packet() else {
+        return Action::Drop;
+    };
+    let parsed = parse(ctx.data(), ctx.data_end(), p);
+    if let Some(d) = precheck(&parsed, p) {
+        return verdict_without_policy(None, DIR_INGRESS, ifindex, d);
+    }
+    judge(p, DIR_INGRESS, ifindex)
+}

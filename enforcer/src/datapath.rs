@@ -1,0 +1,517 @@
+//! The only code that touches the eBPF object and its maps: load (adopting pinned maps), attach
+//! (adopting pinned links, swapping our programs onto them), install a policy generation
+//! atomically, and read counters.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs, io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+        xdp::XdpLink,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use enforcer_common::{
+    maps::names, programs, CidrKeyData, Config, EndpointKey, IdentityKey, IdentityValue,
+    PolicyKeyData, PolicyValue, CIDR_CAPACITY, CIDR_KEY_FIXED_BITS, CONFIG_ACTIVE, COUNTER_ENTRIES,
+    ENDPOINT_CAPACITY, IDENTITY_CAPACITY, LAYOUT_VERSION, POLICY_CAPACITY, REASONS, VERDICTS,
+};
+
+use crate::policy::{compile::addr_bits, Compiled};
+
+/// The eBPF object, built by `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {map} would need {needed} entries but holds {capacity}: nothing was applied")]
+    Capacity {
+        map: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pinned link {path}: {message}")]
+    Link { path: PathBuf, message: String },
+}
+
+type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+fn prog_err(name: &'static str) -> impl Fn(ProgramError) -> DatapathError {
+    move |source| DatapathError::Program { name, source }
+}
+
+/// Where a layout version keeps its pins: `<bpffs>/v<LAYOUT_VERSION>/{maps,links}`.
+#[derive(Debug, Clone)]
+pub struct PinLayout {
+    pub root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(bpffs: &Path) -> Self {
+        PinLayout {
+            root: bpffs.join(format!("v{LAYOUT_VERSION}")),
+        }
+    }
+    pub fn maps(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+    pub fn links(&self) -> PathBuf {
+        self.root.join("links")
+    }
+    pub fn link(&self, ifindex: u32, program: &str) -> PathBuf {
+        self.links().join(format!("{ifindex}.{program}"))
+    }
+}
+
+/// A loaded datapath.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pins: Option<PinLayout>,
+}
+
+/// The installed state: generation and active slot.
+pub type Generation = u64;
+
+impl Datapath {
+    /// Load the object. With `pins`, maps already pinned there are adopted (their contents keep
+    /// enforcing) and new ones are created and pinned.
+    pub fn load(pins: Option<PinLayout>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        if let Some(p) = &pins {
+            let dir = p.maps();
+            fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            fs::create_dir_all(p.links()).map_err(|source| DatapathError::Io {
+                path: p.links(),
+                source,
+            })?;
+            for name in names::PINNED {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        for name in [programs::FROM_POD, programs::TO_POD] {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+            prog.load().map_err(prog_err(name))?;
+        }
+        for name in [programs::XDP_POD, programs::XDP_UPLINK] {
+            let prog: &mut Xdp = program(&mut ebpf, name)?;
+            prog.load().map_err(prog_err(name))?;
+        }
+        Ok(Datapath { ebpf, pins })
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attach `from_pod`/`to_pod` (tcx, first in order) and, if `xdp`, `xdp_pod` to a pod's
+    /// host-side interface. An existing pinned link gets our program swapped in, without a gap.
+    pub fn attach_pod(&mut self, ifname: &str, ifindex: u32, xdp: bool) -> Result<()> {
+        self.attach_tc(ifname, ifindex, programs::FROM_POD, TcAttachType::Ingress)?;
+        self.attach_tc(ifname, ifindex, programs::TO_POD, TcAttachType::Egress)?;
+        if xdp {
+            self.attach_xdp(ifname, ifindex, programs::XDP_POD)?;
+        }
+        Ok(())
+    }
+
+    /// Attach `xdp_uplink` to the node's uplink.
+    pub fn attach_uplink(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        self.attach_xdp(ifname, ifindex, programs::XDP_UPLINK)
+    }
+
+    fn attach_tc(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        name: &'static str,
+        attach: TcAttachType,
+    ) -> Result<()> {
+        let pin = self.pins.as_ref().map(|p| p.link(ifindex, name));
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let link: SchedClassifierLink =
+                adopt_link(path)?
+                    .try_into()
+                    .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+            prog.attach_to_link(link).map_err(prog_err(name))?;
+            return Ok(());
+        }
+        let id = prog
+            .attach_with_options(
+                ifname,
+                attach,
+                TcAttachOptions::TcxOrder(LinkOrder::first()),
+            )
+            .map_err(prog_err(name))?;
+        if let Some(path) = pin {
+            let link = prog.take_link(id).map_err(prog_err(name))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            fd.pin(&path).map_err(|e| DatapathError::Link {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn attach_xdp(&mut self, ifname: &str, ifindex: u32, name: &'static str) -> Result<()> {
+        let pin = self.pins.as_ref().map(|p| p.link(ifindex, name));
+        let prog: &mut Xdp = program(&mut self.ebpf, name)?;
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            let link: XdpLink =
+                adopt_link(path)?
+                    .try_into()
+                    .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+            prog.attach_to_link(link).map_err(prog_err(name))?;
+            return Ok(());
+        }
+        let id = prog
+            .attach(ifname, XdpMode::default())
+            .map_err(prog_err(name))?;
+        if let Some(path) = pin {
+            let link = prog.take_link(id).map_err(prog_err(name))?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            fd.pin(&path).map_err(|e| DatapathError::Link {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The active configuration.
+    pub fn config(&self) -> Result<Config> {
+        let map = Array::<_, Config>::try_from(self.map(names::CONFIG)?)
+            .map_err(map_err(names::CONFIG))?;
+        map.get(&0, 0).map_err(map_err(names::CONFIG))
+    }
+
+    /// Install a compiled policy as the next generation: write the inactive slot completely, then
+    /// flip `CONFIG` with one map write. Capacity is checked before anything is written.
+    pub fn install(
+        &mut self,
+        compiled: &Compiled,
+        endpoints: &BTreeSet<(u32, IpAddr)>,
+    ) -> Result<Generation> {
+        check_capacity(
+            names::IDENTITIES,
+            compiled.identities.len(),
+            IDENTITY_CAPACITY,
+        )?;
+        check_capacity(names::CIDR_IDENTITIES, compiled.cidrs.len(), CIDR_CAPACITY)?;
+        check_capacity(names::POLICY, compiled.policy.len(), POLICY_CAPACITY)?;
+        check_capacity(names::ENDPOINTS, endpoints.len(), ENDPOINT_CAPACITY)?;
+        let cfg = self.config()?;
+        let slot: u32 = if cfg.flags & CONFIG_ACTIVE != 0 {
+            1 - cfg.slot.min(1)
+        } else {
+            0
+        };
+        self.clear_slot(slot)?;
+        {
+            let mut ids = HashMap::<_, IdentityKey, IdentityValue>::try_from(
+                self.map_mut(names::IDENTITIES)?,
+            )
+            .map_err(map_err(names::IDENTITIES))?;
+            for (addr, value) in &compiled.identities {
+                let key = IdentityKey {
+                    slot,
+                    addr: addr_bits(*addr).to_be_bytes(),
+                };
+                ids.insert(key, value, 0)
+                    .map_err(map_err(names::IDENTITIES))?;
+            }
+        }
+        {
+            let mut cidrs = LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(
+                self.map_mut(names::CIDR_IDENTITIES)?,
+            )
+            .map_err(map_err(names::CIDR_IDENTITIES))?;
+            for (prefix, value) in &compiled.cidrs {
+                let key = Key::new(
+                    CIDR_KEY_FIXED_BITS + u32::from(prefix.len),
+                    cidr_key(slot, &prefix.octets()),
+                );
+                cidrs
+                    .insert(&key, value, 0)
+                    .map_err(map_err(names::CIDR_IDENTITIES))?;
+            }
+        }
+        {
+            let mut policy =
+                LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map_mut(names::POLICY)?)
+                    .map_err(map_err(names::POLICY))?;
+            for e in &compiled.policy {
+                let mut data = e.key;
+                data[0] = u8::try_from(slot).unwrap_or(0);
+                policy
+                    .insert(&Key::new(e.prefix_len, data), e.value, 0)
+                    .map_err(map_err(names::POLICY))?;
+            }
+        }
+        // Endpoints are not slotted: add the new ones before the flip, drop stale ones after.
+        let stale = self.sync_endpoints_add(endpoints)?;
+        let generation = cfg.generation + 1;
+        let mut config = Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)
+            .map_err(map_err(names::CONFIG))?;
+        config
+            .set(
+                0,
+                Config {
+                    generation,
+                    slot,
+                    flags: CONFIG_ACTIVE,
+                },
+                0,
+            )
+            .map_err(map_err(names::CONFIG))?;
+        let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
+            .map_err(map_err(names::ENDPOINTS))?;
+        for k in stale {
+            let _ = eps.remove(&k);
+        }
+        Ok(generation)
+    }
+
+    fn sync_endpoints_add(
+        &mut self,
+        endpoints: &BTreeSet<(u32, IpAddr)>,
+    ) -> Result<Vec<EndpointKey>> {
+        let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
+            .map_err(map_err(names::ENDPOINTS))?;
+        let wanted: BTreeSet<([u8; 16], u32)> = endpoints
+            .iter()
+            .map(|(ifindex, addr)| (addr_bits(*addr).to_be_bytes(), *ifindex))
+            .collect();
+        let existing: Vec<EndpointKey> = eps.keys().filter_map(std::result::Result::ok).collect();
+        let stale = existing
+            .into_iter()
+            .filter(|k| !wanted.contains(&(k.addr, k.ifindex)))
+            .collect();
+        for (addr, ifindex) in wanted {
+            eps.insert(EndpointKey { ifindex, addr }, 1, 0)
+                .map_err(map_err(names::ENDPOINTS))?;
+        }
+        Ok(stale)
+    }
+
+    /// Remove every entry of `slot` from the slotted maps.
+    fn clear_slot(&mut self, slot: u32) -> Result<()> {
+        {
+            let mut ids = HashMap::<_, IdentityKey, IdentityValue>::try_from(
+                self.map_mut(names::IDENTITIES)?,
+            )
+            .map_err(map_err(names::IDENTITIES))?;
+            let keys: Vec<IdentityKey> = ids
+                .keys()
+                .filter_map(std::result::Result::ok)
+                .filter(|k| k.slot == slot)
+                .collect();
+            for k in keys {
+                let _ = ids.remove(&k);
+            }
+        }
+        let slot_byte = u8::try_from(slot).unwrap_or(0);
+        {
+            let mut cidrs = LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(
+                self.map_mut(names::CIDR_IDENTITIES)?,
+            )
+            .map_err(map_err(names::CIDR_IDENTITIES))?;
+            let keys: Vec<Key<CidrKeyData>> = cidrs
+                .keys()
+                .filter_map(std::result::Result::ok)
+                .filter(|k| k.data()[0] == slot_byte)
+                .collect();
+            for k in keys {
+                let _ = cidrs.remove(&k);
+            }
+        }
+        let mut policy =
+            LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map_mut(names::POLICY)?)
+                .map_err(map_err(names::POLICY))?;
+        let keys: Vec<Key<PolicyKeyData>> = policy
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| k.data()[0] == slot_byte)
+            .collect();
+        for k in keys {
+            let _ = policy.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Packets per (direction, verdict, reason), summed over CPUs.
+    pub fn counters(&self) -> Result<BTreeMap<(u8, u8, u8), u64>> {
+        let map = PerCpuArray::<_, u64>::try_from(self.map(names::COUNTERS)?)
+            .map_err(map_err(names::COUNTERS))?;
+        let mut out = BTreeMap::new();
+        for i in 0..COUNTER_ENTRIES {
+            let total: u64 = map
+                .get(&i, 0)
+                .map_err(map_err(names::COUNTERS))?
+                .iter()
+                .sum();
+            let reason = i % REASONS;
+            let verdict = (i / REASONS) % VERDICTS;
+            let direction = i / REASONS / VERDICTS;
+            out.insert(
+                (
+                    u8::try_from(direction).unwrap_or(0),
+                    u8::try_from(verdict).unwrap_or(0),
+                    u8::try_from(reason).unwrap_or(0),
+                ),
+                total,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Packets counted for rule `id`, summed over CPUs.
+    pub fn rule_packets(&self, id: u32) -> Result<u64> {
+        let map = PerCpuArray::<_, u64>::try_from(self.map(names::RULE_COUNTERS)?)
+            .map_err(map_err(names::RULE_COUNTERS))?;
+        Ok(map
+            .get(&id, 0)
+            .map_err(map_err(names::RULE_COUNTERS))?
+            .iter()
+            .sum())
+    }
+
+    /// Number of entries in a map (both slots for the slotted ones).
+    pub fn map_entries(&self, name: &'static str) -> Result<usize> {
+        let map = self.map(name)?;
+        let n = match name {
+            names::IDENTITIES => HashMap::<_, IdentityKey, IdentityValue>::try_from(map)
+                .map_err(map_err(name))?
+                .keys()
+                .count(),
+            names::ENDPOINTS => HashMap::<_, EndpointKey, u32>::try_from(map)
+                .map_err(map_err(name))?
+                .keys()
+                .count(),
+            names::CIDR_IDENTITIES => LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(map)
+                .map_err(map_err(name))?
+                .keys()
+                .count(),
+            names::POLICY => LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(map)
+                .map_err(map_err(name))?
+                .keys()
+                .count(),
+            _ => 0,
+        };
+        Ok(n)
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map> {
+        self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::MissingMap(name))
+    }
+}
+
+fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<()> {
+    if needed > capacity as usize {
+        return Err(DatapathError::Capacity {
+            map,
+            needed,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+fn cidr_key(slot: u32, addr: &[u8; 16]) -> CidrKeyData {
+    let mut data = [0u8; 17];
+    data[0] = u8::try_from(slot).unwrap_or(0);
+    data[1..].copy_from_slice(addr);
+    data
+}
+
+fn adopt_link(path: &Path) -> Result<FdLink> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| DatapathError::Link {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(FdLink::from(pinned))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {
+        name,
+        source: ProgramError::UnexpectedProgramType,
+    })?;
+    prog.try_into().map_err(prog_err(name))
+}
+
+/// Open a pinned map of a running datapath (for `status` while an agent owns the object).
+pub fn open_pinned(pins: &PinLayout, name: &str) -> Result<MapData> {
+    MapData::from_pin(pins.maps().join(name)).map_err(|source| DatapathError::Map {
+        name: "pinned",
+        source,
+    })
+}

@@ -1,0 +1,1470 @@
+//! Strict parser of the policy language (DESIGN.md, "Policy language").
+//!
+//! Every rejection carries the file and the line and column of the offending node. All errors
+//! that can be found are collected; a document with any error is not returned.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+use super::model::{
+    Document, FlowPolicy, Mode, Peer, PolicyErrors, PortSpec, Protocol, RateLimit, RateScope, Rule,
+    Section, Source, Workload, ANY_SERVICE, API_VERSION, KIND_FLOW_POLICY, KIND_WORKLOAD,
+};
+use super::yaml::{self, Ctx, MapReader, Node, Pos, Value};
+
+/// Parses a multi-document YAML text (`---` separated; empty documents are skipped).
+///
+/// `file` is only used in positions and errors. Duplicate names of the same kind within `text`
+/// are errors.
+pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Document>, PolicyErrors> {
+    let nodes = yaml::load(file, text)?;
+    parse_document_nodes(file, &nodes)
+}
+
+/// Parses documents from already-loaded YAML nodes (e.g. the `apply:` list of a scenario step),
+/// keeping the nodes' positions. `null` nodes are skipped.
+pub fn parse_document_nodes(file: &str, nodes: &[Node]) -> Result<Vec<Document>, PolicyErrors> {
+    let mut ctx = Ctx::new(file);
+    let docs = read_documents(&mut ctx, nodes);
+    ctx.finish(docs)
+}
+
+/// Reads documents into `ctx`, reporting duplicate names of the same kind.
+pub fn read_documents(ctx: &mut Ctx, nodes: &[Node]) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut names: BTreeMap<(&'static str, String), Pos> = BTreeMap::new();
+    for node in nodes.iter().filter(|n| !n.is_null()) {
+        let Some(doc) = read_document(ctx, node) else {
+            continue;
+        };
+        let pos = node
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .map_or(node.pos, |n| n.pos);
+        let key = (doc.kind(), doc.name().to_string());
+        if let Some(first) = names.get(&key) {
+            let reason = format!(
+                "duplicate {} name {:?} (first defined at {}:{})",
+                doc.kind(),
+                doc.name(),
+                ctx.file,
+                first.line
+            );
+            ctx.error(pos, reason);
+        } else {
+            names.insert(key, pos);
+            docs.push(doc);
+        }
+    }
+    docs
+}
+
+const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+const METADATA_FIELDS: &[&str] = &["name", "labels", "annotations"];
+const WORKLOAD_FIELDS: &[&str] = &["service", "addresses"];
+const FLOW_POLICY_FIELDS: &[&str] = &[
+    "service",
+    "mode",
+    "ingress",
+    "egress",
+    "ingressDeny",
+    "egressDeny",
+];
+const PEER_FIELDS: &[&str] = &["service", "cidr", "except"];
+const PORT_FIELDS: &[&str] = &["protocol", "port", "endPort"];
+const RATE_LIMIT_FIELDS: &[&str] = &["packetsPerSecond", "bytesPerSecond", "burst", "per"];
+
+/// Reads one document (a mapping). Returns `None` if it has any error.
+pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
+    let errors_before = ctx.errors.len();
+    let doc = ctx.map(node, None, "", DOCUMENT_FIELDS)?;
+    if let Some(n) = doc.required(ctx, "apiVersion") {
+        if let Some(version) = ctx.string(n, "apiVersion") {
+            if version != API_VERSION {
+                ctx.error(
+                    n.pos,
+                    format!("unsupported apiVersion {version:?} (expected {API_VERSION})"),
+                );
+            }
+        }
+    }
+    let kind = doc
+        .required(ctx, "kind")
+        .and_then(|n| Some((ctx.string(n, "kind")?, n.pos)));
+    let name = read_metadata(ctx, &doc);
+    let source = Source {
+        file: ctx.file.to_string(),
+        line: node.pos.line,
+    };
+    let result = match kind {
+        Some((kind, _)) if kind == KIND_WORKLOAD => {
+            let spec = doc.map(ctx, "spec", true, WORKLOAD_FIELDS);
+            spec.and_then(|spec| read_workload_spec(ctx, &spec, name, source))
+                .map(Document::Workload)
+        }
+        Some((kind, _)) if kind == KIND_FLOW_POLICY => {
+            let spec = doc.map(ctx, "spec", true, FLOW_POLICY_FIELDS);
+            spec.and_then(|spec| read_flow_policy_spec(ctx, &spec, name, source))
+                .map(Document::FlowPolicy)
+        }
+        Some((kind, pos)) => {
+            ctx.error(
+                pos,
+                format!("unknown kind {kind:?} (expected {KIND_WORKLOAD} or {KIND_FLOW_POLICY})"),
+            );
+            None
+        }
+        None => None,
+    };
+    result.filter(|_| ctx.errors.len() == errors_before)
+}
+
+fn read_metadata(ctx: &mut Ctx, doc: &MapReader) -> Option<String> {
+    let metadata = doc.map(ctx, "metadata", true, METADATA_FIELDS)?;
+    for key in ["labels", "annotations"] {
+        if let Some(n) = metadata.optional(key) {
+            ctx.string_map(n, &metadata.child(key));
+        }
+    }
+    let node = metadata.required(ctx, "name")?;
+    read_name(ctx, node, "metadata.name")
+}
+
+/// A name: 1 to 253 letters, digits, `-`, `_` or `.`.
+pub fn read_name(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
+    let name = ctx.non_empty_string(node, what)?;
+    if let Err(reason) = check_name(&name) {
+        ctx.error(node.pos, format!("invalid {what} {name:?}: {reason}"));
+        return None;
+    }
+    Some(name)
+}
+
+/// Checks the characters and length of a name or service.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters".to_string());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        return Err(format!(
+            "character {c:?} not allowed (use letters, digits, '-', '_' and '.')"
+        ));
+    }
+    Ok(())
+}
+
+fn read_service(ctx: &mut Ctx, node: &Node, what: &str, allow_any: bool) -> Option<String> {
+    if allow_any && matches!(&node.value, Value::Str(s) if s == ANY_SERVICE) {
+        return Some(ANY_SERVICE.to_string());
+    }
+    if matches!(&node.value, Value::Str(s) if s == ANY_SERVICE) {
+        ctx.error(node.pos, format!("{what} must name one service, not \"*\""));
+        return None;
+    }
+    read_name(ctx, node, what)
+}
+
+fn read_workload_spec(
+    ctx: &mut Ctx,
+    spec: &MapReader,
+    name: Option<String>,
+    source: Source,
+) -> Option<Workload> {
+    let service = spec
+        .required(ctx, "service")
+        .and_then(|n| read_service(ctx, n, "spec.service", false));
+    let addresses = read_addresses(ctx, spec, "addresses");
+    Some(Workload {
+        name: name?,
+        service: service?,
+        addresses: addresses?,
+        source,
+    })
+}
+
+/// A required, non-empty list of distinct host IP addresses (no CIDRs).
+pub fn read_addresses(ctx: &mut Ctx, map: &MapReader, key: &str) -> Option<Vec<IpAddr>> {
+    let path = map.child(key);
+    let node = map.required(ctx, key)?;
+    let items = ctx.seq(node, &path)?;
+    if items.is_empty() {
+        ctx.error(
+            node.pos,
+            format!("{path} must list at least one IP address"),
+        );
+        return None;
+    }
+    let mut addresses: Vec<IpAddr> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("{path}[{i}]");
+        match read_address(ctx, item, &what) {
+            Some(addr) if addresses.contains(&addr) => {
+                ctx.error(item.pos, format!("duplicate address {addr} in {path}"));
+                ok = false;
+            }
+            Some(addr) => addresses.push(addr),
+            None => ok = false,
+        }
+    }
+    ok.then_some(addresses)
+}
+
+/// One host IP address.
+pub fn read_address(ctx: &mut Ctx, node: &Node, what: &str) -> Option<IpAddr> {
+    let text = ctx.string(node, what)?;
+    let text = text.trim();
+    if text.contains('/') {
+        ctx.error(
+            node.pos,
+            format!("{what} {text:?} must be a single IP address, not a CIDR"),
+        );
+        return None;
+    }
+    let Ok(addr) = IpAddr::from_str(text) else {
+        ctx.error(
+            node.pos,
+            format!("{what} {text:?} is not a valid IP address"),
+        );
+        return None;
+    };
+    let reason = match addr {
+        _ if addr.is_unspecified() => Some("the unspecified address"),
+        _ if addr.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped IPv6 address (write the IPv4 address)")
+        }
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        ctx.error(
+            node.pos,
+            format!("{what} {addr} is {reason}, not a host address"),
+        );
+        return None;
+    }
+    Some(addr)
+}
+
+fn read_flow_policy_spec(
+    ctx: &mut Ctx,
+    spec: &MapReader,
+    name: Option<String>,
+    source: Source,
+) -> Option<FlowPolicy> {
+    let errors_before = ctx.errors.len();
+    let service = spec
+        .required(ctx, "service")
+        .and_then(|n| read_service(ctx, n, "spec.service", true));
+    let mode = match spec.optional("mode") {
+        None => Some(Mode::Enforce),
+        Some(n) => ctx
+            .string(n, "spec.mode")
+            .and_then(|s| match Mode::from_str(&s) {
+                Ok(mode) => Some(mode),
+                Err(reason) => {
+                    ctx.error(n.pos, format!("spec.mode: {reason}"));
+                    None
+                }
+            }),
+    };
+    let mut sections: [Option<Vec<Rule>>; 4] = Default::default();
+    for (i, section) in [
+        Section::Ingress,
+        Section::Egress,
+        Section::IngressDeny,
+        Section::EgressDeny,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Some((_, node)) = spec.entry(section.key()) else {
+            continue;
+        };
+        let path = spec.child(section.key());
+        let Some(items) = ctx.seq(node, &path) else {
+            continue;
+        };
+        let rules = items
+            .iter()
+            .enumerate()
+            .filter_map(|(j, item)| read_rule(ctx, item, Some(section), &format!("{path}[{j}]")))
+            .collect();
+        sections[i] = Some(rules);
+    }
+    if ctx.errors.len() != errors_before {
+        return None;
+    }
+    let [ingress, egress, ingress_deny, egress_deny] = sections;
+    Some(FlowPolicy {
+        name: name?,
+        service: service?,
+        mode: mode?,
+        ingress,
+        egress,
+        ingress_deny: ingress_deny.unwrap_or_default(),
+        egress_deny: egress_deny.unwrap_or_default(),
+        source,
+    })
+}
+
+/// Reads a rule of `section`; with `None` (a rule on its own) the peers may be under `peers`,
+/// `from` or `to`.
+pub fn read_rule(ctx: &mut Ctx, node: &Node, section: Option<Section>, path: &str) -> Option<Rule> {
+    let errors_before = ctx.errors.len();
+    let rule = ctx.map(
+        node,
+        None,
+        path,
+        &["peers", "from", "to", "ports", "rateLimit"],
+    )?;
+    // Keys that the generic check accepted but this section does not are reported; their peers
+    // are still read, to report their errors too.
+    let peer_keys = ["from", "to", "peers"];
+    if let Some(section) = section {
+        for wrong in ["from", "to", "peers"] {
+            if wrong == section.peer_key() {
+                continue;
+            }
+            if let Some((key, _)) = rule.entry(wrong) {
+                let reason = format!(
+                    "{}; {} rules list their peers under `{}`",
+                    yaml::unknown_field(wrong, path, &[section.peer_key(), "ports", "rateLimit"]),
+                    section.key(),
+                    section.peer_key()
+                );
+                ctx.error(key.pos, reason);
+            }
+        }
+        if section != Section::Ingress {
+            if let Some((key, _)) = rule.entry("rateLimit") {
+                ctx.error(
+                    key.pos,
+                    format!(
+                        "rateLimit is only allowed on ingress rules, not in {} ({path})",
+                        section.key()
+                    ),
+                );
+            }
+        }
+    } else {
+        let present: Vec<&str> = peer_keys
+            .iter()
+            .copied()
+            .filter(|k| rule.entry(k).is_some())
+            .collect();
+        if present.len() > 1 {
+            ctx.error(
+                node.pos,
+                format!("{path}: use only one of {}", present.join(", ")),
+            );
+        }
+    }
+    let mut peers = Vec::new();
+    for key in peer_keys {
+        let Some(n) = rule.optional(key) else {
+            continue;
+        };
+        let peer_path = rule.child(key);
+        let Some(items) = ctx.seq(n, &peer_path) else {
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            if let Some(peer) = read_peer(ctx, item, &format!("{peer_path}[{i}]")) {
+                peers.push(peer);
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    if let Some(n) = rule.optional("ports") {
+        let ports_path = rule.child("ports");
+        if let Some(items) = ctx.seq(n, &ports_path) {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(port) = read_port(ctx, item, &format!("{ports_path}[{i}]")) {
+                    ports.push(port);
+                }
+            }
+        }
+    }
+    let rate_limit = match (section, rule.optional("rateLimit")) {
+        (None | Some(Section::Ingress), Some(n)) => {
+            let anchor = rule.entry("rateLimit").map(|(k, _)| k.pos);
+            read_rate_limit(ctx, n, anchor, &rule.child("rateLimit"))
+        }
+        _ => None,
+    };
+    (ctx.errors.len() == errors_before).then_some(Rule {
+        peers,
+        ports,
+        rate_limit,
+        line: node.pos.line,
+    })
+}
+
+/// Reads a peer: `{service: NAME}` (`"*"` = any workload) or `{cidr: C, except: [..]}`.
+pub fn read_peer(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Peer> {
+    let peer = ctx.map(node, None, path, PEER_FIELDS)?;
+    let service = peer.entry("service");
+    let cidr = peer.entry("cidr");
+    match (service, cidr) {
+        (Some(_), Some((key, _))) => {
+            ctx.error(
+                key.pos,
+                format!("{path}: a peer has either `service` or `cidr`, not both"),
+            );
+            None
+        }
+        (None, None) => {
+            ctx.error(
+                node.pos,
+                format!("{path}: a peer needs `service` or `cidr`"),
+            );
+            None
+        }
+        (Some(_), None) => {
+            if let Some((key, _)) = peer.entry("except") {
+                ctx.error(
+                    key.pos,
+                    format!("{path}: `except` is only allowed with `cidr`"),
+                );
+                return None;
+            }
+            let n = peer.required(ctx, "service")?;
+            read_service(ctx, n, &peer.child("service"), true).map(Peer::Service)
+        }
+        (None, Some(_)) => {
+            let n = peer.required(ctx, "cidr")?;
+            let cidr = read_cidr(ctx, n, &peer.child("cidr"));
+            let mut except = Vec::new();
+            let mut ok = true;
+            if let Some(n) = peer.optional("except") {
+                let except_path = peer.child("except");
+                let items = ctx.seq(n, &except_path)?;
+                for (i, item) in items.iter().enumerate() {
+                    let what = format!("{except_path}[{i}]");
+                    let Some(e) = read_cidr(ctx, item, &what) else {
+                        ok = false;
+                        continue;
+                    };
+                    if let Some(cidr) = cidr {
+                        if !same_family(&cidr, &e) {
+                            ctx.error(
+                                item.pos,
+                                format!(
+                                    "{what} {e} is not of the same address family as cidr {cidr}"
+                                ),
+                            );
+                            ok = false;
+                        } else if !cidr.contains(&e) {
+                            ctx.error(item.pos, format!("{what} {e} is not inside cidr {cidr}"));
+                            ok = false;
+                        }
+                    }
+                    except.push(e);
+                }
+            }
+            let cidr = cidr?;
+            ok.then_some(Peer::Cidr { cidr, except })
+        }
+    }
+}
+
+fn same_family(a: &IpNet, b: &IpNet) -> bool {
+    matches!(
+        (a, b),
+        (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+    )
+}
+
+/// A CIDR `ADDRESS/PREFIX` with no host bits set.
+pub fn read_cidr(ctx: &mut Ctx, node: &Node, what: &str) -> Option<IpNet> {
+    let text = ctx.string(node, what)?;
+    match parse_cidr(text.trim()) {
+        Ok(net) => Some(net),
+        Err(reason) => {
+            ctx.error(
+                node.pos,
+                format!("invalid CIDR {text:?} in {what}: {reason}"),
+            );
+            None
+        }
+    }
+}
+
+/// Parses a CIDR, rejecting a missing prefix length and host bits.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let Some((addr, prefix)) = text.split_once('/') else {
+        return Err("missing prefix length (e.g. 10.0.0.0/24)".to_string());
+    };
+    let addr = IpAddr::from_str(addr).map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match prefix.parse() {
+        Ok(p) if p <= max => p,
+        _ => {
+            return Err(format!(
+                "prefix length {prefix:?} must be a number from 0 to {max}"
+            ))
+        }
+    };
+    let net = IpNet::new(addr, prefix).map_err(|e| e.to_string())?;
+    if net.trunc() != net {
+        return Err(format!("host bits set (did you mean {}?)", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// Reads a port entry: `{protocol, port, endPort}`.
+pub fn read_port(ctx: &mut Ctx, node: &Node, path: &str) -> Option<PortSpec> {
+    let errors_before = ctx.errors.len();
+    let spec = ctx.map(node, None, path, PORT_FIELDS)?;
+    let protocol = match spec.optional("protocol") {
+        None => Protocol::Tcp,
+        Some(n) => {
+            let what = spec.child("protocol");
+            let text = ctx.string(n, &what)?;
+            match Protocol::from_str(&text) {
+                Ok(p) => p,
+                Err(reason) => {
+                    ctx.error(n.pos, format!("{what}: {reason}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let port_of = |ctx: &mut Ctx, key: &str| {
+        let n = spec.optional(key)?;
+        let what = spec.child(key);
+        let port = match &n.value {
+            Value::Str(s) => {
+                ctx.error(
+                    n.pos,
+                    format!("{what} must be a number from 1 to 65535, not the string {s:?} (named ports are not supported)"),
+                );
+                return None;
+            }
+            _ => ctx.int(n, &what, 1, 65535)?,
+        };
+        u16::try_from(port).ok().map(|p| (p, n.pos))
+    };
+    let port = port_of(ctx, "port");
+    let end_port = port_of(ctx, "endPort");
+    if protocol == Protocol::Icmp {
+        for key in ["port", "endPort"] {
+            if let Some((k, _)) = spec.entry(key) {
+                ctx.error(k.pos, format!("{}: ICMP has no ports", spec.child(key)));
+            }
+        }
+    }
+    if let Some((end, end_pos)) = end_port {
+        match port {
+            None if spec.optional("port").is_none() => {
+                ctx.error(end_pos, format!("{path}: endPort requires port"));
+            }
+            Some((port, _)) if end < port => {
+                ctx.error(
+                    end_pos,
+                    format!("{path}: endPort {end} is less than port {port}"),
+                );
+            }
+            _ => {}
+        }
+    }
+    (ctx.errors.len() == errors_before).then_some(PortSpec {
+        protocol,
+        port: port.map(|(p, _)| p),
+        end_port: end_port.map(|(p, _)| p),
+    })
+}
+
+/// Reads `rateLimit: {packetsPerSecond, bytesPerSecond, burst, per}`.
+pub fn read_rate_limit(
+    ctx: &mut Ctx,
+    node: &Node,
+    anchor: Option<Pos>,
+    path: &str,
+) -> Option<RateLimit> {
+    let errors_before = ctx.errors.len();
+    let limit = ctx.map(node, anchor, path, RATE_LIMIT_FIELDS)?;
+    let positive = |ctx: &mut Ctx, key: &str| -> Option<u64> {
+        let n = limit.optional(key)?;
+        let what = limit.child(key);
+        if let Value::Int(i) = n.value {
+            if i < 1 {
+                ctx.error(n.pos, format!("{what} must be greater than 0, got {i}"));
+                return None;
+            }
+        }
+        ctx.int(n, &what, 1, i128::from(u64::MAX))
+            .and_then(|i| u64::try_from(i).ok())
+    };
+    let packets_per_second = positive(ctx, "packetsPerSecond");
+    let bytes_per_second = positive(ctx, "bytesPerSecond");
+    let burst = positive(ctx, "burst");
+    if limit.optional("packetsPerSecond").is_none() && limit.optional("bytesPerSecond").is_none() {
+        ctx.error(
+            limit.anchor(),
+            format!("{path} needs packetsPerSecond and/or bytesPerSecond"),
+        );
+    }
+    let per = match limit.optional("per") {
+        None => RateScope::Source,
+        Some(n) => {
+            let what = limit.child("per");
+            match ctx.string(n, &what).as_deref() {
+                Some("source") | None => RateScope::Source,
+                Some("rule") => RateScope::Rule,
+                Some(other) => {
+                    ctx.error(
+                        n.pos,
+                        format!("invalid {what} {other:?}: expected source or rule"),
+                    );
+                    RateScope::Source
+                }
+            }
+        }
+    };
+    (ctx.errors.len() == errors_before).then_some(RateLimit {
+        packets_per_second,
+        bytes_per_second,
+        burst,
+        per,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::{ApplyOutcome, PolicySet};
+
+    const EXAMPLE: &str = r#"apiVersion: enforcer/v1
+kind: Workload                 # one pod: its addresses and its service identity
+metadata: {name: web-0}
+spec:
+  service: web
+  addresses: [10.10.1.10, "fd00:10::10"]
+---
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api                 # the service it protects; "*" = every service
+  mode: enforce                # or audit
+  ingress:                     # key present (even []) => api is isolated for ingress
+    - from: [{service: web}, {cidr: 192.0.2.0/24, except: [192.0.2.128/25]}]
+      ports: [{protocol: TCP, port: 8080}, {protocol: TCP, port: 9000, endPort: 9010}]
+      rateLimit: {packetsPerSecond: 100, burst: 20, per: source}   # per: source (default) | rule
+  egress:
+    - to: [{service: db}]
+      ports: [{protocol: TCP, port: 5432}]
+  ingressDeny:
+    - from: [{service: batch}]
+  egressDeny: []
+"#;
+
+    fn parse(text: &str) -> Result<Vec<Document>, PolicyErrors> {
+        parse_documents("test.yaml", text)
+    }
+
+    /// Asserts that `text` is rejected with an error at `line` whose reason contains `needle`.
+    #[track_caller]
+    fn rejects(text: &str, line: usize, needle: &str) {
+        let errors = match parse(text) {
+            Ok(docs) => panic!("accepted: {docs:?}\n{text}"),
+            Err(errors) => errors,
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.line == line && e.file == "test.yaml" && e.reason.contains(needle)),
+            "expected an error at line {line} containing {needle:?}, got:\n{errors}"
+        );
+    }
+
+    fn policy(spec: &str) -> String {
+        format!("apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata:\n  name: p\nspec:\n{spec}")
+    }
+
+    fn workload(spec: &str) -> String {
+        format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\nspec:\n{spec}")
+    }
+
+    fn only_policy(text: &str) -> FlowPolicy {
+        match parse(text).expect("valid").pop() {
+            Some(Document::FlowPolicy(p)) => p,
+            other => panic!("expected a FlowPolicy, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let docs = parse(EXAMPLE).expect("valid");
+        assert_eq!(docs.len(), 2);
+        let Document::Workload(w) = &docs[0] else {
+            panic!("workload")
+        };
+        assert_eq!(w.name, "web-0");
+        assert_eq!(w.service, "web");
+        assert_eq!(
+            w.addresses,
+            vec![
+                "10.10.1.10".parse::<IpAddr>().unwrap(),
+                "fd00:10::10".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            w.source,
+            Source {
+                file: "test.yaml".into(),
+                line: 1
+            }
+        );
+        let Document::FlowPolicy(p) = &docs[1] else {
+            panic!("policy")
+        };
+        assert_eq!(p.name, "api-ingress");
+        assert_eq!(p.service, "api");
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.source.line, 8);
+        let ingress = p.ingress.as_ref().expect("ingress");
+        assert_eq!(ingress.len(), 1);
+        let rule = &ingress[0];
+        assert_eq!(rule.line, 15);
+        assert_eq!(
+            rule.peers,
+            vec![
+                Peer::Service("web".into()),
+                Peer::Cidr {
+                    cidr: "192.0.2.0/24".parse().unwrap(),
+                    except: vec!["192.0.2.128/25".parse().unwrap()]
+                }
+            ]
+        );
+        assert_eq!(
+            rule.ports,
+            vec![
+                PortSpec {
+                    protocol: Protocol::Tcp,
+                    port: Some(8080),
+                    end_port: None
+                },
+                PortSpec {
+                    protocol: Protocol::Tcp,
+                    port: Some(9000),
+                    end_port: Some(9010)
+                },
+            ]
+        );
+        assert_eq!(rule.ports[1].range(), (9000, 9010));
+        assert_eq!(
+            rule.rate_limit,
+            Some(RateLimit {
+                packets_per_second: Some(100),
+                bytes_per_second: None,
+                burst: Some(20),
+                per: RateScope::Source
+            })
+        );
+        let egress = p.egress.as_ref().expect("egress");
+        assert_eq!(egress[0].peers, vec![Peer::Service("db".into())]);
+        assert_eq!(p.ingress_deny.len(), 1);
+        assert_eq!(p.ingress_deny[0].peers, vec![Peer::Service("batch".into())]);
+        assert!(p.ingress_deny[0].ports.is_empty());
+        assert!(p.egress_deny.is_empty());
+    }
+
+    #[test]
+    fn design_example_round_trips_yaml_and_json() {
+        let docs = parse(EXAMPLE).expect("valid");
+        let yaml = Document::to_yaml_stream(&docs).expect("serialize");
+        assert!(yaml.contains("apiVersion: enforcer/v1"), "{yaml}");
+        assert!(yaml.contains("ingressDeny"), "{yaml}");
+        assert!(yaml.contains("packetsPerSecond: 100"), "{yaml}");
+        assert!(yaml.contains("endPort: 9010"), "{yaml}");
+        let again = parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(docs.len(), again.len());
+        for (a, b) in docs.iter().zip(&again) {
+            assert!(a.same_content(b), "{a:?}\n{b:?}");
+        }
+        for doc in &docs {
+            let json = serde_json::to_string(doc).expect("json");
+            let back: Document = serde_json::from_str(&json).expect("parse json");
+            assert!(doc.same_content(&back), "{json}");
+            let yaml = serde_yaml_ng::to_string(doc).expect("yaml");
+            let back: Document = serde_yaml_ng::from_str(&yaml).expect("parse yaml");
+            assert!(doc.same_content(&back), "{yaml}");
+        }
+        let json = serde_json::to_value(&docs[1]).expect("json");
+        assert_eq!(json["kind"], "FlowPolicy");
+        assert_eq!(json["metadata"]["name"], "api-ingress");
+        assert_eq!(json["spec"]["ingress"][0]["from"][0]["service"], "web");
+        assert_eq!(
+            json["spec"]["ingress"][0]["from"][1]["cidr"],
+            "192.0.2.0/24"
+        );
+        assert_eq!(json["spec"]["egress"][0]["to"][0]["service"], "db");
+        assert_eq!(json["spec"]["ingress"][0]["rateLimit"]["per"], "source");
+    }
+
+    #[test]
+    fn ingress_presence_round_trips() {
+        let empty = only_policy(&policy("  service: api\n  ingress: []\n"));
+        assert_eq!(empty.ingress, Some(vec![]));
+        assert_eq!(empty.egress, None);
+        let null = only_policy(&policy("  service: api\n  egress:\n"));
+        assert_eq!(null.egress, Some(vec![]));
+        for p in [empty, null] {
+            let yaml = serde_yaml_ng::to_string(&p).expect("yaml");
+            let back = only_policy(&yaml);
+            assert_eq!(back.ingress, p.ingress, "{yaml}");
+            assert_eq!(back.egress, p.egress, "{yaml}");
+            let json = serde_json::to_string(&p).expect("json");
+            let back: FlowPolicy = serde_json::from_str(&json).expect("json back");
+            assert_eq!(back.ingress, p.ingress, "{json}");
+            assert_eq!(back.egress, p.egress, "{json}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let p = only_policy(&policy(
+            "  service: \"*\"\n  ingress:\n    - {}\n    - ports: [{port: 53}, {protocol: icmp}, {protocol: udp}]\n",
+        ));
+        assert_eq!(p.service, "*");
+        assert_eq!(p.mode, Mode::Enforce);
+        let rules = p.ingress.expect("ingress");
+        assert_eq!(
+            rules[0],
+            Rule {
+                line: 8,
+                ..Rule::default()
+            }
+        );
+        assert_eq!(
+            rules[1].ports[0],
+            PortSpec {
+                protocol: Protocol::Tcp,
+                port: Some(53),
+                end_port: None
+            }
+        );
+        assert_eq!(rules[1].ports[1].protocol, Protocol::Icmp);
+        assert_eq!(rules[1].ports[2].range(), (0, 65535));
+        let p = only_policy(&policy(
+            "  service: api\n  mode: audit\n  ingress:\n    - rateLimit: {bytesPerSecond: 1000, per: rule}\n",
+        ));
+        assert_eq!(p.mode, Mode::Audit);
+        let limit = p.ingress.expect("ingress")[0].rate_limit.expect("limit");
+        assert_eq!(limit.per, RateScope::Rule);
+        assert_eq!(limit.bytes_per_second, Some(1000));
+        assert_eq!(limit.packets_per_second, None);
+    }
+
+    #[test]
+    fn empty_documents_are_skipped() {
+        assert_eq!(parse("").expect("empty"), vec![]);
+        assert_eq!(parse("# nothing\n---\n---\n").expect("empty"), vec![]);
+        let docs = parse(&format!("---\n{}\n---\n# x\n", policy("  service: api\n"))).expect("ok");
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].source().line, 2);
+    }
+
+    #[test]
+    fn rejects_yaml_syntax_errors() {
+        rejects(
+            "apiVersion: enforcer/v1\nkind: [Workload\n",
+            3,
+            "invalid YAML",
+        );
+        rejects("apiVersion: enforcer/v1\n  kind: x\n", 2, "invalid YAML");
+    }
+
+    #[test]
+    fn rejects_bad_document_heads() {
+        rejects(
+            "kind: Workload\nmetadata: {name: w}\nspec: {service: a, addresses: [10.0.0.1]}\n",
+            1,
+            "apiVersion",
+        );
+        rejects(
+            "apiVersion: enforcer/v2\nkind: Workload\nmetadata: {name: w}\nspec: {service: a, addresses: [10.0.0.1]}\n",
+            1,
+            "unsupported apiVersion",
+        );
+        rejects(
+            "apiVersion: enforcer/v1\nkind: NetworkPolicy\nmetadata: {name: w}\nspec: {}\n",
+            2,
+            "unknown kind",
+        );
+        rejects(
+            "apiVersion: enforcer/v1\nmetadata: {name: w}\nspec: {}\n",
+            1,
+            "missing required field `kind`",
+        );
+        rejects("- 1\n- 2\n", 1, "must be a mapping");
+        rejects("just a string\n", 1, "must be a mapping");
+        rejects(
+            &format!(
+                "{}status: {{}}\n",
+                workload("  service: a\n  addresses: [10.0.0.1]\n")
+            ),
+            8,
+            "unknown field `status`",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_metadata() {
+        let spec = "spec:\n  service: a\n  addresses: [10.0.0.1]\n";
+        rejects(
+            &format!("apiVersion: enforcer/v1\nkind: Workload\n{spec}"),
+            1,
+            "missing required field `metadata`",
+        );
+        rejects(
+            &format!(
+                "apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  labels: {{a: b}}\n{spec}"
+            ),
+            3,
+            "missing required field `name`",
+        );
+        rejects(&format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\n  namespace: x\n{spec}"), 5, "unknown field `namespace`");
+        rejects(
+            &format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: 'a b'\n{spec}"),
+            4,
+            "invalid metadata.name",
+        );
+        rejects(
+            &format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: ''\n{spec}"),
+            4,
+            "must not be empty",
+        );
+        rejects(
+            &format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: [w]\n{spec}"),
+            4,
+            "must be a string",
+        );
+        rejects(&format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\n  labels: {{a: [b]}}\n{spec}"), 5, "labels.a must be a string");
+        // labels and annotations are accepted
+        parse(&format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\n  labels: {{a: b}}\n  annotations: {{x: 'y'}}\n{spec}")).expect("valid");
+    }
+
+    #[test]
+    fn rejects_bad_workloads() {
+        rejects(
+            &workload("  addresses: [10.0.0.1]\n"),
+            5,
+            "missing required field `service`",
+        );
+        rejects(
+            &workload("  service: a\n"),
+            5,
+            "missing required field `addresses`",
+        );
+        rejects(
+            &workload("  service: a\n  addresses: []\n"),
+            7,
+            "at least one",
+        );
+        rejects(
+            &workload("  service: '*'\n  addresses: [10.0.0.1]\n"),
+            6,
+            "not \"*\"",
+        );
+        rejects(
+            &workload("  service: 42\n  addresses: [10.0.0.1]\n"),
+            6,
+            "must be a string",
+        );
+        rejects(
+            &workload("  service: a\n  addresses: [10.0.0.0/24]\n"),
+            7,
+            "not a CIDR",
+        );
+        rejects(
+            &workload("  service: a\n  addresses: [10.0.0.300]\n"),
+            7,
+            "not a valid IP address",
+        );
+        rejects(
+            &workload("  service: a\n  addresses: 10.0.0.1\n"),
+            7,
+            "must be a list",
+        );
+        rejects(
+            &workload("  service: a\n  addresses:\n    - 10.0.0.1\n    - 10.0.0.1\n"),
+            9,
+            "duplicate address",
+        );
+        rejects(
+            &workload("  service: a\n  addresses: [0.0.0.0]\n"),
+            7,
+            "unspecified",
+        );
+        rejects(
+            &workload("  service: a\n  node: n1\n  addresses: [10.0.0.1]\n"),
+            7,
+            "unknown field `node`",
+        );
+        rejects(
+            "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: w}\n",
+            1,
+            "missing required field `spec`",
+        );
+        rejects(
+            "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: w}\nspec: [1]\n",
+            4,
+            "spec must be a mapping",
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_fields_everywhere() {
+        rejects(
+            &policy("  service: api\n  ingres: []\n"),
+            7,
+            "unknown field `ingres`",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - fromm: []\n"),
+            8,
+            "unknown field `fromm`",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - from: [{service: a, namespace: b}]\n"),
+            8,
+            "unknown field `namespace`",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - ports:\n        - {port: 80, name: http}\n"),
+            9,
+            "unknown field `name`",
+        );
+        rejects(&policy("  service: api\n  ingress:\n    - rateLimit:\n        packetsPerSecond: 5\n        perSource: true\n"), 10, "unknown field `perSource`");
+    }
+
+    #[test]
+    fn rejects_wrong_direction_keys() {
+        rejects(
+            &policy("  service: api\n  ingress:\n    - to: [{service: a}]\n"),
+            8,
+            "unknown field `to`",
+        );
+        rejects(
+            &policy("  service: api\n  egress:\n    - from: [{service: a}]\n"),
+            8,
+            "unknown field `from`",
+        );
+        rejects(
+            &policy("  service: api\n  ingressDeny:\n    - to: [{service: a}]\n"),
+            8,
+            "unknown field `to`",
+        );
+        rejects(
+            &policy("  service: api\n  egressDeny:\n    - from: [{service: a}]\n"),
+            8,
+            "unknown field `from`",
+        );
+        rejects(
+            &policy("  service: api\n  egress:\n    - peers: [{service: a}]\n"),
+            8,
+            "unknown field `peers`",
+        );
+    }
+
+    #[test]
+    fn rejects_rate_limits_outside_ingress() {
+        rejects(
+            &policy(
+                "  service: api\n  egress:\n    - to: []\n      rateLimit: {packetsPerSecond: 5}\n",
+            ),
+            9,
+            "only allowed on ingress rules",
+        );
+        rejects(
+            &policy("  service: api\n  ingressDeny:\n    - rateLimit: {packetsPerSecond: 5}\n"),
+            8,
+            "only allowed on ingress rules",
+        );
+        rejects(
+            &policy("  service: api\n  egressDeny:\n    - rateLimit: {packetsPerSecond: 5}\n"),
+            8,
+            "only allowed on ingress rules",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_rate_limits() {
+        let rl = |body: &str| {
+            policy(&format!(
+                "  service: api\n  ingress:\n    - rateLimit:\n{body}"
+            ))
+        };
+        rejects(
+            &rl("        burst: 5\n"),
+            8,
+            "needs packetsPerSecond and/or bytesPerSecond",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - rateLimit: {}\n"),
+            8,
+            "needs packetsPerSecond",
+        );
+        rejects(&rl("        packetsPerSecond: 0\n"), 9, "greater than 0");
+        rejects(&rl("        bytesPerSecond: -5\n"), 9, "greater than 0");
+        rejects(
+            &rl("        packetsPerSecond: 10\n        burst: 0\n"),
+            10,
+            "greater than 0",
+        );
+        rejects(
+            &rl("        packetsPerSecond: 10\n        per: pod\n"),
+            10,
+            "expected source or rule",
+        );
+        rejects(
+            &rl("        packetsPerSecond: '10'\n"),
+            9,
+            "must be an integer",
+        );
+        rejects(
+            &rl("        packetsPerSecond: 1.5\n"),
+            9,
+            "must be an integer",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - rateLimit: 100\n"),
+            8,
+            "must be a mapping",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_cidrs() {
+        let peer = |p: &str| {
+            policy(&format!(
+                "  service: api\n  ingress:\n    - from:\n        - {p}\n"
+            ))
+        };
+        rejects(&peer("{cidr: 10.0.0.0/33}"), 9, "invalid CIDR");
+        rejects(&peer("{cidr: 10.0.0.5/24}"), 9, "host bits set");
+        rejects(&peer("{cidr: 10.0.0.5/24}"), 9, "10.0.0.0/24");
+        rejects(&peer("{cidr: 10.0.0.0}"), 9, "missing prefix length");
+        rejects(&peer("{cidr: bogus/8}"), 9, "invalid CIDR");
+        rejects(&peer("{cidr: 'fd00::1/64'}"), 9, "host bits set");
+        rejects(
+            &peer("{cidr: 10.0.0.0/8, except: [11.0.0.0/16]}"),
+            9,
+            "not inside",
+        );
+        rejects(
+            &peer("{cidr: 10.0.0.0/8, except: ['fd00::/64']}"),
+            9,
+            "same address family",
+        );
+        rejects(
+            &peer("{cidr: 10.0.0.0/8, except: [10.1.0.1/16]}"),
+            9,
+            "host bits set",
+        );
+        rejects(
+            &peer("{cidr: 10.0.0.0/8, except: 10.1.0.0/16}"),
+            9,
+            "must be a list",
+        );
+        rejects(
+            &peer("{service: web, cidr: 10.0.0.0/8}"),
+            9,
+            "either `service` or `cidr`",
+        );
+        rejects(
+            &peer("{service: web, except: [10.0.0.0/8]}"),
+            9,
+            "only allowed with `cidr`",
+        );
+        rejects(&peer("{}"), 9, "needs `service` or `cidr`");
+        rejects(&peer("web"), 9, "must be a mapping");
+        let p = only_policy(&peer(
+            "{cidr: 'fd00::/64', except: ['fd00::/80', 'fd00::/64']}",
+        ));
+        assert!(
+            matches!(&p.ingress.expect("ingress")[0].peers[0], Peer::Cidr { except, .. } if except.len() == 2)
+        );
+        let p = only_policy(&peer("{cidr: 0.0.0.0/0}"));
+        assert!(p.ingress.expect("ingress")[0].peers[0].cidr_contains("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_bad_ports() {
+        let port = |p: &str| {
+            policy(&format!(
+                "  service: api\n  ingress:\n    - ports:\n        - {p}\n"
+            ))
+        };
+        rejects(&port("{port: 0}"), 9, "out of range");
+        rejects(&port("{port: 65536}"), 9, "out of range");
+        rejects(&port("{port: -1}"), 9, "out of range");
+        rejects(
+            &port("{port: 99999999999999999999999999999999999999999999}"),
+            9,
+            "out of range",
+        );
+        rejects(&port("{port: http}"), 9, "named ports");
+        rejects(&port("{port: '80'}"), 9, "named ports");
+        rejects(&port("{port: 80.0}"), 9, "must be an integer");
+        rejects(&port("{port: true}"), 9, "must be an integer");
+        rejects(&port("{endPort: 90}"), 9, "endPort requires port");
+        rejects(
+            &port("{port: 90, endPort: 80}"),
+            9,
+            "endPort 80 is less than port 90",
+        );
+        rejects(&port("{port: 90, endPort: 70000}"), 9, "out of range");
+        rejects(&port("{protocol: HTTP, port: 80}"), 9, "unknown protocol");
+        rejects(&port("{protocol: 6, port: 80}"), 9, "must be a string");
+        rejects(&port("{protocol: ICMP, port: 8}"), 9, "ICMP has no ports");
+        rejects(
+            &policy("  service: api\n  ingress:\n    - ports: 80\n"),
+            8,
+            "must be a list",
+        );
+        let p = only_policy(&port("{protocol: sctp, port: 80, endPort: 80}"));
+        let spec = p.ingress.expect("ingress")[0].ports[0];
+        assert_eq!(spec.protocol, Protocol::Sctp);
+        assert_eq!(spec.range(), (80, 80));
+        let p = only_policy(&port("{protocol: Udp, port: 0x35}"));
+        assert_eq!(p.ingress.expect("ingress")[0].ports[0].port, Some(53));
+    }
+
+    #[test]
+    fn rejects_bad_policy_specs() {
+        rejects(
+            &policy("  mode: audit\n"),
+            5,
+            "missing required field `service`",
+        );
+        rejects(
+            &policy("  service: api\n  mode: block\n"),
+            7,
+            "expected enforce or audit",
+        );
+        rejects(
+            &policy("  service: api\n  mode: Enforce\n"),
+            7,
+            "expected enforce or audit",
+        );
+        rejects(
+            &policy("  service: api\n  ingress: {from: []}\n"),
+            7,
+            "must be a list",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - [1]\n"),
+            8,
+            "must be a mapping",
+        );
+        rejects(&policy("  service: 'a b'\n"), 6, "invalid spec.service");
+        rejects(
+            &policy("  service: api\n  ingress:\n    - from: [{service: ''}]\n"),
+            8,
+            "must not be empty",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - from: {service: a}\n"),
+            8,
+            "must be a list",
+        );
+        rejects(&policy("  service:\n"), 6, "missing value");
+    }
+
+    #[test]
+    fn rejects_duplicate_names_and_keys() {
+        let a = policy("  service: api\n");
+        let text = format!("{a}---\n{a}");
+        rejects(&text, 11, "duplicate FlowPolicy name \"p\"");
+        rejects(&text, 11, "test.yaml:4");
+        // Same name, different kinds: fine.
+        let w = workload("  service: api\n  addresses: [10.0.0.1]\n").replace("name: w", "name: p");
+        assert_eq!(parse(&format!("{a}---\n{w}")).expect("valid").len(), 2);
+        rejects(
+            &policy("  service: api\n  service: web\n"),
+            7,
+            "duplicate key `service`",
+        );
+        rejects(
+            &policy("  service: api\n  ingress: []\n  ingress: []\n"),
+            8,
+            "first defined at line 7",
+        );
+        rejects(
+            &policy("  service: api\n  ingress:\n    - ports: [{port: 1, port: 2}]\n"),
+            8,
+            "duplicate key `port`",
+        );
+    }
+
+    #[test]
+    fn collects_all_errors_with_positions() {
+        let text = policy("  service: api\n  bogus: 1\n  ingress:\n    - ports: [{port: 0}]\n");
+        let errors = parse(&text).expect_err("invalid");
+        assert_eq!(errors.len(), 2, "{errors}");
+        let shown = errors.to_string();
+        assert!(
+            shown.starts_with("test.yaml:7:3: unknown field `bogus`"),
+            "{shown}"
+        );
+        assert!(shown.contains("\ntest.yaml:9:22: "), "{shown}");
+        // An error in one document rejects everything.
+        let text = format!(
+            "{}---\n{}",
+            policy("  service: api\n"),
+            policy("  service: 1\n")
+        );
+        assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn parses_from_nodes_with_positions() {
+        let text = format!(
+            "items:\n  - {}\n",
+            policy("  service: api\n").replace('\n', "\n    ")
+        );
+        let roots = yaml::load("s.yaml", &text).expect("yaml");
+        let Some(Value::Seq(items)) = roots[0].get("items").map(|n| &n.value) else {
+            panic!("items")
+        };
+        let docs = parse_document_nodes("s.yaml", items).expect("valid");
+        assert_eq!(
+            docs[0].source(),
+            &Source {
+                file: "s.yaml".into(),
+                line: 2
+            }
+        );
+        let text = text.replace("service: api", "service: [api]");
+        let roots = yaml::load("s.yaml", &text).expect("yaml");
+        let Some(Value::Seq(items)) = roots[0].get("items").map(|n| &n.value) else {
+            panic!("items")
+        };
+        let errors = parse_document_nodes("s.yaml", items).expect_err("invalid");
+        assert_eq!(errors.0[0].line, 7, "{errors}");
+    }
+
+    #[test]
+    fn anchors_and_tags() {
+        let p = only_policy(&policy(
+            "  service: !!str api\n  ingress:\n    - ports: &p [{port: 80}]\n  egress:\n    - ports: *p\n",
+        ));
+        assert_eq!(
+            p.ingress.expect("i")[0].ports,
+            p.egress.expect("e")[0].ports
+        );
+        rejects(
+            &policy("  service: !custom api\n"),
+            6,
+            "unsupported YAML tag",
+        );
+    }
+
+    #[test]
+    fn policy_set_rules() {
+        let docs = parse(EXAMPLE).expect("valid");
+        let mut set = PolicySet::from_documents(docs.clone()).expect("set");
+        assert_eq!(set.services(), vec!["web".to_string()]);
+        let warnings = set.warnings();
+        let messages: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("unknown service db"), "{messages:?}");
+        assert!(messages[0].starts_with("test.yaml:19:"), "{messages:?}");
+        assert!(
+            messages[1].contains("unknown service batch"),
+            "{messages:?}"
+        );
+
+        let err = set.insert(docs[0].clone()).expect_err("duplicate");
+        assert!(err.reason.contains("duplicate Workload name"), "{err}");
+        assert!(err.reason.contains("test.yaml:1"), "{err}");
+
+        let other =
+            parse(&workload("  service: web\n  addresses: ['fd00:10::10']\n")).expect("valid");
+        let err = set.insert(other[0].clone()).expect_err("shared address");
+        assert!(
+            err.reason.contains("already held by Workload \"web-0\""),
+            "{err}"
+        );
+        let errors =
+            PolicySet::from_documents([docs.clone(), other.clone()].concat()).expect_err("x");
+        assert_eq!(errors.len(), 1);
+
+        // apply: replace by name, all or nothing
+        let before = set.clone();
+        assert!(set.apply(other.clone()).is_err());
+        assert_eq!(set, before);
+        let replaced = parse(
+            &workload("  service: db\n  addresses: [10.0.0.9]\n").replace("name: w", "name: web-0"),
+        )
+        .expect("valid");
+        let outcomes = set.apply(replaced).expect("apply");
+        assert_eq!(outcomes[0].1, ApplyOutcome::Configured);
+        assert_eq!(set.services(), vec!["db".to_string()]);
+        let outcomes = set.apply(vec![docs[1].clone()]).expect("apply");
+        assert_eq!(outcomes[0].1, ApplyOutcome::Unchanged);
+        let new = parse(&policy("  service: api\n")).expect("valid");
+        assert_eq!(
+            set.apply(new.clone()).expect("apply")[0].1,
+            ApplyOutcome::Created
+        );
+        assert!(set.apply([new.clone(), new].concat()).is_err());
+        assert_eq!(set.policies_for("api").count(), 2);
+        assert_eq!(set.remove("p").len(), 1);
+        assert_eq!(set.remove("p").len(), 0);
+
+        let json = serde_json::to_string(&set).expect("json");
+        let back: PolicySet = serde_json::from_str(&json).expect("back");
+        assert_eq!(back.len(), set.len());
+    }
+
+    #[test]
+    fn serde_rejects_invalid_input() {
+        let bad = r#"{"apiVersion":"enforcer/v1","kind":"FlowPolicy","metadata":{"name":"x"},"spec":{"service":"a","ingress":[{"ports":[{"port":0}]}]}}"#;
+        let err = serde_json::from_str::<Document>(bad).expect_err("invalid");
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let bad = r#"{"apiVersion":"enforcer/v1","kind":"FlowPolicy","metadata":{"name":"x"},"spec":{"service":"a","extra":1}}"#;
+        assert!(serde_json::from_str::<Document>(bad).is_err());
+        let rule: Rule =
+            serde_json::from_str(r#"{"to":[{"cidr":"10.0.0.0/8"}],"ports":[{"port":80}]}"#)
+                .expect("rule");
+        assert_eq!(rule.ports[0].port, Some(80));
+        assert_eq!(
+            serde_json::to_value(&rule).expect("json")["peers"][0]["cidr"],
+            "10.0.0.0/8"
+        );
+        assert!(serde_json::from_str::<PortSpec>(r#"{"port":80,"endPort":70}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Protocol>("\"udp\"").expect("udp"),
+            Protocol::Udp
+        );
+    }
+
+    #[test]
+    fn protocol_numbers_and_display() {
+        assert_eq!(Protocol::Tcp.number(false), 6);
+        assert_eq!(Protocol::Udp.number(true), 17);
+        assert_eq!(Protocol::Sctp.number(false), 132);
+        assert_eq!(Protocol::Icmp.number(false), 1);
+        assert_eq!(Protocol::Icmp.number(true), 58);
+        let e = crate::policy::model::PolicyError::new("f.yaml", 3, 0, "bad");
+        assert_eq!(e.to_string(), "f.yaml:3: bad");
+        let e = crate::policy::model::PolicyError::new("f.yaml", 3, 7, "bad");
+        assert_eq!(e.to_string(), "f.yaml:3:7: bad");
+    }
+}

@@ -1,0 +1,88 @@
+//! Developer tasks for enforcer, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! Every command that compiles the agent first runs `setup`, which installs the toolchain on a
+//! fresh Debian 12 machine and is a fast no-op (a few checks) once everything is there.
+
+mod bench;
+mod build;
+mod demo;
+mod scenario;
+mod setup;
+mod test;
+mod util;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Developer tasks for enforcer", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (apt packages, bpf-linker) and pick the eBPF compiler
+    Setup,
+    /// Setup, then build the enforcer binary
+    Build {
+        /// Build with the release profile
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, then fmt check, clippy, tests and scenarios; stops at the first failure
+    Test,
+    /// Build enforcer, then run `enforcer scenario [--offline] FILES...`
+    Scenario {
+        /// Evaluate the probes with the policy engine alone (no namespaces, no root)
+        #[arg(long)]
+        offline: bool,
+        /// Use a release build of enforcer
+        #[arg(long)]
+        release: bool,
+        /// Scenario files (YAML)
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Build and run the demo (`enforcer-tests` binary `demo`)
+    Demo {
+        /// Arguments passed to the demo
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run benchmarks (`enforcer-tests` binary `bench`, release build)
+    Bench {
+        /// Benchmarks to run (default: all)
+        names: Vec<String>,
+        /// Shorter runs, less precise
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup().map(|_| ()),
+        Command::Build { release } => build::build(release).map(|_| ()),
+        Command::Test => test::test(),
+        Command::Scenario {
+            offline,
+            release,
+            files,
+        } => scenario::scenario(offline, release, &files),
+        Command::Demo { args } => demo::demo(&args),
+        Command::Bench { names, quick } => bench::bench(&names, quick),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line with the causes, no backtrace: the output above tells the rest.
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
