@@ -7,10 +7,12 @@
 
 pub mod addr;
 pub mod maps;
+pub mod ratelimit;
 pub mod verdict;
 
 pub use addr::Addr;
 pub use maps::*;
+pub use ratelimit::{BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKey};
 pub use verdict::*;
 
 /// Bumped whenever the layout of a pinned map changes; part of the bpffs pin path, so an agent never
@@ -31,4 +33,8 @@ mod user {
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for super::RateLimitKey {}
+    unsafe impl aya::Pod for super::RateLimitConfig {}
+    unsafe impl aya::Pod for super::BucketKey {}
+    unsafe impl aya::Pod for super::RateBucket {}
 }

@@ -33,6 +33,14 @@ pub mod names {
     pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_STATS: &str = "EVENT_STATS";
+    /// Rate-limit configuration per (slot, rule); see `crate::ratelimit`.
+    pub const RATE_LIMITS: &str = "RATE_LIMITS";
+    /// Token buckets per (rule, source address), LRU.
+    pub const RATE_BUCKETS: &str = "RATE_BUCKETS";
+    /// Token buckets per rule (`per: rule`).
+    pub const RULE_BUCKETS: &str = "RULE_BUCKETS";
+    /// Per-CPU counters about the buckets (`crate::ratelimit::rate_stat`).
+    pub const RATE_STATS: &str = "RATE_STATS";
     /// Every map that is pinned (and so survives agent restarts).
     pub const PINNED: &[&str] = &[
         CONFIG,
@@ -45,6 +53,10 @@ pub mod names {
         RULE_COUNTERS,
         EVENTS,
         EVENT_STATS,
+        RATE_LIMITS,
+        RATE_BUCKETS,
+        RULE_BUCKETS,
+        RATE_STATS,
     ];
 }
 
@@ -159,7 +171,8 @@ pub struct PolicyValue {
     pub rule: u32,
     /// Rule id deciding `audit_verdict`.
     pub audit_rule: u32,
-    /// Rate-limit bucket id (0 = none).
+    /// Rate-limit bucket id (0 = none): the id of the deciding allow rule if it has a
+    /// `rateLimit` (conntrack keeps only the rule id, so the two must be equal).
     pub ratelimit: u32,
     /// `VERDICT_ALLOW` or `VERDICT_DENY`, enforce-mode policies only.
     pub verdict: u8,
@@ -212,6 +225,9 @@ pub struct CtValue {
 
 /// `CtValue::flags`: the flow passes only because its policy is in audit mode.
 pub const CT_AUDIT: u16 = 1;
+/// `CtValue::flags`: the deciding rule has a rate limit (its bucket id is `CtValue::rule`), so
+/// later packets in the original direction are charged to it.
+pub const CT_RATE_LIMITED: u16 = 2;
 
 /// A flow or drop event in the `EVENTS` ring buffer.
 #[repr(C)]

@@ -3,11 +3,15 @@
 //! decide with `policy`, which reads the maps of `maps`.
 #![no_std]
 #![no_main]
+// Fetching atomics (compare-and-swap) for the rate-limit buckets: see `ratelimit`.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod maps;
 mod parse;
 mod policy;
 mod probes;
+mod ratelimit;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,10 +4,10 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use enforcer_common::{
     identity, policy_key_data, Addr, CidrKeyData, Config, CtKey, CtValue, EndpointKey, Event,
-    IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CT_AUDIT, DIR_EGRESS, DIR_INGRESS,
-    IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS, REASON_CONTROL, REASON_ESTABLISHED, REASON_HOST,
-    REASON_MALFORMED, REASON_NON_IP, REASON_NOT_ISOLATED, REASON_NO_POLICY, REASON_SPOOFED,
-    VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
+    IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CT_AUDIT, CT_RATE_LIMITED, DIR_EGRESS,
+    DIR_INGRESS, IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS, REASON_CONTROL, REASON_ESTABLISHED,
+    REASON_HOST, REASON_MALFORMED, REASON_NON_IP, REASON_NOT_ISOLATED, REASON_NO_POLICY,
+    REASON_RATE_LIMITED, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
 };
 
 use crate::{
@@ -16,6 +16,7 @@ use crate::{
         POLICY, RULE_COUNTERS, SCRATCH,
     },
     parse::{is_link_control, Malformed, Packet, Parsed, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    ratelimit::{self, Charge},
 };
 
 /// What the hook does with the packet.
@@ -178,12 +179,111 @@ fn policy_port(p: &Packet) -> u16 {
 /// Judge a parsed IP packet for `direction` (tc hooks): conntrack, then policy.
 #[inline(always)]
 pub fn judge(p: &Packet, direction: u8, ifindex: u32) -> Action {
+    judge_segs(p, direction, ifindex, 1)
+}
+
+/// `judge` for a packet of `segs` segments (a GSO aggregate counts each against rate limits).
+#[inline(always)]
+pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32) -> Action {
     let cfg = config();
     if cfg.flags & CONFIG_ACTIVE == 0 {
         return finish(p, direction, ifindex, &cfg, Decision::new(VERDICT_ALLOW, REASON_NO_POLICY));
     }
     let d = judge_active(p, direction, &cfg);
+    // Rule 9: packets in the original direction of a flow allowed by a rate-limited rule.
+    if d.ratelimit != 0 && d.verdict == VERDICT_ALLOW {
+        if let Charge::Drop { report } = ratelimit::charge(cfg.slot, d.ratelimit, p, segs) {
+            return rate_limited(p, direction, ifindex, &cfg, d, report);
+        }
+    }
     finish(p, direction, ifindex, &cfg, d)
+}
+
+/// Early rate limiting on the uplink (XDP): a packet for a local workload whose flow is allowed
+/// by a rate-limited ingress rule is dropped here if its bucket is empty; everything else passes
+/// on (and is judged and charged by `to_pod`).
+#[inline(always)]
+pub fn uplink_rate_limit(p: &Packet, ifindex: u32) -> Action {
+    let cfg = config();
+    if cfg.flags & CONFIG_ACTIVE == 0 || p.is_icmp_error {
+        return Action::Pass;
+    }
+    if identity_of(cfg.slot, &p.dst).flags & IDF_LOCAL == 0 {
+        return Action::Pass;
+    }
+    // The same lookups as `judge_active`, read-only: a reply passes, an established flow has its
+    // bucket in conntrack, a new (or re-judged) flow gets the policy's.
+    let mut k = CtKey {
+        src: p.dst,
+        dst: p.src,
+        sport: p.dport,
+        dport: p.sport,
+        protocol: p.protocol,
+        direction: DIR_EGRESS,
+        _pad: [0; 2],
+    };
+    if CONNTRACK.get_ptr(&k).is_some() {
+        return Action::Pass;
+    }
+    k.src = p.src;
+    k.dst = p.dst;
+    k.sport = p.sport;
+    k.dport = p.dport;
+    k.direction = DIR_INGRESS;
+    let mut d = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
+    let tracked = match CONNTRACK.get_ptr(&k) {
+        Some(ct) => {
+            let (generation, rule, flags) = unsafe { ((*ct).generation, (*ct).rule, (*ct).flags) };
+            if generation == cfg.generation {
+                if flags & CT_RATE_LIMITED != 0 {
+                    d.rule = rule;
+                    d.ratelimit = rule;
+                }
+                true
+            } else {
+                false
+            }
+        }
+        None => false,
+    };
+    if !tracked {
+        d = decide(&cfg, DIR_INGRESS, &k, policy_port(p));
+        if d.verdict != VERDICT_ALLOW {
+            return Action::Pass;
+        }
+    }
+    if d.ratelimit == 0 {
+        return Action::Pass;
+    }
+    match ratelimit::precheck(cfg.slot, d.ratelimit, p) {
+        Charge::Admit => Action::Pass,
+        Charge::Drop { report } => {
+            ratelimit::count_xdp_drop();
+            rate_limited(p, DIR_INGRESS, ifindex, &cfg, d, report)
+        }
+    }
+}
+
+/// A packet over its rule's rate limit: dropped, counted as `rate_limited` (and for its rule),
+/// reported if it is its bucket's sampled event.
+#[inline(always)]
+fn rate_limited(
+    p: &Packet,
+    direction: u8,
+    ifindex: u32,
+    cfg: &Config,
+    mut d: Decision,
+    report_it: bool,
+) -> Action {
+    d.verdict = VERDICT_DENY;
+    d.reason = REASON_RATE_LIMITED;
+    count(direction, d.verdict, d.reason, d.rule);
+    if report_it {
+        report(p, direction, ifindex, cfg, &d);
+    } else if let Some(c) = EVENT_STATS.get_ptr_mut(enforcer_common::event_stat::SAMPLED_OUT) {
+        unsafe { *c += 1 };
+    }
+    Action::Drop
 }
 
 #[inline(always)]
@@ -217,7 +317,10 @@ fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
     k.protocol = p.protocol;
     k.direction = other(direction);
     if let Some(ct) = CONNTRACK.get_ptr_mut(&k) {
-        return revalidate(cfg, other(direction), &k, ct);
+        // Replies are not rate limited.
+        let mut d = revalidate(cfg, other(direction), &k, ct);
+        d.ratelimit = 0;
+        return d;
     }
     // A later packet of a flow judged here before.
     k.src = p.src;
@@ -235,7 +338,7 @@ fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
         let v = CtValue {
             generation: cfg.generation,
             rule: d.rule,
-            flags: if d.verdict == VERDICT_AUDIT { CT_AUDIT } else { 0 },
+            flags: ct_flags(&d),
             policy_port: port,
         };
         let _ = CONNTRACK.insert(&k, &v, 0);
@@ -254,6 +357,10 @@ fn revalidate(cfg: &Config, direction: u8, key: &CtKey, ct: *mut CtValue) -> Dec
         if flags & CT_AUDIT != 0 {
             d.verdict = VERDICT_AUDIT;
         }
+        if flags & CT_RATE_LIMITED != 0 {
+            // The bucket of a rate-limited rule is its rule id (see the compiler).
+            d.ratelimit = rule;
+        }
         return d;
     }
     let d = decide(cfg, direction, key, port);
@@ -263,10 +370,23 @@ fn revalidate(cfg: &Config, direction: u8, key: &CtKey, ct: *mut CtValue) -> Dec
         unsafe {
             (*ct).generation = cfg.generation;
             (*ct).rule = d.rule;
-            (*ct).flags = if d.verdict == VERDICT_AUDIT { CT_AUDIT } else { 0 };
+            (*ct).flags = ct_flags(&d);
         }
     }
     d
+}
+
+/// `CtValue::flags` of a flow allowed by `d`.
+#[inline(always)]
+fn ct_flags(d: &Decision) -> u16 {
+    let mut flags = 0;
+    if d.verdict == VERDICT_AUDIT {
+        flags |= CT_AUDIT;
+    }
+    if d.ratelimit != 0 {
+        flags |= CT_RATE_LIMITED;
+    }
+    flags
 }
 
 /// Early checks shared by the XDP hooks and `from_pod`: returns a drop decision for packets
@@ -287,18 +407,22 @@ pub fn scratch_packet() -> Option<&'static mut Packet> {
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
-/// Anti-spoofing at a pod's interface: once a policy is installed, the source must be an
-/// address of the pod behind `ifindex`.
+/// Anti-spoofing at a pod's interface: once a policy is installed, a pod interface the agent
+/// manages (it has a marker entry with the zero address) may only send from its pod's addresses.
 #[inline(always)]
 pub fn spoofed_from_pod(p: &Packet, ifindex: u32) -> bool {
     if config().flags & CONFIG_ACTIVE == 0 {
         return false;
     }
-    let key = EndpointKey {
+    let mut key = EndpointKey {
         ifindex,
         addr: p.src,
     };
-    ENDPOINTS.get_ptr(&key).is_none()
+    if ENDPOINTS.get_ptr(&key).is_some() {
+        return false;
+    }
+    key.addr = [0; 16];
+    ENDPOINTS.get_ptr(&key).is_some()
 }
 
 /// Anti-spoofing at the uplink: a packet from another node cannot carry a local pod's source.

@@ -27,6 +27,9 @@ use enforcer_common::{
 
 use crate::policy::{compile::addr_bits, Compiled};
 
+mod ratelimit;
+pub use ratelimit::{rate_limit_config, rate_limit_configs, RateLimitStats};
+
 /// The eBPF object, built by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
 
@@ -93,7 +96,8 @@ impl PinLayout {
         self.root.join("links")
     }
     pub fn link(&self, ifindex: u32, program: &str) -> PathBuf {
-        self.links().join(format!("{ifindex}.{program}"))
+        // bpffs rejects dots in names.
+        self.links().join(format!("{ifindex}_{program}"))
     }
 }
 
@@ -112,6 +116,7 @@ impl Datapath {
     pub fn load(pins: Option<PinLayout>) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         if let Some(p) = &pins {
+            ensure_bpffs(&p.root)?;
             let dir = p.maps();
             fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
                 path: dir.clone(),
@@ -198,7 +203,12 @@ impl Datapath {
                 })?;
             fd.pin(&path).map_err(|e| DatapathError::Link {
                 path: path.clone(),
-                message: e.to_string(),
+                message: format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
             })?;
         }
         Ok(())
@@ -231,7 +241,12 @@ impl Datapath {
                 })?;
             fd.pin(&path).map_err(|e| DatapathError::Link {
                 path: path.clone(),
-                message: e.to_string(),
+                message: format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
             })?;
         }
         Ok(())
@@ -259,6 +274,7 @@ impl Datapath {
         check_capacity(names::CIDR_IDENTITIES, compiled.cidrs.len(), CIDR_CAPACITY)?;
         check_capacity(names::POLICY, compiled.policy.len(), POLICY_CAPACITY)?;
         check_capacity(names::ENDPOINTS, endpoints.len(), ENDPOINT_CAPACITY)?;
+        Self::check_rate_limits(compiled)?;
         let cfg = self.config()?;
         let slot: u32 = if cfg.flags & CONFIG_ACTIVE != 0 {
             1 - cfg.slot.min(1)
@@ -307,6 +323,7 @@ impl Datapath {
                     .map_err(map_err(names::POLICY))?;
             }
         }
+        self.write_rate_limits(slot, compiled)?;
         // Endpoints are not slotted: add the new ones before the flip, drop stale ones after.
         let stale = self.sync_endpoints_add(endpoints)?;
         let generation = cfg.generation + 1;
@@ -328,6 +345,7 @@ impl Datapath {
         for k in stale {
             let _ = eps.remove(&k);
         }
+        self.prune_rule_buckets(compiled)?;
         Ok(generation)
     }
 
@@ -337,9 +355,15 @@ impl Datapath {
     ) -> Result<Vec<EndpointKey>> {
         let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
             .map_err(map_err(names::ENDPOINTS))?;
+        // Each managed interface also gets a marker entry with the zero address.
         let wanted: BTreeSet<([u8; 16], u32)> = endpoints
             .iter()
-            .map(|(ifindex, addr)| (addr_bits(*addr).to_be_bytes(), *ifindex))
+            .flat_map(|(ifindex, addr)| {
+                [
+                    (addr_bits(*addr).to_be_bytes(), *ifindex),
+                    ([0; 16], *ifindex),
+                ]
+            })
             .collect();
         let existing: Vec<EndpointKey> = eps.keys().filter_map(std::result::Result::ok).collect();
         let stale = existing
@@ -396,6 +420,35 @@ impl Datapath {
             let _ = policy.remove(&k);
         }
         Ok(())
+    }
+
+    /// Forget an interface that vanished: its pinned links are dead, remove the pins.
+    pub fn forget_interface(&mut self, ifindex: u32) {
+        if let Some(p) = &self.pins {
+            for name in [
+                programs::FROM_POD,
+                programs::TO_POD,
+                programs::XDP_POD,
+                programs::XDP_UPLINK,
+            ] {
+                let path = p.link(ifindex, name);
+                if path.exists() {
+                    let _ = PinnedLink::from_pin(&path).map(PinnedLink::unpin);
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
+    /// Events the datapath could not queue because the ring buffer was full.
+    pub fn events_lost(&self) -> Result<u64> {
+        let map = PerCpuArray::<_, u64>::try_from(self.map(names::EVENT_STATS)?)
+            .map_err(map_err(names::EVENT_STATS))?;
+        Ok(map
+            .get(&enforcer_common::event_stat::LOST, 0)
+            .map_err(map_err(names::EVENT_STATS))?
+            .iter()
+            .sum())
     }
 
     /// Packets per (direction, verdict, reason), summed over CPUs.
@@ -506,6 +559,92 @@ where
         source: ProgramError::UnexpectedProgramType,
     })?;
     prog.try_into().map_err(prog_err(name))
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct we pass; `c` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &raw mut st) == 0 && st.f_type == BPF_FS_MAGIC }
+}
+
+/// Make sure `path` can live on bpffs: if it is under /sys/fs/bpf and nothing is mounted there,
+/// mount bpffs (as Cilium does); otherwise its nearest existing ancestor must be on bpffs.
+pub fn ensure_bpffs(path: &Path) -> Result<()> {
+    let mut ancestor = path;
+    while !ancestor.exists() {
+        ancestor = ancestor.parent().unwrap_or(Path::new("/"));
+    }
+    if is_bpffs(ancestor) {
+        return Ok(());
+    }
+    let mount = Path::new(BPFFS_MOUNT);
+    if path.starts_with(mount) && !is_bpffs(mount) {
+        let target =
+            std::ffi::CString::new(BPFFS_MOUNT).map_err(|e| io_err(mount, io::Error::other(e)))?;
+        let fstype = c"bpf";
+        // SAFETY: valid C strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                fstype.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(io_err(mount, io::Error::last_os_error()));
+        }
+        return Ok(());
+    }
+    Err(io_err(
+        path,
+        io::Error::other("not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)"),
+    ))
+}
+
+fn io_err(path: &Path, source: io::Error) -> DatapathError {
+    DatapathError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Unpin every link (detaching its program) and map under `bpffs`, for every layout version.
+pub fn unpin_all(bpffs: &Path) -> io::Result<()> {
+    if !bpffs.exists() {
+        return Ok(());
+    }
+    for version in fs::read_dir(bpffs)? {
+        let version = version?.path();
+        let links = version.join("links");
+        if links.is_dir() {
+            for l in fs::read_dir(&links)? {
+                let path = l?.path();
+                match PinnedLink::from_pin(&path) {
+                    // Unpinning removes the file; dropping the last fd detaches the program.
+                    Ok(pinned) => drop(pinned.unpin()?),
+                    Err(_) => fs::remove_file(&path)?,
+                }
+            }
+        }
+        let maps = version.join("maps");
+        if maps.is_dir() {
+            for m in fs::read_dir(&maps)? {
+                fs::remove_file(m?.path())?;
+            }
+        }
+        if version.is_dir() {
+            fs::remove_dir_all(&version)?;
+        }
+    }
+    fs::remove_dir(bpffs)
 }
 
 /// Open a pinned map of a running datapath (for `status` while an agent owns the object).

@@ -1,6 +1,13 @@
 //! enforcer: an eBPF traffic enforcer for microservices. The library holds the policy engine
-//! (pure), the datapath loader, the agent and the CLI; `main.rs` only wires them.
+//! (pure), the datapath loader (the only code touching maps), the agent and the CLI; `main.rs`
+//! only wires them.
 
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod datapath;
+pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod scenario;

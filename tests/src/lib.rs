@@ -29,11 +29,14 @@
 //! # }
 //! ```
 
+pub mod cluster;
 mod cmd;
 pub mod frames;
+pub mod live;
 mod load;
 pub mod netns;
 mod probe;
+pub mod ratelimit_bench;
 mod server;
 mod sock;
 mod stream;

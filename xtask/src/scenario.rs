@@ -1,5 +1,6 @@
-//! `cargo xtask scenario [--offline] [--release] FILES...`: build enforcer, then run
-//! `enforcer scenario [--offline] FILES...` with its exit code.
+//! `cargo xtask scenario [--offline] [--release] FILES...`: build enforcer and the scenario
+//! runner (the `scenario` binary of the tests crate, which uses the netns harness), then run it
+//! with its exit code.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,20 +9,32 @@ use anyhow::Result;
 
 use crate::build::build_enforcer;
 use crate::setup::setup;
-use crate::util::{banner, exec, root, run};
+use crate::util::{banner, cargo, exec, root, run};
 
 pub fn scenario(offline: bool, release: bool, files: &[PathBuf]) -> Result<()> {
     setup()?;
-    banner("build enforcer");
-    let enforcer = build_enforcer(release)?;
+    banner("build enforcer and the scenario runner");
+    let runner = build_runner(release)?;
     banner("scenario");
-    exec(&mut command(&enforcer, offline, files))
+    exec(&mut command(&runner, offline, files))
+}
+
+/// Build `enforcer` (the agent the live runner starts) and the runner; returns the runner's path.
+pub fn build_runner(release: bool) -> Result<PathBuf> {
+    let enforcer = build_enforcer(release)?;
+    let mut cmd = cargo();
+    cmd.args(["build", "-p", "enforcer-tests", "--bin", "scenario"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(enforcer.with_file_name("scenario"))
 }
 
 /// Run the scenarios as one step of `cargo xtask test`, from the workspace root: an error if any
 /// probe does not match.
-pub fn run_scenarios(enforcer: &Path, offline: bool, files: &[PathBuf]) -> Result<()> {
-    run(command(enforcer, offline, files).current_dir(root()))
+pub fn run_scenarios(runner: &Path, offline: bool, files: &[PathBuf]) -> Result<()> {
+    run(command(runner, offline, files).current_dir(root()))
 }
 
 /// The scenario files (`*.yaml`, sorted) directly in `dir`, a path relative to the workspace root;
@@ -43,9 +56,8 @@ pub fn scenario_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn command(enforcer: &Path, offline: bool, files: &[PathBuf]) -> Command {
-    let mut cmd = Command::new(enforcer);
-    cmd.arg("scenario");
+fn command(runner: &Path, offline: bool, files: &[PathBuf]) -> Command {
+    let mut cmd = Command::new(runner);
     if offline {
         cmd.arg("--offline");
     }

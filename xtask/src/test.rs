@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 
-use crate::build::build_enforcer;
-use crate::scenario::{run_scenarios, scenario_files};
+use crate::scenario::{build_runner, run_scenarios, scenario_files};
 use crate::setup;
 use crate::util::{banner, cargo, is_root, output, run};
 
@@ -39,6 +38,10 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
         cargo_step("clippy --workspace --all-targets -- -D warnings")
     })?;
     steps.run("clean stale network namespaces", clean_stale_netns)?;
+    // The end-to-end tests start the agent binary.
+    let runner = steps.run("build enforcer and the scenario runner", || {
+        build_runner(false)
+    })?;
     // The integration tests need root and create network namespaces: one at a time.
     steps.run("cargo test", || {
         cargo_step("test --workspace -- --test-threads=1")
@@ -48,13 +51,12 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     if scenarios.is_empty() {
         println!("\nno tests/scenarios/*.yaml: scenario steps skipped");
     } else {
-        let enforcer = steps.run("build enforcer", || build_enforcer(false))?;
         steps.run("scenarios (offline)", || {
-            run_scenarios(&enforcer, true, &scenarios)
+            run_scenarios(&runner, true, &scenarios)
         })?;
         if is_root() {
             steps.run("scenarios (live)", || {
-                run_scenarios(&enforcer, false, &scenarios)
+                run_scenarios(&runner, false, &scenarios)
             })?;
         } else {
             println!("\nscenarios (live): skipped, they need root");

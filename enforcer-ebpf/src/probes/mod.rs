@@ -1,6 +1,7 @@
 //! One file per hook. Each is a thin entry point around a `try_` function; every path ends in
 //! `policy::judge` or `policy::verdict_without_policy`, which count and report the decision.
 
+mod empty;
 mod from_pod;
 mod to_pod;
 mod xdp_pod;

@@ -7,7 +7,7 @@ use enforcer_common::DIR_INGRESS;
 use super::{pull_headers, skb_ifindex, tc_action};
 use crate::{
     parse::parse,
-    policy::{scratch_packet, judge, precheck, verdict_without_policy, Action},
+    policy::{judge_segs, precheck, scratch_packet, verdict_without_policy, Action},
 };
 
 #[classifier]
@@ -26,5 +26,7 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     if let Some(d) = precheck(&parsed, p) {
         return verdict_without_policy(None, DIR_INGRESS, ifindex, d);
     }
-    judge(p, DIR_INGRESS, ifindex)
+    // A GSO aggregate counts as its segments against packet rate limits.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    judge_segs(p, DIR_INGRESS, ifindex, segs.max(1))
 }

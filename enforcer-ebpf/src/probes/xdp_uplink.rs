@@ -1,13 +1,17 @@
 //! XDP on the node's uplink: drops, before an skb exists, packets from other nodes that claim
-//! the source address of a pod of this node. Everything else passes; packets for local pods are
-//! judged by their ingress policy in `to_pod`.
+//! the source address of a pod of this node, and packets for local pods over the rate limit of
+//! the ingress rule allowing their flow. Everything else passes; packets for local pods are
+//! judged (and charged to their rate-limit bucket) by their ingress policy in `to_pod`.
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use enforcer_common::DIR_INGRESS;
 
 use crate::{
     parse::{parse, Parsed},
-    policy::{scratch_packet, spoofed_from_uplink, verdict_without_policy, Action, SPOOFED},
+    policy::{
+        scratch_packet, spoofed_from_uplink, uplink_rate_limit, verdict_without_policy, Action,
+        SPOOFED,
+    },
 };
 
 #[xdp]
@@ -30,6 +34,8 @@ fn try_xdp_uplink(ctx: &XdpContext) -> Action {
         Ok(Parsed::Ip) if spoofed_from_uplink(p) => {
             verdict_without_policy(Some(p), DIR_INGRESS, ifindex, SPOOFED)
         }
+        // Excess of rate-limited flows into local pods is dropped here, before an skb exists.
+        Ok(Parsed::Ip) => uplink_rate_limit(p, ifindex),
         _ => Action::Pass,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     ports_match, Direction, Flow, FlowPolicy, Mode, NodeContext, Peer, PolicySet, Rule, Section,
@@ -12,7 +12,7 @@ use super::{
 };
 
 /// A verdict with what decided it (`explain -o json` prints exactly these four fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     pub verdict: Verdict,
     /// The deciding policy (`None` for "not isolated", default deny and host traffic).

@@ -6,6 +6,8 @@ pub mod explain;
 pub mod model;
 pub mod parse;
 pub mod simulate;
+#[cfg(test)]
+mod tests;
 pub mod yaml;
 
 use std::{collections::BTreeSet, fmt, net::IpAddr};
@@ -33,7 +35,9 @@ pub struct Flow {
 }
 
 /// Verdict of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allow,

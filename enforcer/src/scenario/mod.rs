@@ -1,2 +1,4 @@
 pub mod model;
+pub mod offline;
 pub mod parse;
+pub mod report;

@@ -1,0 +1,283 @@
+//! Token-bucket rate limits of ingress allow rules (policy rule 9).
+//!
+//! `RATE_LIMITS[(slot, rule)]` holds the limit of a rule of the active policy slot (written by the
+//! agent with the rest of a generation, so a flip changes limits atomically). Buckets are keyed by
+//! rule id (and the source address for `per: source`), not by slot: a policy update that keeps a
+//! rule's id keeps its buckets, and the new limit applies from the next packet (tokens above a
+//! lowered burst are clamped).
+//!
+//! Concurrency: bpf_spin_lock is not allowed in LRU hash values, so every bucket field is updated
+//! with compare-and-swap (bounded loops). The CPU whose CAS moves `last_ns` from `last` to `now`
+//! owns the refill of `(last, now]` and adds exactly those tokens; charges and refills of the
+//! token counts are CAS loops, so no token is lost or spent twice. A loop that keeps losing (more
+//! than `CAS_TRIES` rounds) gives up: the packet is dropped and `RATE_STATS[CONTENDED]` counted.
+//!
+//! The arithmetic (fixed point, clamping, debt for packets larger than the burst) is
+//! `enforcer_common::ratelimit::RateDim`, shared with the userspace tests.
+
+use core::{
+    intrinsics::{atomic_cxchg, AtomicOrdering},
+    ptr::read_volatile,
+};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+};
+use enforcer_common::{
+    ratelimit::{
+        rate_stat, EVENT_INTERVAL_NS, MAX_BYTE_COST, MAX_PACKET_COST, RATE_BUCKET_CAPACITY,
+        RATE_LIMIT_CAPACITY,
+    },
+    Addr, BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKey, SLOTS,
+};
+
+use crate::parse::Packet;
+
+/// (slot, rule) → limit, written by the agent.
+#[map]
+pub static RATE_LIMITS: HashMap<RateLimitKey, RateLimitConfig> =
+    HashMap::with_max_entries(RATE_LIMIT_CAPACITY * SLOTS, 0);
+
+/// (rule, source address) → bucket, for `per: source`; the least recently used is evicted when
+/// full (a new bucket starts full).
+#[map]
+pub static RATE_BUCKETS: LruHashMap<BucketKey, RateBucket> =
+    LruHashMap::with_max_entries(RATE_BUCKET_CAPACITY, 0);
+
+/// rule → bucket, for `per: rule`; the agent removes the buckets of rules that lost their limit.
+#[map]
+pub static RULE_BUCKETS: HashMap<u32, RateBucket> =
+    HashMap::with_max_entries(RATE_LIMIT_CAPACITY * SLOTS, 0);
+
+/// Counters about the buckets (`rate_stat::*`).
+#[map]
+pub static RATE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(rate_stat::COUNT, 0);
+
+/// Rounds of a compare-and-swap loop before giving up.
+const CAS_TRIES: u32 = 8;
+
+/// What to do with a packet charged to a bucket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    Admit,
+    /// Over the limit; `report`: this drop is the bucket's sampled event.
+    Drop { report: bool },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    Taken,
+    Refused,
+    Contended,
+}
+
+#[inline(always)]
+fn stat(i: u32) {
+    if let Some(c) = RATE_STATS.get_ptr_mut(i) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Compare-and-swap; `true` if `*p` was `old` and is now `new`.
+#[inline(always)]
+unsafe fn cas<T: Copy>(p: *mut T, old: T, new: T) -> bool {
+    // SeqCst with `-C target-cpu=v3`: the fetching BPF_CMPXCHG (see NOTES-aya.md).
+    unsafe { atomic_cxchg::<T, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1 }
+}
+
+/// The limit of `rule` in `slot`, if it has one.
+#[inline(always)]
+fn limit(slot: u32, rule: u32) -> Option<RateLimitConfig> {
+    let key = RateLimitKey { slot, rule };
+    unsafe { RATE_LIMITS.get(&key) }.copied()
+}
+
+/// The bucket of a packet from `src` for `rule`; with `create`, a missing one is created full.
+#[inline(always)]
+fn bucket(
+    c: &RateLimitConfig,
+    rule: u32,
+    src: &Addr,
+    now: u64,
+    create: bool,
+) -> Option<*mut RateBucket> {
+    if c.per_source() {
+        let key = BucketKey { rule, addr: *src };
+        if let Some(b) = RATE_BUCKETS.get_ptr_mut(&key) {
+            return Some(b);
+        }
+        if !create {
+            return None;
+        }
+        // Two CPUs may race to create it: one insert wins, both use the winner's bucket.
+        if RATE_BUCKETS
+            .insert(&key, &RateBucket::full(c, now), u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            stat(rate_stat::BUCKETS_CREATED);
+        }
+        RATE_BUCKETS.get_ptr_mut(&key)
+    } else {
+        if let Some(b) = RULE_BUCKETS.get_ptr_mut(rule) {
+            return Some(b);
+        }
+        if !create {
+            return None;
+        }
+        let _ = RULE_BUCKETS.insert(rule, &RateBucket::full(c, now), u64::from(BPF_NOEXIST));
+        RULE_BUCKETS.get_ptr_mut(rule)
+    }
+}
+
+/// Add `amount` tokens (clamped to the burst).
+#[inline(always)]
+fn add(t: *mut i64, d: &RateDim, amount: i64) -> bool {
+    for _ in 0..CAS_TRIES {
+        let cur = unsafe { read_volatile(t) };
+        let new = d.add(cur, amount);
+        if new == cur || unsafe { cas(t, cur, new) } {
+            return true;
+        }
+    }
+    false
+}
+
+/// Charge `cost` tokens if the bucket admits it.
+#[inline(always)]
+fn take(t: *mut i64, d: &RateDim, cost: i64) -> Take {
+    for _ in 0..CAS_TRIES {
+        let cur = unsafe { read_volatile(t) };
+        let Some(new) = d.charge(cur, cost) else {
+            return Take::Refused;
+        };
+        if unsafe { cas(t, cur, new) } {
+            return Take::Taken;
+        }
+    }
+    Take::Contended
+}
+
+/// Refill `b` up to `now`. The CPU that moves `last_ns` forward adds the tokens of the interval
+/// it claimed; a CPU that loses that race adds nothing (the winner claimed up to its own clock,
+/// and what remains up to ours is claimed by a later packet), so time is never counted twice.
+#[inline(always)]
+fn refill(b: *mut RateBucket, c: &RateLimitConfig, now: u64) {
+    let last = unsafe { read_volatile(&raw const (*b).last_ns) };
+    if now <= last || !unsafe { cas(&raw mut (*b).last_ns, last, now) } {
+        return;
+    }
+    let elapsed = now - last;
+    let mut ok = true;
+    if c.packets.rate != 0 {
+        ok &= add(
+            unsafe { &raw mut (*b).packet_tokens },
+            &c.packets,
+            c.packets.refill(elapsed),
+        );
+    }
+    if c.bytes.rate != 0 {
+        ok &= add(
+            unsafe { &raw mut (*b).byte_tokens },
+            &c.bytes,
+            c.bytes.refill(elapsed),
+        );
+    }
+    if !ok {
+        stat(rate_stat::CONTENDED);
+    }
+}
+
+/// Whether this drop is the bucket's sampled event (at most one per `EVENT_INTERVAL_NS`).
+#[inline(always)]
+fn sample(b: *mut RateBucket, now: u64) -> bool {
+    let last = unsafe { read_volatile(&raw const (*b).last_event_ns) };
+    now >= last.saturating_add(EVENT_INTERVAL_NS)
+        && unsafe { cas(&raw mut (*b).last_event_ns, last, now) }
+}
+
+/// Charge a packet of `segs` segments (GSO aggregates count each) and `p.len` bytes to the
+/// bucket of `rule` (authoritative: the tc hook).
+#[inline(always)]
+pub fn charge(slot: u32, rule: u32, p: &Packet, segs: u32) -> Charge {
+    let Some(c) = limit(slot, rule) else {
+        return Charge::Admit;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(b) = bucket(&c, rule, &p.src, now, true) else {
+        // The bucket map is full of buckets being created right now: let it through.
+        return Charge::Admit;
+    };
+    refill(b, &c, now);
+    let pcost = RateDim::cost(u64::from(segs), MAX_PACKET_COST);
+    let bcost = RateDim::cost(u64::from(p.len), MAX_BYTE_COST);
+    let mut result = Take::Taken;
+    if c.packets.rate != 0 {
+        result = take(unsafe { &raw mut (*b).packet_tokens }, &c.packets, pcost);
+    }
+    if result == Take::Taken && c.bytes.rate != 0 {
+        result = take(unsafe { &raw mut (*b).byte_tokens }, &c.bytes, bcost);
+        if result != Take::Taken && c.packets.rate != 0 {
+            // Give the packet tokens back: the packet does not pass.
+            add(unsafe { &raw mut (*b).packet_tokens }, &c.packets, pcost);
+        }
+    }
+    match result {
+        Take::Taken => Charge::Admit,
+        Take::Refused => Charge::Drop {
+            report: sample(b, now),
+        },
+        Take::Contended => {
+            stat(rate_stat::CONTENDED);
+            Charge::Drop {
+                report: sample(b, now),
+            }
+        }
+    }
+}
+
+/// Read-only check for the XDP hook: would the bucket of `rule` refuse this packet now? Drops
+/// there are early drops of packets the tc hook would refuse anyway; packets that pass are
+/// charged by the tc hook (microseconds later, with the tokens refilled since), so a packet is
+/// never charged twice and the admitted rate is unchanged.
+#[inline(always)]
+pub fn precheck(slot: u32, rule: u32, p: &Packet) -> Charge {
+    let Some(c) = limit(slot, rule) else {
+        return Charge::Admit;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // No bucket yet: it starts full.
+    let Some(b) = bucket(&c, rule, &p.src, now, false) else {
+        return Charge::Admit;
+    };
+    let last = unsafe { read_volatile(&raw const (*b).last_ns) };
+    let elapsed = now.saturating_sub(last);
+    if c.packets.rate != 0 {
+        let tokens = unsafe { read_volatile(&raw const (*b).packet_tokens) };
+        let tokens = c.packets.add(tokens, c.packets.refill(elapsed));
+        if c.packets.charge(tokens, RateDim::cost(1, MAX_PACKET_COST)).is_none() {
+            return Charge::Drop {
+                report: sample(b, now),
+            };
+        }
+    }
+    if c.bytes.rate != 0 {
+        let tokens = unsafe { read_volatile(&raw const (*b).byte_tokens) };
+        let tokens = c.bytes.add(tokens, c.bytes.refill(elapsed));
+        let cost = RateDim::cost(u64::from(p.len), MAX_BYTE_COST);
+        if c.bytes.charge(tokens, cost).is_none() {
+            return Charge::Drop {
+                report: sample(b, now),
+            };
+        }
+    }
+    Charge::Admit
+}
+
+/// Count an early drop by the XDP hook.
+#[inline(always)]
+pub fn count_xdp_drop() {
+    stat(rate_stat::XDP_DROPS);
+}

@@ -1,0 +1,79 @@
+//! Agent settings: defaults, an optional YAML config file, and command-line flags on top.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// Everything the agent needs to run. Field names are also the keys of `--config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Directory of `*.yaml` policy files (a mounted `ConfigMap`), re-read on change.
+    pub policy_dir: Option<PathBuf>,
+    /// Comma-separated globs of pod host-side interfaces (e.g. `cali*,lxc*`).
+    pub interfaces: String,
+    /// The node's uplink (XDP early drop of traffic from other nodes).
+    pub uplink: Option<String>,
+    pub metrics_addr: SocketAddr,
+    pub socket: PathBuf,
+    /// Where maps and links are pinned (on bpffs).
+    pub bpffs: PathBuf,
+    /// Where the agent keeps the documents applied with the CLI and the installed generation.
+    pub state_dir: PathBuf,
+    /// Also attach XDP to pod interfaces (earlier spoofing drops; note that a veth with XDP
+    /// disables GSO on its peer, which costs TCP throughput).
+    pub xdp_pods: bool,
+    /// How often interfaces, routes and the policy directory are re-checked.
+    #[serde(with = "secs")]
+    pub resync: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            policy_dir: None,
+            interfaces: "ep*".into(),
+            uplink: None,
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9963)),
+            socket: PathBuf::from(crate::api::DEFAULT_SOCKET),
+            bpffs: PathBuf::from("/sys/fs/bpf/enforcer"),
+            state_dir: PathBuf::from("/var/lib/enforcer"),
+            xdp_pods: false,
+            resync: Duration::from_secs(1),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Read a config file (YAML, keys as above; unknown keys are errors).
+    pub fn from_file(path: &Path) -> Result<AgentConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{}: invalid agent config", path.display()))
+    }
+
+    /// Whether an interface name is a pod interface.
+    pub fn is_pod_interface(&self, name: &str) -> bool {
+        self.interfaces
+            .split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .any(|g| crate::node::glob_match(g, name))
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        f64::deserialize(d).map(Duration::from_secs_f64)
+    }
+}

@@ -1,0 +1,177 @@
+//! Flow and drop events: read from the ring buffer, decoded with the policy in force (identity
+//! names, deciding policy and rule), kept in a bounded history and broadcast to followers.
+
+use std::{
+    collections::VecDeque,
+    net::{IpAddr, Ipv6Addr},
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use enforcer_common::{
+    direction_name, reason_name, verdict_name, Event, REASON_DEFAULT_DENY, REASON_POLICY,
+    VERDICT_DENY,
+};
+use tokio::{io::unix::AsyncFd, sync::broadcast};
+use tracing::warn;
+
+use super::{Agent, Inner};
+use crate::api::FlowEvent;
+
+/// Events kept for `enforcer flows` without `--follow`.
+pub const HISTORY: usize = 10_000;
+
+pub struct EventHub {
+    history: Mutex<VecDeque<FlowEvent>>,
+    sender: broadcast::Sender<FlowEvent>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    pub fn new() -> Self {
+        EventHub {
+            history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+            sender: broadcast::channel(4096).0,
+        }
+    }
+
+    pub fn publish(&self, e: FlowEvent) {
+        let mut h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(e.clone());
+        drop(h);
+        let _ = self.sender.send(e);
+    }
+
+    pub fn history(&self) -> Vec<FlowEvent> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
+        self.sender.subscribe()
+    }
+}
+
+/// Read the ring buffer until the agent stops.
+pub async fn run(agent: Arc<Agent>, ring: RingBuf<MapData>) -> Result<()> {
+    // SAFETY: the ring buffer owns its fd, which stays open (and registered) until `fd` drops.
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer: {}", e.into_parts().1))?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the kernel wrote an `Event` (repr(C), no pointers); read unaligned.
+                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        guard.clear_ready();
+        if batch.is_empty() {
+            continue;
+        }
+        let decoded: Vec<FlowEvent> = {
+            let inner = agent.lock();
+            batch.iter().map(|e| decode(&inner, e)).collect()
+        };
+        for e in decoded {
+            agent.events.publish(e);
+        }
+    }
+}
+
+fn addr(a: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+/// Decode an event with the names of the policy in force.
+pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
+    let rule = inner.compiled.rule(e.rule);
+    let reason = match (e.verdict, e.reason) {
+        (VERDICT_DENY, REASON_POLICY | REASON_DEFAULT_DENY) => "policy_denied",
+        (_, r) => reason_name(r),
+    };
+    let time_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    FlowEvent {
+        time_ms,
+        src: addr(e.src).to_string(),
+        dst: addr(e.dst).to_string(),
+        src_identity: inner.compiled.identity_name(e.src_identity),
+        dst_identity: inner.compiled.identity_name(e.dst_identity),
+        protocol: protocol_name(e.protocol),
+        sport: e.sport,
+        dport: e.dport,
+        direction: direction_name(e.direction).into(),
+        verdict: verdict_name(e.verdict).into(),
+        reason: if e.reason == REASON_DEFAULT_DENY {
+            "default_deny".into()
+        } else {
+            reason.into()
+        },
+        policy: rule.map(|r| {
+            r.policy.clone().unwrap_or_else(|| {
+                format!("default-deny/{}", r.service.clone().unwrap_or_default())
+            })
+        }),
+        rule: rule.map(|r| r.rule.clone()),
+        interface: inner
+            .attached
+            .get(&e.ifindex)
+            .map_or_else(|| e.ifindex.to_string(), |(n, _)| n.clone()),
+        generation: u64::from(e.generation),
+    }
+}
+
+pub fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        58 => "ICMPv6".into(),
+        132 => "SCTP".into(),
+        n => n.to_string(),
+    }
+}
+
+/// Spawn the reader if the ring buffer can be taken from the object.
+pub fn spawn(agent: &Arc<Agent>) {
+    let ring = {
+        let mut inner = agent.lock();
+        inner
+            .dp
+            .ebpf_mut()
+            .take_map(enforcer_common::maps::names::EVENTS)
+            .and_then(|m| RingBuf::try_from(m).ok())
+    };
+    let Some(ring) = ring else {
+        warn!("no event ring buffer: flows will not be reported");
+        return;
+    };
+    let a = agent.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run(a, ring).await {
+            warn!("event reader stopped: {e:#}");
+        }
+    });
+}

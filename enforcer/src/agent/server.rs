@@ -1,0 +1,237 @@
+//! The Unix-socket API: one JSON request per connection line, one JSON response line (or a stream
+//! of them for `flows --follow`). Only root may talk to the agent: the socket is mode 0600 and
+//! the peer's uid is checked.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+use tracing::{debug, warn};
+
+use super::Agent;
+use crate::{
+    api::{FlowEvent, Request, Response, Stats},
+    policy::{explain, Flow},
+};
+
+/// Bind the socket (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let agent = agent.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(agent, stream).await {
+                        debug!("api connection: {e:#}");
+                    }
+                });
+            }
+            Err(e) => warn!("api accept: {e}"),
+        }
+    }
+}
+
+async fn write(stream: &mut UnixStream, response: &Response) -> Result<()> {
+    let mut line = serde_json::to_vec(response)?;
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    Ok(())
+}
+
+async fn handle(agent: Arc<Agent>, mut stream: UnixStream) -> Result<()> {
+    let uid = stream.peer_cred().map_or(u32::MAX, |c| c.uid());
+    if uid != 0 {
+        write(
+            &mut stream,
+            &Response::error("permission denied: only root may use the enforcer agent"),
+        )
+        .await?;
+        return Ok(());
+    }
+    let mut line = String::new();
+    BufReader::new(&mut stream).read_line(&mut line).await?;
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => return write(&mut stream, &Response::error(format!("bad request: {e}"))).await,
+    };
+    if let Request::Flows {
+        follow: true,
+        verdict,
+        service,
+        ..
+    } = &request
+    {
+        return follow(&agent, stream, verdict.clone(), service.clone()).await;
+    }
+    let a = agent.clone();
+    let response = tokio::task::spawn_blocking(move || dispatch(&a, request))
+        .await
+        .unwrap_or_else(|e| Err(anyhow!("internal error: {e}")))
+        .unwrap_or_else(|e| Response::error(format!("{e:#}")));
+    write(&mut stream, &response).await
+}
+
+fn dispatch(agent: &Agent, request: Request) -> Result<Response> {
+    Ok(match request {
+        Request::Apply {
+            source,
+            yaml,
+            dry_run,
+        } => Response::ok(agent.apply(&source, &yaml, dry_run)?),
+        Request::Delete { name, kind } => Response::ok(agent.delete(&name, kind.as_deref())?),
+        Request::Get { name } => {
+            let inner = agent.lock();
+            let docs: Vec<_> = inner
+                .in_force
+                .documents()
+                .into_iter()
+                .filter(|d| name.as_deref().is_none_or(|n| d.name() == n))
+                .collect();
+            if let (Some(n), true) = (&name, docs.is_empty()) {
+                bail!("no document named {n:?}");
+            }
+            Response::ok(docs)
+        }
+        Request::Status => Response::ok(agent.status()?),
+        Request::Stats => Response::ok(stats(agent)?),
+        Request::Explain {
+            from,
+            to,
+            protocol,
+            port,
+        } => {
+            let inner = agent.lock();
+            let src = agent.resolve(&inner, &from)?;
+            let dst = agent.resolve(&inner, &to)?;
+            let flow = flow_of(src, dst, &protocol, port)?;
+            Response::ok(explain(&inner.in_force, &inner.ctx, &flow))
+        }
+        Request::Flows {
+            verdict,
+            service,
+            limit,
+            ..
+        } => {
+            let mut flows: Vec<FlowEvent> = agent
+                .events
+                .history()
+                .into_iter()
+                .filter(|e| matches_filter(e, verdict.as_deref(), service.as_deref()))
+                .collect();
+            if let Some(n) = limit {
+                let skip = flows.len().saturating_sub(n);
+                flows.drain(..skip);
+            }
+            Response::ok(flows)
+        }
+    })
+}
+
+/// A flow for `explain` from CLI words: protocol name, and port (ICMP: the echo request type).
+pub fn flow_of(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    protocol: &str,
+    port: Option<u16>,
+) -> Result<Flow> {
+    let p: crate::policy::Protocol = protocol.parse().map_err(|e: String| anyhow!(e))?;
+    let v6 = dst.is_ipv6();
+    if src.is_ipv6() != v6 {
+        bail!("{src} and {dst} are of different address families");
+    }
+    let port = if p.has_ports() {
+        port.ok_or_else(|| anyhow!("--port is required for {protocol}"))?
+    } else if v6 {
+        128
+    } else {
+        8
+    };
+    Ok(Flow {
+        src,
+        dst,
+        protocol: p.number(v6),
+        port,
+    })
+}
+
+fn matches_filter(e: &FlowEvent, verdict: Option<&str>, service: Option<&str>) -> bool {
+    let v_ok = verdict.is_none_or(|v| {
+        let v = match v {
+            "deny" | "denied" | "drop" | "dropped" => "denied",
+            "allow" | "allowed" => "allowed",
+            other => other,
+        };
+        e.verdict == v
+    });
+    let s_ok = service.is_none_or(|s| e.src_identity == s || e.dst_identity == s);
+    v_ok && s_ok
+}
+
+async fn follow(
+    agent: &Agent,
+    mut stream: UnixStream,
+    verdict: Option<String>,
+    service: Option<String>,
+) -> Result<()> {
+    let mut rx = agent.events.subscribe();
+    loop {
+        match rx.recv().await {
+            Ok(e) if matches_filter(&e, verdict.as_deref(), service.as_deref()) => {
+                if write(&mut stream, &Response::ok(&e)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+/// Counters by (direction, verdict, reason) and by rule.
+pub fn stats(agent: &Agent) -> Result<Stats> {
+    let inner = agent.lock();
+    let counters = inner.dp.counters()?;
+    let packets = counters
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|((d, v, r), n)| crate::api::Counter {
+            direction: enforcer_common::direction_name(*d).into(),
+            verdict: enforcer_common::verdict_name(*v).into(),
+            reason: enforcer_common::reason_name(*r).into(),
+            packets: *n,
+        })
+        .collect();
+    let mut rules = Vec::new();
+    for r in &inner.compiled.rules {
+        let n = inner.dp.rule_packets(r.id).unwrap_or(0);
+        rules.push(crate::api::RuleCounter {
+            policy: r.policy.clone().unwrap_or_else(|| {
+                format!("default-deny/{}", r.service.clone().unwrap_or_default())
+            }),
+            rule: r.rule.clone(),
+            verdict: r.verdict.into(),
+            packets: n,
+        });
+    }
+    Ok(Stats {
+        packets,
+        rules,
+        events_lost: inner.dp.events_lost().unwrap_or(0),
+    })
+}

@@ -1,0 +1,171 @@
+//! The agent's API on its Unix socket: one JSON request per line, one JSON response per line
+//! (`flows --follow` streams one JSON event per line until the client hangs up).
+
+use serde::{Deserialize, Serialize};
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Apply documents (kubectl-apply semantics: an existing name is replaced).
+    Apply {
+        /// Where the documents came from (file name), for error messages.
+        source: String,
+        yaml: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Delete the document(s) named `name` (kind optional).
+    Delete {
+        name: String,
+        #[serde(default)]
+        kind: Option<String>,
+    },
+    /// The documents in force (all, or those named `name`).
+    Get {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Status,
+    Stats,
+    Explain {
+        from: String,
+        to: String,
+        protocol: String,
+        #[serde(default)]
+        port: Option<u16>,
+    },
+    Flows {
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        verdict: Option<String>,
+        #[serde(default)]
+        service: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(data: impl Serialize) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+/// One applied document's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    pub kind: String,
+    pub name: String,
+    /// created | configured | unchanged | deleted
+    pub outcome: String,
+}
+
+/// What `apply` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyResult {
+    pub applied: Vec<Applied>,
+    pub warnings: Vec<String>,
+    pub generation: u64,
+}
+
+/// What `status` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub generation: u64,
+    pub uptime_seconds: u64,
+    pub interfaces: Vec<Interface>,
+    pub maps: Vec<MapUsage>,
+    pub policies: usize,
+    pub workloads: usize,
+    pub bpffs: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    /// pod | uplink
+    pub role: String,
+    pub programs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapUsage {
+    pub map: String,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+/// A flow or drop event, decoded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// Unix time, milliseconds.
+    pub time_ms: u64,
+    pub src: String,
+    pub dst: String,
+    pub src_identity: String,
+    pub dst_identity: String,
+    pub protocol: String,
+    pub sport: u16,
+    pub dport: u16,
+    pub direction: String,
+    /// allowed | denied | audit
+    pub verdict: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub interface: String,
+    pub generation: u64,
+}
+
+/// Counters, as `stats` returns them.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Stats {
+    pub packets: Vec<Counter>,
+    pub rules: Vec<RuleCounter>,
+    pub events_lost: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Counter {
+    pub direction: String,
+    pub verdict: String,
+    pub reason: String,
+    pub packets: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleCounter {
+    pub policy: String,
+    pub rule: String,
+    pub verdict: String,
+    pub packets: u64,
+}

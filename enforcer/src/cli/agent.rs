@@ -1,0 +1,141 @@
+//! `enforcer agent` and `enforcer uninstall`.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::agent::{self, Agent, AgentConfig};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, resync).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory whose YAML files (workloads and flow policies) are desired state, re-read on change.
+    #[arg(long)]
+    pub policy_dir: Option<PathBuf>,
+    /// Comma-separated globs of the pods' host-side interfaces [default: ep*].
+    #[arg(long)]
+    pub interfaces: Option<String>,
+    /// The node's uplink interface.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:9963].
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Pin maps and links under this bpffs directory [default: /sys/fs/bpf/enforcer].
+    #[arg(long)]
+    pub bpffs: Option<PathBuf>,
+    /// Where applied documents and the installed generation are kept [default: /var/lib/enforcer].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Also attach XDP to pod interfaces (earlier spoofing drops; disables GSO on the veth peer).
+    #[arg(long)]
+    pub xdp_pods: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Detach everything, remove the pins and exit (the datapath stops enforcing).
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn config(args: &AgentArgs, socket: PathBuf) -> Result<AgentConfig> {
+    let mut c = match &args.config {
+        Some(p) => AgentConfig::from_file(p)?,
+        None => AgentConfig::default(),
+    };
+    c.socket = socket;
+    if let Some(v) = &args.policy_dir {
+        c.policy_dir = Some(v.clone());
+    }
+    if let Some(v) = &args.interfaces {
+        c.interfaces.clone_from(v);
+    }
+    if let Some(v) = &args.uplink {
+        c.uplink = Some(v.clone());
+    }
+    if let Some(v) = args.metrics_addr {
+        c.metrics_addr = v;
+    }
+    if let Some(v) = &args.bpffs {
+        c.bpffs.clone_from(v);
+    }
+    if let Some(v) = &args.state_dir {
+        c.state_dir.clone_from(v);
+    }
+    c.xdp_pods |= args.xdp_pods;
+    Ok(c)
+}
+
+pub fn run(args: &AgentArgs, socket: PathBuf) -> Result<()> {
+    init_logging(args.log_format);
+    let config = config(args, socket)?;
+    if args.uninstall {
+        agent::uninstall(&config.bpffs)?;
+        let _ = std::fs::remove_file(&config.socket);
+        info!(bpffs = %config.bpffs.display(), "uninstalled: programs detached, pins removed");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: AgentConfig) -> Result<()> {
+    let socket = config.socket.clone();
+    let metrics_addr = config.metrics_addr;
+    let resync = config.resync;
+    let agent = tokio::task::spawn_blocking(move || Agent::start(config)).await??;
+    let listener = crate::agent::server::bind(&socket)?;
+    let http = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("binding metrics address {metrics_addr}"))?;
+    info!(socket = %socket.display(), metrics = %http.local_addr()?, "agent ready");
+    agent::events::spawn(&agent);
+    tokio::spawn(agent::server::serve(agent.clone(), listener));
+    tokio::spawn(agent::http::serve(agent.clone(), http));
+    let a = agent.clone();
+    tokio::spawn(async move { resync_loop(a, resync).await });
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: exiting; the pinned datapath keeps enforcing"),
+        _ = int.recv() => info!("SIGINT: exiting; the pinned datapath keeps enforcing"),
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn resync_loop(agent: Arc<Agent>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let a = agent.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.reconcile()).await {
+            warn!("reconcile: {e:#}");
+        }
+    }
+}

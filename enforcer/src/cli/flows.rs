@@ -1,0 +1,82 @@
+//! `enforcer flows [--follow] [--verdict ...] [--service ...] [-o json]`, like `hubble observe`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::output::Format;
+use crate::{
+    api::{FlowEvent, Request},
+    client,
+};
+
+pub struct FlowsArgs {
+    pub follow: bool,
+    pub verdict: Option<String>,
+    pub service: Option<String>,
+    pub last: Option<usize>,
+    pub format: Format,
+}
+
+fn line(e: &FlowEvent) -> String {
+    let by = match (&e.policy, &e.rule) {
+        (Some(p), Some(r)) => format!(" by {p} {r}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} {}:{} ({}) -> {}:{} ({}) {} {} {} {}{by} on {}",
+        e.time_ms,
+        e.src,
+        e.sport,
+        e.src_identity,
+        e.dst,
+        e.dport,
+        e.dst_identity,
+        e.protocol,
+        e.direction,
+        e.verdict.to_uppercase(),
+        e.reason,
+        e.interface
+    )
+}
+
+fn show(e: &FlowEvent, format: Format) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string(e).unwrap_or_default()),
+        Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(e).unwrap_or_default()),
+        Format::Table => println!("{}", line(e)),
+    }
+}
+
+pub fn flows(socket: &Path, a: FlowsArgs) -> Result<()> {
+    let history: Vec<FlowEvent> = serde_json::from_value(client::call(
+        socket,
+        &Request::Flows {
+            follow: false,
+            verdict: a.verdict.clone(),
+            service: a.service.clone(),
+            limit: a.last,
+        },
+    )?)?;
+    for e in &history {
+        show(e, a.format);
+    }
+    if a.follow {
+        client::stream(
+            socket,
+            &Request::Flows {
+                follow: true,
+                verdict: a.verdict,
+                service: a.service,
+                limit: None,
+            },
+            |v| {
+                if let Ok(e) = serde_json::from_value::<FlowEvent>(v) {
+                    show(&e, a.format);
+                }
+                true
+            },
+        )?;
+    }
+    Ok(())
+}

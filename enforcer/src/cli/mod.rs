@@ -1,0 +1,220 @@
+//! The `enforcer` command line (kubectl conventions). One module per verb; `main` only calls
+//! `run`.
+
+pub mod agent;
+pub mod flows;
+pub mod graph;
+pub mod output;
+pub mod policy;
+pub mod status;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use self::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "enforcer",
+    version,
+    about = "eBPF traffic enforcer for microservices: agent and CLI"
+)]
+pub struct Cli {
+    /// The agent's API socket.
+    #[arg(long, global = true, env = "ENFORCER_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent: attach the datapath, keep the policy in force, serve the API.
+    Agent(agent::AgentArgs),
+    /// Detach the datapath and remove its pins (stops enforcing).
+    Uninstall {
+        #[arg(long, default_value = "/sys/fs/bpf/enforcer")]
+        bpffs: PathBuf,
+    },
+    /// Manage flow policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Agent status: interfaces, generation, map usage, uptime, version.
+    Status {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Packet counters by verdict and reason, and per rule.
+    Stats {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Observed flows and drops (like `hubble observe`).
+    Flows {
+        /// Keep streaming new events.
+        #[arg(long)]
+        follow: bool,
+        /// Only events with this verdict.
+        #[arg(long, value_parser = ["denied", "allowed", "audit"])]
+        verdict: Option<String>,
+        /// Only events from or to this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only the last N events of the history.
+        #[arg(long)]
+        last: Option<usize>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Apply workloads and flow policies (an existing name is replaced).
+    Apply {
+        /// A file, a directory of *.yaml, or - for stdin.
+        #[arg(short, long)]
+        file: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the documents in force.
+    Get {
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Delete a document by name.
+    Delete {
+        name: String,
+        /// The kind, when a workload and a flow policy share the name.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show what applying a file would change (exit 1 if it would change something).
+    Diff {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Validate files offline (CI gate): exit 0 if valid, 1 if not.
+    Check {
+        #[arg(short, long, required = true)]
+        file: Vec<PathBuf>,
+    },
+    /// Explain the verdict of a flow: the deciding policy and rule.
+    Explain {
+        /// Source: a workload name or an address.
+        #[arg(long)]
+        from: String,
+        /// Destination: a workload name or an address.
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "TCP")]
+        protocol: String,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Explain offline against these files instead of asking the agent.
+        #[arg(short, long)]
+        file: Vec<PathBuf>,
+        #[arg(short, long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
+    /// Draw the service graph the policy allows.
+    Graph {
+        /// Policy files (default: the agent's policy in force).
+        #[arg(short, long)]
+        file: Vec<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "dot")]
+        output: graph::GraphFormat,
+    },
+}
+
+/// Run the command line; `Ok(false)` means "ran, but the answer is no" (exit 1).
+pub fn run(cli: Cli) -> Result<bool> {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Agent(args) => agent::run(&args, socket)?,
+        Command::Uninstall { bpffs } => {
+            crate::agent::uninstall(&bpffs)?;
+            println!(
+                "uninstalled: programs detached and pins removed under {}",
+                bpffs.display()
+            );
+        }
+        Command::Policy(p) => return policy_command(&socket, p),
+        Command::Status { output } => status::status(&socket, output)?,
+        Command::Stats { output } => status::stats(&socket, output)?,
+        Command::Flows {
+            follow,
+            verdict,
+            service,
+            last,
+            output,
+        } => {
+            flows::flows(
+                &socket,
+                flows::FlowsArgs {
+                    follow,
+                    verdict,
+                    service,
+                    last,
+                    format: output,
+                },
+            )?;
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "enforcer",
+                &mut std::io::stdout(),
+            );
+        }
+    }
+    Ok(true)
+}
+
+fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {
+    match p {
+        PolicyCommand::Apply { file, dry_run } => policy::apply(socket, &file, dry_run)?,
+        PolicyCommand::Get { name, output } => policy::get(socket, name, output)?,
+        PolicyCommand::Delete { name, kind } => policy::delete(socket, &name, kind)?,
+        PolicyCommand::Diff { file } => return Ok(!policy::diff(socket, &file)?),
+        PolicyCommand::Check { file } => policy::check(&file)?,
+        PolicyCommand::Explain {
+            from,
+            to,
+            protocol,
+            port,
+            file,
+            output,
+        } => policy::explain_cmd(
+            socket,
+            policy::ExplainArgs {
+                from,
+                to,
+                protocol,
+                port,
+                files: file,
+                json: output == "json",
+            },
+        )?,
+        PolicyCommand::Graph { file, output } => {
+            let set = if file.is_empty() {
+                let docs = serde_json::from_value(crate::client::call(
+                    socket,
+                    &crate::api::Request::Get { name: None },
+                )?)?;
+                graph::set_of(docs)?
+            } else {
+                policy::load_set(&file)?
+            };
+            print!("{}", graph::render(&set, output));
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,165 @@
+//! Rate limits in the datapath maps (docs/ratelimit.md): the limit of every rate-limited rule is
+//! written to `RATE_LIMITS` with the rest of a policy generation (slotted, so the flip changes
+//! limits atomically); buckets are keyed by rule id and survive updates.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use aya::maps::{HashMap, PerCpuArray};
+use enforcer_common::{
+    maps::names,
+    ratelimit::{rate_stat, RATE_BUCKET_CAPACITY, RATE_LIMIT_CAPACITY},
+    BucketKey, RateBucket, RateLimitConfig, RateLimitKey,
+};
+
+use super::{check_capacity, map_err, Datapath, Result};
+use crate::policy::{compile::addr_bits, Compiled, RateLimit, RateScope};
+
+/// The datapath configuration of a `rateLimit`.
+pub fn rate_limit_config(limit: &RateLimit) -> RateLimitConfig {
+    RateLimitConfig::new(
+        limit.packets_per_second.unwrap_or(0),
+        limit.bytes_per_second.unwrap_or(0),
+        limit.burst,
+        limit.per == RateScope::Source,
+    )
+}
+
+/// The `RATE_LIMITS` entries of a compiled policy: (rule id, limit) of every rule with a
+/// `rateLimit`. The compiler makes the bucket id of a rate-limited allow rule its rule id.
+pub fn rate_limit_configs(compiled: &Compiled) -> Vec<(u32, RateLimitConfig)> {
+    compiled
+        .rules
+        .iter()
+        .filter_map(|r| r.rate_limit.as_ref().map(|l| (r.id, rate_limit_config(l))))
+        .collect()
+}
+
+/// State of the rate-limit buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitStats {
+    /// Per-source buckets in `RATE_BUCKETS` now.
+    pub source_buckets: u64,
+    /// Capacity of `RATE_BUCKETS`.
+    pub source_capacity: u32,
+    /// Per-source buckets ever created (pinned: survives agent restarts).
+    pub created: u64,
+    /// Per-source buckets evicted by the LRU (`created - source_buckets`): each eviction lets a
+    /// returning source start again with a full burst.
+    pub evicted: u64,
+    /// Per-rule buckets in `RULE_BUCKETS`.
+    pub rule_buckets: u64,
+    /// Packets dropped because a compare-and-swap loop kept losing (should stay 0).
+    pub contended: u64,
+    /// Over-limit packets dropped early in `xdp_uplink`.
+    pub xdp_drops: u64,
+}
+
+impl Datapath {
+    /// Check that the limits of `compiled` fit `RATE_LIMITS` (before anything is written).
+    pub(super) fn check_rate_limits(compiled: &Compiled) -> Result<()> {
+        let n = compiled
+            .rules
+            .iter()
+            .filter(|r| r.rate_limit.is_some())
+            .count();
+        check_capacity(names::RATE_LIMITS, n, RATE_LIMIT_CAPACITY)
+    }
+
+    /// Write the limits of `compiled` into `slot` of `RATE_LIMITS` (replacing what was there).
+    pub(super) fn write_rate_limits(&mut self, slot: u32, compiled: &Compiled) -> Result<()> {
+        let mut map = HashMap::<_, RateLimitKey, RateLimitConfig>::try_from(
+            self.map_mut(names::RATE_LIMITS)?,
+        )
+        .map_err(map_err(names::RATE_LIMITS))?;
+        let old: Vec<RateLimitKey> = map
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in old {
+            let _ = map.remove(&k);
+        }
+        for (rule, config) in rate_limit_configs(compiled) {
+            map.insert(RateLimitKey { slot, rule }, config, 0)
+                .map_err(map_err(names::RATE_LIMITS))?;
+        }
+        Ok(())
+    }
+
+    /// After the flip: drop the per-rule buckets of rules that no longer have a `per: rule`
+    /// limit (per-source buckets age out of their LRU map).
+    pub(super) fn prune_rule_buckets(&mut self, compiled: &Compiled) -> Result<()> {
+        let keep: BTreeSet<u32> = rate_limit_configs(compiled)
+            .into_iter()
+            .filter(|(_, c)| !c.per_source())
+            .map(|(rule, _)| rule)
+            .collect();
+        let mut map = HashMap::<_, u32, RateBucket>::try_from(self.map_mut(names::RULE_BUCKETS)?)
+            .map_err(map_err(names::RULE_BUCKETS))?;
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in stale {
+            let _ = map.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// The bucket of `rule` for `source` (`per: source`), or the rule's bucket (`None`).
+    pub fn rate_bucket(&self, rule: u32, source: Option<IpAddr>) -> Result<Option<RateBucket>> {
+        let found = match source {
+            Some(addr) => {
+                let map =
+                    HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
+                        .map_err(map_err(names::RATE_BUCKETS))?;
+                let key = BucketKey {
+                    rule,
+                    addr: addr_bits(addr).to_be_bytes(),
+                };
+                map.get(&key, 0).ok()
+            }
+            None => {
+                let map = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
+                    .map_err(map_err(names::RULE_BUCKETS))?;
+                map.get(&rule, 0).ok()
+            }
+        };
+        Ok(found)
+    }
+
+    /// Bucket counts and the `RATE_STATS` counters.
+    pub fn rate_limit_stats(&self) -> Result<RateLimitStats> {
+        let stats = PerCpuArray::<_, u64>::try_from(self.map(names::RATE_STATS)?)
+            .map_err(map_err(names::RATE_STATS))?;
+        let stat = |i: u32| -> Result<u64> {
+            Ok(stats
+                .get(&i, 0)
+                .map_err(map_err(names::RATE_STATS))?
+                .iter()
+                .sum())
+        };
+        let source_buckets =
+            HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
+                .map_err(map_err(names::RATE_BUCKETS))?
+                .keys()
+                .filter(std::result::Result::is_ok)
+                .count() as u64;
+        let rule_buckets = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
+            .map_err(map_err(names::RULE_BUCKETS))?
+            .keys()
+            .filter(std::result::Result::is_ok)
+            .count() as u64;
+        let created = stat(rate_stat::BUCKETS_CREATED)?;
+        Ok(RateLimitStats {
+            source_buckets,
+            source_capacity: RATE_BUCKET_CAPACITY,
+            created,
+            evicted: created.saturating_sub(source_buckets),
+            rule_buckets,
+            contended: stat(rate_stat::CONTENDED)?,
+            xdp_drops: stat(rate_stat::XDP_DROPS)?,
+        })
+    }
+}

@@ -1,0 +1,13 @@
+use anyhow::Result;
+
+use super::{Config, Section};
+
+pub fn run(cfg: &Config) -> Result<Section> {
+    let _ = cfg;
+    anyhow::bail!("todo")
+}
+
+pub fn rss_child(args: &[String]) -> Result<()> {
+    let _ = args;
+    Ok(())
+}

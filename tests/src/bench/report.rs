@@ -1,0 +1,510 @@
+//! Writing the results: one markdown section per benchmark (kept between runs, so running one
+//! benchmark refreshes only its section), assembled into `BENCHMARKS.md`, and the SVG plot.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use super::{Config, Section, NAMES};
+
+/// What the numbers were measured on.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub date: String,
+    pub load: String,
+    pub tools: String,
+}
+
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let s = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&s)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let cpu = fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let load = fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        let tools = [
+            first_line("iperf3", &["--version"]),
+            first_line("iptables-legacy", &["-V"]),
+            first_line("iptables-nft", &["-V"]),
+            first_line("nft", &["--version"]),
+        ]
+        .join("; ");
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            cpu,
+            kernel,
+            date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            load,
+            tools,
+        }
+    }
+}
+
+fn sections_dir(cfg: &Config) -> PathBuf {
+    if cfg.quick {
+        cfg.out.join("sections")
+    } else {
+        cfg.out.join("bench").join("sections")
+    }
+}
+
+fn plot_path(cfg: &Config) -> (PathBuf, &'static str) {
+    if cfg.quick {
+        (cfg.out.join("scale.svg"), "scale.svg")
+    } else {
+        (cfg.out.join("bench").join("scale.svg"), "bench/scale.svg")
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Store this run's sections, then assemble the report from every stored section.
+pub fn write(
+    cfg: &Config,
+    machine: &Machine,
+    sections: &[(Section, Duration)],
+    total: Duration,
+    all: bool,
+) -> Result<()> {
+    let dir = sections_dir(cfg);
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    for (s, took) in sections {
+        let mut md = String::new();
+        let _ = writeln!(md, "## {}\n", s.title);
+        let _ = writeln!(
+            md,
+            "Measured {} with `{}` ({:.0} s for this benchmark; load average before the run: {}).\n",
+            machine.date,
+            cfg.command,
+            took.as_secs_f64(),
+            machine.load
+        );
+        if !s.goals.is_empty() {
+            let _ = writeln!(md, "| goal | measured | verdict |\n|---|---|---|");
+            for g in &s.goals {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {}{} |",
+                    esc(&g.name),
+                    esc(&g.measured),
+                    if g.met { "**met**" } else { "**not met**" },
+                    if g.limit.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", esc(&g.limit))
+                    }
+                );
+            }
+            md.push('\n');
+        }
+        md.push_str(&s.markdown);
+        fs::write(dir.join(format!("{}.md", s.name)), md)?;
+        let mut goals = String::new();
+        for g in &s.goals {
+            let _ = writeln!(
+                goals,
+                "{}\t{}\t{}\t{}",
+                if g.met { "met" } else { "not met" },
+                esc(&g.name),
+                esc(&g.measured),
+                esc(&g.limit)
+            );
+        }
+        fs::write(dir.join(format!("{}.goals", s.name)), goals)?;
+        if !s.data.is_empty() {
+            let mut data = String::new();
+            for (series, x, y) in &s.data {
+                let _ = writeln!(data, "{series}\t{x}\t{y}");
+            }
+            fs::write(dir.join(format!("{}.data", s.name)), data)?;
+        }
+    }
+    if all && cfg.quick {
+        fs::write(
+            dir.join("quick-duration"),
+            format!("{:.0}\t{}\n", total.as_secs_f64(), machine.date),
+        )?;
+    }
+    // The plot, from whatever data is stored.
+    let mut data: BTreeMap<String, Vec<(usize, f64)>> = BTreeMap::new();
+    for name in NAMES {
+        if let Ok(text) = fs::read_to_string(dir.join(format!("{name}.data"))) {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split('\t').collect();
+                if let [series, x, y] = f[..] {
+                    if let (Ok(x), Ok(y)) = (x.parse(), y.parse()) {
+                        data.entry(series.to_string()).or_default().push((x, y));
+                    }
+                }
+            }
+        }
+    }
+    let (svg_path, svg_link) = plot_path(cfg);
+    if !data.is_empty() {
+        if let Some(parent) = svg_path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(&svg_path, plot(&data))?;
+    }
+    let report = assemble(cfg, machine, &dir, svg_link, svg_path.exists())?;
+    let out = if cfg.quick {
+        cfg.out.join("BENCHMARKS.md")
+    } else {
+        cfg.out.join("BENCHMARKS.md")
+    };
+    fs::write(&out, report).with_context(|| format!("write {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn assemble(
+    cfg: &Config,
+    machine: &Machine,
+    dir: &Path,
+    svg_link: &str,
+    has_plot: bool,
+) -> Result<String> {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    if cfg.quick {
+        let _ = writeln!(
+            md,
+            "**Quick mode** (`--quick`): reduced repeats, sizes and durations, for CI. The reference figures are in the \
+             repository's top-level `BENCHMARKS.md` (full mode).\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "Generated by `cargo xtask bench [NAME...] [--quick]` (the `bench` binary of `enforcer-tests`, \
+         `tests/src/bin/bench.rs` and `tests/src/bench/`); do not edit by hand. Names: {}. Full mode writes this file and \
+         `bench/scale.svg`; `--quick` writes `bench/quick/`. Running some benchmarks refreshes their sections and keeps \
+         the others (each section says when and how it was measured).\n",
+        NAMES.map(|n| format!("`{n}`")).join(", ")
+    );
+    let _ = writeln!(
+        md,
+        "Every figure is a ratio to a baseline measured in the same run (empty program of the same hook, no filter, \
+         smallest policy, ...), repeated, and reported as the median with its spread (min–max unless marked IQR). \
+         Absolute numbers are given for reference only: this is a small shared VM, and only the ratios carry over.\n"
+    );
+    let _ = writeln!(md, "## Machine\n");
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| CPU | {} |", machine.cpu);
+    let _ = writeln!(md, "| CPUs (nproc) | {} |", machine.nproc);
+    let _ = writeln!(md, "| kernel (`uname -r`) | {} |", machine.kernel);
+    let _ = writeln!(md, "| last run | {} |", machine.date);
+    let _ = writeln!(md, "| command of the last run | `{}` |", cfg.command);
+    let _ = writeln!(md, "| tools | {} |", machine.tools);
+    if let Ok(q) = fs::read_to_string(
+        cfg.out
+            .join(if cfg.quick { "" } else { "bench/quick" })
+            .join("sections")
+            .join("quick-duration"),
+    ) {
+        let f: Vec<&str> = q.trim().split('\t').collect();
+        if let [secs, date] = f[..] {
+            let _ = writeln!(
+                md,
+                "| `cargo xtask bench --quick` (all benchmarks) | {secs} s, measured {date} |"
+            );
+        }
+    }
+    md.push('\n');
+    let _ = writeln!(md, "## Goals\n");
+    let _ = writeln!(
+        md,
+        "| benchmark | goal | measured | verdict |\n|---|---|---|---|"
+    );
+    for name in NAMES {
+        if let Ok(goals) = fs::read_to_string(dir.join(format!("{name}.goals"))) {
+            for line in goals.lines() {
+                let f: Vec<&str> = line.split('\t').collect();
+                if let [met, goal, measured, limit] = f[..] {
+                    let _ = writeln!(
+                        md,
+                        "| `{name}` | {goal} | {measured} | **{met}**{} |",
+                        if limit.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {limit}")
+                        }
+                    );
+                }
+            }
+        }
+    }
+    md.push('\n');
+    if has_plot {
+        let _ = writeln!(
+            md,
+            "![cost against rule count: enforcer, iptables, nftables]({svg_link})\n\n\
+             [`{svg_link}`]({svg_link}): per-packet cost relative to no filter (no-filter throughput ÷ filtered \
+             throughput, log scale; 1 = free) against the number of rules, for UDP 64-byte packets and TCP \
+             (`throughput`), and the enforcer's per-packet judgment cost from `scale` (÷ empty tc program).\n"
+        );
+    }
+    for name in NAMES {
+        match fs::read_to_string(dir.join(format!("{name}.md"))) {
+            Ok(s) => {
+                md.push_str(&s);
+                md.push('\n');
+            }
+            Err(_) => {
+                let _ = writeln!(
+                    md,
+                    "## `{name}`\n\nNot measured yet: `cargo xtask bench {name}{}`.\n",
+                    if cfg.quick { " --quick" } else { "" }
+                );
+            }
+        }
+    }
+    md.push_str(GENERATED_POLICIES);
+    Ok(md)
+}
+
+const GENERATED_POLICIES: &str = "## Generated policies
+
+Every benchmark that needs a policy of N rules generates it (`tests/src/bench/policygen.rs`) as YAML in the policy \
+language and parses it like any policy file: S services (`svc-0` … `svc-{S-1}`, one workload and one identity each, \
+S = N up to 50 000), where `svc-0` (web, the client) may reach `svc-1` (api, the server) on TCP 8080, TCP 5201 and \
+UDP 5201 through one egress rule of web and one ingress rule of api, and `svc-2` (other) is a service web has no \
+rule for. The other N − 2 rules are spread over the services: rule g belongs to service s = 2 + g mod (S − 2), is an \
+ingress rule when s is even and an egress rule when odd, and allows one peer service on one TCP port. Every rule \
+yields its own (subject, peer) decision table, so the `POLICY` trie grows linearly with N (about 2 entries per \
+rule). The flows measured are always judged against the whole set: web → api (allowed), web → other (denied by \
+default deny: both lookups of the trie are made).
+
+The iptables and nftables equivalents (`throughput`) allow the same N 5-tuples: iptables as a linear chain in \
+`FORWARD` with the flow under test last (kube-proxy style; stateless, so every packet walks the chain, and two \
+reply rules for the test flow follow), nftables as one rule looking up one set of N `saddr . daddr . l4proto . \
+dport` elements (and one rule looking up the reversed tuple for replies).
+";
+
+/// Hand-written SVG: per-packet cost relative to no filter against rules, log-log, one panel
+/// per traffic kind, plus the `BPF_PROG_TEST_RUN` judgment cost of the enforcer.
+pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
+    let panels: [(&str, &str, bool); 3] = [
+        ("udp", "UDP 64-byte packets/s: cost vs no filter", true),
+        ("tcp", "TCP throughput: cost vs no filter", true),
+        ("testrun", "enforcer judgment (TestRun): ÷ empty tc", false),
+    ];
+    let (pw, ph) = (380.0_f64, 300.0_f64);
+    let (ml, mr, mt, mb) = (56.0, 14.0, 34.0, 44.0);
+    let width = pw * 3.0;
+    let height = ph + 40.0;
+    let colors = [
+        ("enforcer", "#1b7837"),
+        ("iptables-legacy", "#b2182b"),
+        ("iptables-nft", "#ef8a62"),
+        ("nftables", "#2166ac"),
+        ("from_pod", "#1b7837"),
+        ("to_pod", "#5aae61"),
+    ];
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>"##
+    );
+    for (i, (prefix, title, invert)) in panels.iter().enumerate() {
+        let x0 = pw * i as f64;
+        let series: Vec<(&String, &Vec<(usize, f64)>)> = data
+            .iter()
+            .filter(|(k, _)| k.split_whitespace().next() == Some(prefix))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="18" text-anchor="middle" font-weight="bold">{title}</text>"#,
+            x0 + pw / 2.0
+        );
+        if series.is_empty() {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{}" y="{}" text-anchor="middle" fill="#888">not measured yet</text>"##,
+                x0 + pw / 2.0,
+                ph / 2.0
+            );
+            continue;
+        }
+        let pts: Vec<(f64, f64)> = series
+            .iter()
+            .flat_map(|(_, v)| v.iter())
+            .map(|(x, y)| (*x as f64, if *invert { 1.0 / y } else { *y }))
+            .filter(|(_, y)| y.is_finite() && *y > 0.0)
+            .collect();
+        let xmin = pts
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::MAX, f64::min)
+            .log10()
+            .floor();
+        let xmax = pts
+            .iter()
+            .map(|p| p.0)
+            .fold(0.0, f64::max)
+            .log10()
+            .ceil()
+            .max(xmin + 1.0);
+        let ymin = pts
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::MAX, f64::min)
+            .min(1.0)
+            .log10()
+            .floor();
+        let ymax = (pts.iter().map(|p| p.1).fold(0.0, f64::max) * 1.2)
+            .log10()
+            .ceil()
+            .max(ymin + 1.0);
+        let (left, right, top, bottom) = (x0 + ml, x0 + pw - mr, mt, ph - mb + 20.0);
+        let sx = |x: f64| left + (x.log10() - xmin) / (xmax - xmin) * (right - left);
+        let sy = |y: f64| bottom - (y.log10() - ymin) / (ymax - ymin) * (bottom - top);
+        let _ = writeln!(
+            svg,
+            r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#444"/>"##,
+            right - left,
+            bottom - top
+        );
+        // Grid and ticks: decades, plus 2 and 5 on the y axis.
+        let mut e = xmin;
+        while e <= xmax + 1e-9 {
+            let x = sx(10f64.powf(e));
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{bottom}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
+                bottom + 14.0,
+                fmt_count(10f64.powf(e))
+            );
+            e += 1.0;
+        }
+        let mut e = ymin;
+        while e <= ymax + 1e-9 {
+            for m in [1.0, 2.0, 5.0] {
+                let v = m * 10f64.powf(e);
+                if v.log10() > ymax + 1e-9 {
+                    continue;
+                }
+                let y = sy(v);
+                let _ = writeln!(
+                    svg,
+                    r##"<line x1="{left}" y1="{y}" x2="{right}" y2="{y}" stroke="{}"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                    if m == 1.0 { "#ccc" } else { "#eee" },
+                    left - 4.0,
+                    y + 4.0,
+                    fmt_value(v)
+                );
+            }
+            e += 1.0;
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="middle">rules</text>"#,
+            (left + right) / 2.0,
+            bottom + 30.0
+        );
+        for (j, (name, values)) in series.iter().enumerate() {
+            let label = name.split_once(' ').map_or(name.as_str(), |(_, l)| l);
+            let color = colors
+                .iter()
+                .find(|(k, _)| *k == label)
+                .map_or("#666", |(_, c)| c);
+            let mut v: Vec<(f64, f64)> = values
+                .iter()
+                .map(|(x, y)| (*x as f64, if *invert { 1.0 / y } else { *y }))
+                .filter(|(_, y)| y.is_finite() && *y > 0.0)
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let path: Vec<String> = v
+                .iter()
+                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+                .collect();
+            let _ = writeln!(
+                svg,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
+                path.join(" ")
+            );
+            for (x, y) in &v {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{label}: {} rules → {:.2}</title></circle>"#,
+                    sx(*x),
+                    sy(*y),
+                    x,
+                    y
+                );
+            }
+            let ly = top + 14.0 + 14.0 * j as f64;
+            let _ = writeln!(
+                svg,
+                r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{label}</text>"#,
+                left + 8.0,
+                left + 26.0,
+                left + 30.0,
+                ly + 4.0
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn fmt_count(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{}M", v / 1_000_000.0)
+    } else if v >= 1_000.0 {
+        format!("{}k", v / 1_000.0)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.0}×")
+    } else {
+        format!("{v}×")
+    }
+}

@@ -1,0 +1,8 @@
+use anyhow::Result;
+
+use super::{Config, Section};
+
+pub fn run(cfg: &Config) -> Result<Section> {
+    let _ = cfg;
+    anyhow::bail!("todo")
+}

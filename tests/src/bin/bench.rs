@@ -1,0 +1,181 @@
+//! `cargo xtask bench [NAME...] [--quick]`: benchmarks of the enforcer against a baseline measured
+//! in the same run, written to `BENCHMARKS.md` (full mode) or `bench/quick/BENCHMARKS.md`
+//! (`--quick`, for CI), with the plot `bench/scale.svg`.
+//!
+//! Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit` (default: all). Each
+//! benchmark keeps its rendered section under `bench/[quick/]sections/`, so running one
+//! benchmark refreshes its section and keeps the others. Needs root.
+
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "statistics over counts and durations far below 2^52"
+)]
+
+#[path = "../bench/controlplane.rs"]
+mod controlplane;
+#[path = "../bench/dpbench.rs"]
+mod dpbench;
+#[path = "../bench/policygen.rs"]
+mod policygen;
+#[path = "../bench/ratelimit.rs"]
+mod ratelimit;
+#[path = "../bench/report.rs"]
+mod report;
+#[path = "../bench/stats.rs"]
+mod stats;
+#[path = "../bench/testrun.rs"]
+mod testrun;
+#[path = "../bench/throughput.rs"]
+mod throughput;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{bail, Result};
+
+/// Benchmark names, in report order.
+pub const NAMES: [&str; 5] = [
+    "datapath",
+    "scale",
+    "throughput",
+    "controlplane",
+    "ratelimit",
+];
+
+/// Sizes and repetitions of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub quick: bool,
+    /// `BPF_PROG_TEST_RUN` repeats per measurement.
+    pub repeat: u32,
+    /// Trials per measured figure.
+    pub trials: usize,
+    /// Single-run pairs for new-flow costs.
+    pub pairs: usize,
+    /// Policy sizes (rules) of `scale` and `controlplane`.
+    pub sizes: Vec<usize>,
+    /// Policy sizes of `throughput`.
+    pub throughput_sizes: Vec<usize>,
+    /// Rounds of `throughput` (every configuration once per round).
+    pub rounds: usize,
+    /// Seconds per iperf3 run.
+    pub seconds: u32,
+    /// Output directory (workspace root or `bench/quick`).
+    pub out: PathBuf,
+    /// The command, as a user would type it.
+    pub command: String,
+}
+
+/// A goal of the issue and whether this run meets it.
+#[derive(Debug, Clone)]
+pub struct Goal {
+    pub name: String,
+    pub measured: String,
+    pub met: bool,
+    /// What limits it (filled when not met, or as a caveat).
+    pub limit: String,
+}
+
+/// One benchmark's part of the report.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub name: &'static str,
+    pub title: String,
+    pub markdown: String,
+    pub goals: Vec<Goal>,
+    /// Plot points: (series, rules, value).
+    pub data: Vec<(String, usize, f64)>,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--rss-child") {
+        return controlplane::rss_child(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut names: Vec<&str> = Vec::new();
+    for a in args.iter().filter(|a| *a != "--quick") {
+        match NAMES.iter().find(|n| **n == a.as_str()) {
+            Some(n) => names.push(n),
+            None => bail!("unknown benchmark {a:?}: expected some of {NAMES:?} and/or --quick"),
+        }
+    }
+    if names.is_empty() {
+        names = NAMES.to_vec();
+    }
+    if !enforcer_tests::is_root() {
+        bail!("benchmarks need root (BPF, network namespaces, iptables)");
+    }
+    let root = workspace_root();
+    let mut command = String::from("cargo xtask bench");
+    for a in &args {
+        command.push(' ');
+        command.push_str(a);
+    }
+    let cfg = if quick {
+        Config {
+            quick,
+            repeat: 100_000,
+            trials: 3,
+            pairs: 3_000,
+            sizes: vec![10, 1_000, 10_000],
+            throughput_sizes: vec![10, 1_000, 10_000],
+            rounds: 3,
+            seconds: 1,
+            out: root.join("bench").join("quick"),
+            command,
+        }
+    } else {
+        Config {
+            quick,
+            repeat: 1_000_000,
+            trials: 5,
+            pairs: 20_000,
+            sizes: vec![10, 1_000, 10_000, 100_000],
+            throughput_sizes: vec![10, 1_000, 10_000],
+            rounds: 5,
+            seconds: 2,
+            out: root.clone(),
+            command,
+        }
+    };
+    let mut cfg = cfg;
+    // For experiments: override the policy sizes of `scale` and `controlplane`.
+    if let Ok(v) = std::env::var("ENFORCER_BENCH_SIZES") {
+        cfg.sizes = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    }
+    let started = Instant::now();
+    let machine = report::Machine::probe();
+    eprintln!(
+        "bench: {} on {} ({} CPUs, kernel {}), load {}",
+        names.join(" "),
+        machine.cpu,
+        machine.nproc,
+        machine.kernel,
+        machine.load
+    );
+    let mut sections = Vec::new();
+    for name in &names {
+        let t = Instant::now();
+        let section = match *name {
+            "datapath" => dpbench::run_datapath(&cfg)?,
+            "scale" => dpbench::run_scale(&cfg)?,
+            "throughput" => throughput::run(&cfg)?,
+            "controlplane" => controlplane::run(&cfg)?,
+            "ratelimit" => ratelimit::run(&cfg)?,
+            _ => unreachable!("names are checked above"),
+        };
+        eprintln!("{name}: {:.0} s", t.elapsed().as_secs_f64());
+        sections.push((section, t.elapsed()));
+    }
+    let total = started.elapsed();
+    report::write(&cfg, &machine, &sections, total, names.len() == NAMES.len())?;
+    eprintln!("bench: done in {:.0} s", total.as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! A topology with a real `enforcer agent` running inside each node namespace, driven through
+//! its API socket — what the live scenario runner and the end-to-end tests use.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use enforcer::{
+    api::{ApplyResult, Request, Stats, Status},
+    client,
+};
+
+use crate::Topology;
+
+/// The `enforcer` binary: `$ENFORCER_BIN`, else `target/{debug,release}/enforcer` next to the
+/// running test executable (built with `cargo build -p enforcer` if missing).
+pub fn enforcer_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ENFORCER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/test-xxxx or target/<profile>/scenario
+    let mut dir = exe
+        .parent()
+        .context("test executable has no directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("enforcer");
+    if !bin.exists() {
+        let release = dir.ends_with("release");
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "enforcer"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build -p enforcer")?;
+        if !status.success() {
+            bail!("cargo build -p enforcer failed");
+        }
+    }
+    Ok(bin)
+}
+
+/// One agent process.
+pub struct AgentProcess {
+    pub node: String,
+    pub socket: PathBuf,
+    pub bpffs: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    /// Start `enforcer agent` in `node`'s namespace and wait until it answers `status`.
+    pub fn start(topo: &Topology, node: &str, work: &Path, extra: &[&str]) -> Result<AgentProcess> {
+        let bin = enforcer_bin()?;
+        let tag = format!("{}-{node}", topo.prefix());
+        let mut a = AgentProcess {
+            node: node.to_string(),
+            socket: work.join(format!("{node}.sock")),
+            bpffs: PathBuf::from("/sys/fs/bpf").join(format!("enforcer-test-{tag}")),
+            state_dir: work.join(format!("{node}-state")),
+            log: work.join(format!("{node}-agent.log")),
+            child: None,
+        };
+        a.spawn(topo, &bin, extra)?;
+        Ok(a)
+    }
+
+    fn spawn(&mut self, topo: &Topology, bin: &Path, extra: &[&str]) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let bin = bin.to_str().context("binary path is not UTF-8")?;
+        let mut cmd = topo.node_command(&self.node, bin)?;
+        cmd.args([
+            "agent",
+            "--interfaces",
+            crate::HOST_IF_GLOB,
+            "--uplink",
+            crate::UPLINK_IFNAME,
+        ])
+        .arg("--socket")
+        .arg(&self.socket)
+        .arg("--bpffs")
+        .arg(&self.bpffs)
+        .arg("--state-dir")
+        .arg(&self.state_dir)
+        .args(["--metrics-addr", "127.0.0.1:9963"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+        self.child = Some(cmd.spawn().context("starting enforcer agent")?);
+        self.wait_ready(Duration::from_secs(20))
+    }
+
+    /// Poll `status` until the agent answers.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if client::call(&self.socket, &Request::Status).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "agent on {} exited ({status}):\n{}",
+                        self.node,
+                        self.log_tail()
+                    );
+                }
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "agent on {} not ready after {timeout:?}:\n{}",
+                    self.node,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of the agent's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn call(&self, request: &Request) -> Result<serde_json::Value> {
+        client::call(&self.socket, request).with_context(|| format!("agent on {}", self.node))
+    }
+
+    pub fn apply(&self, source: &str, yaml: &str) -> Result<ApplyResult> {
+        let v = self.call(&Request::Apply {
+            source: source.into(),
+            yaml: yaml.into(),
+            dry_run: false,
+        })?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    pub fn delete(&self, name: &str) -> Result<ApplyResult> {
+        let v = self.call(&Request::Delete {
+            name: name.into(),
+            kind: None,
+        })?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        Ok(serde_json::from_value(self.call(&Request::Status)?)?)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(serde_json::from_value(self.call(&Request::Stats)?)?)
+    }
+
+    /// Packets counted with `verdict` (allowed, denied, audit) over every direction and reason.
+    pub fn packets(&self, verdict: &str) -> Result<u64> {
+        Ok(self
+            .stats()?
+            .packets
+            .iter()
+            .filter(|c| c.verdict == verdict)
+            .map(|c| c.packets)
+            .sum())
+    }
+
+    /// SIGKILL the process (the pinned datapath stays).
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, then start a new agent on the same pins and state.
+    pub fn restart(&mut self, topo: &Topology, extra: &[&str]) -> Result<()> {
+        self.kill()?;
+        let bin = enforcer_bin()?;
+        self.spawn(topo, &bin, extra)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        // Remove the pins: detaches the datapath of this test.
+        let _ = enforcer::datapath::unpin_all(&self.bpffs);
+    }
+}
+
+/// A temporary work directory, removed on drop.
+pub struct WorkDir(pub PathBuf);
+
+impl WorkDir {
+    pub fn new(tag: &str) -> Result<WorkDir> {
+        let dir = std::env::temp_dir().join(format!("enforcer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::env::var_os(crate::KEEP_ENV).is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Rate limits on live traffic: a node with a server pod and client pods, the enforcer datapath
+//! loaded in this process inside the node namespace, UDP load from the clients. Used by the
+//! live test (`tests/tests/ratelimit.rs`) and by `cargo xtask bench ratelimit` ([`measure`]).
+//!
+//! The server's ingress rule allows UDP from the clients to [`PORT`] with the `rateLimit` under
+//! test; the sink in the server pod counts datagrams per source, and the datapath counts what it
+//! admitted and dropped.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use enforcer::{
+    datapath::Datapath,
+    policy::{compile, parse::parse_documents, Compiled, NodeContext, PolicySet},
+};
+use enforcer_common::{DIR_INGRESS, REASON_RATE_LIMITED, VERDICT_DENY};
+
+use crate::{
+    netns::run_in_netns, send_udp_load, spawn_udp_sink, LoadReport, Topology, UdpLoad, UdpSink,
+};
+
+/// UDP port of the rate-limited rule.
+pub const PORT: u16 = 7000;
+/// Address of the server pod.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 10);
+
+/// Address of client `i`.
+pub fn client_addr(i: usize) -> IpAddr {
+    let last = u8::try_from(11 + i).expect("at most 200 clients");
+    IpAddr::V4(Ipv4Addr::new(10, 20, 0, last))
+}
+
+/// The policy: workloads `server` (service `api`) and `client-<i>` (service `web`), and an ingress
+/// rule of `api` allowing UDP to `PORT` from `web` with `rate_limit` (YAML flow mapping, e.g.
+/// `{packetsPerSecond: 200, burst: 20}`).
+pub fn policy_yaml(clients: usize, rate_limit: &str) -> String {
+    let mut y = format!(
+        "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {{name: server}}\n\
+         spec: {{service: api, addresses: [{SERVER}]}}\n"
+    );
+    for i in 0..clients {
+        let _ = write!(
+            y,
+            "---\napiVersion: enforcer/v1\nkind: Workload\nmetadata: {{name: client-{i}}}\n\
+             spec: {{service: web, addresses: [{}]}}\n",
+            client_addr(i)
+        );
+    }
+    let _ = write!(
+        y,
+        "---\napiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {{name: api-ingress}}\n\
+         spec:\n  service: api\n  ingress:\n    - from: [{{service: web}}]\n      \
+         ports: [{{protocol: UDP, port: {PORT}}}]\n      rateLimit: {rate_limit}\n"
+    );
+    y
+}
+
+/// One node, a server pod and `clients` client pods, with the datapath attached to every pod.
+pub struct RateLimitBed {
+    // Field order: the datapath (its links) goes before the namespaces.
+    datapath: Datapath,
+    endpoints: BTreeSet<(u32, IpAddr)>,
+    context: NodeContext,
+    clients: usize,
+    /// Rule id of the rate-limited rule in the installed policy.
+    pub rule: u32,
+    pub topology: Topology,
+}
+
+impl RateLimitBed {
+    /// Build the topology, load and attach the datapath inside the node namespace, install the
+    /// policy with `rate_limit`.
+    pub fn start(clients: usize, rate_limit: &str) -> Result<RateLimitBed> {
+        let mut builder = Topology::builder()
+            .node("n1")
+            .pod("server", "n1", &[IpAddr::V4(SERVER)]);
+        for i in 0..clients {
+            builder = builder.pod(format!("client-{i}"), "n1", &[client_addr(i)]);
+        }
+        let topology = builder.build()?;
+        let node = topology.node("n1")?.clone();
+        let pods: Vec<(String, IpAddr)> = topology
+            .pods()
+            .iter()
+            .map(|p| (p.host_ifname().to_owned(), p.addresses()[0]))
+            .collect();
+        let (datapath, endpoints) = run_in_netns(node.netns(), move || {
+            let mut dp = Datapath::load(None).context("load the datapath")?;
+            let mut endpoints = BTreeSet::new();
+            for (ifname, addr) in &pods {
+                let c = std::ffi::CString::new(ifname.as_str())?;
+                // SAFETY: a valid C string; resolves in this thread's network namespace.
+                let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                if ifindex == 0 {
+                    return Err(anyhow!("no interface {ifname} in the node namespace"));
+                }
+                dp.attach_pod(ifname, ifindex, false)
+                    .with_context(|| format!("attach to {ifname}"))?;
+                endpoints.insert((ifindex, *addr));
+            }
+            Ok((dp, endpoints))
+        })?;
+        let context = NodeContext {
+            host_addresses: node.addresses().into_iter().collect(),
+            local_addresses: topology
+                .pods()
+                .iter()
+                .flat_map(|p| p.addresses().iter().copied())
+                .collect(),
+        };
+        let mut bed = RateLimitBed {
+            datapath,
+            endpoints,
+            context,
+            clients,
+            rule: 0,
+            topology,
+        };
+        bed.set_limit(rate_limit)?;
+        Ok(bed)
+    }
+
+    /// Install the policy again with another `rateLimit` (same rule id: buckets are kept).
+    pub fn set_limit(&mut self, rate_limit: &str) -> Result<()> {
+        let compiled = self.compile(rate_limit)?;
+        self.rule = compiled
+            .rules
+            .iter()
+            .find(|r| r.rate_limit.is_some())
+            .map(|r| r.id)
+            .ok_or_else(|| anyhow!("no rate-limited rule"))?;
+        self.datapath.install(&compiled, &self.endpoints)?;
+        Ok(())
+    }
+
+    fn compile(&self, rate_limit: &str) -> Result<Compiled> {
+        let docs = parse_documents("ratelimit.yaml", &policy_yaml(self.clients, rate_limit))
+            .map_err(|e| anyhow!("{e}"))?;
+        let set = PolicySet::from_documents(docs).map_err(|e| anyhow!("{e}"))?;
+        Ok(compile(&set, &self.context))
+    }
+
+    pub fn datapath(&self) -> &Datapath {
+        &self.datapath
+    }
+
+    /// Namespace of client `i`.
+    pub fn client_netns(&self, i: usize) -> Result<&str> {
+        self.topology.pod_netns(&format!("client-{i}"))
+    }
+
+    /// A sink counting datagrams per source in the server pod, on `PORT`.
+    pub fn sink(&self) -> Result<UdpSink> {
+        spawn_udp_sink(self.topology.pod_netns("server")?, PORT)
+    }
+
+    /// Packets the datapath admitted and dropped as rate limited for the rule, so far.
+    pub fn admitted_and_dropped(&self) -> Result<(u64, u64)> {
+        let all = self.datapath.rule_packets(self.rule)?;
+        let dropped = self.datapath.counters()?[&(DIR_INGRESS, VERDICT_DENY, REASON_RATE_LIMITED)];
+        Ok((all.saturating_sub(dropped), dropped))
+    }
+
+    /// One datagram from every client (ARP and conntrack warm), then a pause so every bucket is
+    /// full again (`refill` covers the burst at the configured rate).
+    pub fn warm_up(&self, sink: &UdpSink, refill: Duration) -> Result<()> {
+        for i in 0..self.clients {
+            send_udp_load(
+                self.client_netns(i)?,
+                server_addr(),
+                &UdpLoad {
+                    packets: 1,
+                    ..UdpLoad::default()
+                },
+            )?;
+        }
+        sink.settle(Duration::from_millis(100), Duration::from_secs(1));
+        thread::sleep(refill);
+        sink.reset();
+        Ok(())
+    }
+
+    /// Every client sends `rate_pps` for `duration` at once; returns their reports in client
+    /// order.
+    pub fn blast(&self, rate_pps: u32, duration: Duration) -> Result<Vec<LoadReport>> {
+        let packets = (f64::from(rate_pps) * duration.as_secs_f64()).round();
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "small"
+        )]
+        let packets = packets as u64;
+        let handles: Vec<_> = (0..self.clients)
+            .map(|i| {
+                let ns = self.client_netns(i).map(str::to_owned);
+                thread::spawn(move || {
+                    send_udp_load(
+                        &ns?,
+                        server_addr(),
+                        &UdpLoad {
+                            packets,
+                            size: 64,
+                            rate_pps,
+                            source: None,
+                        },
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("sender panicked"))?)
+            .collect()
+    }
+}
+
+fn server_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(SERVER), PORT)
+}
+
+/// One row of the rate-limit benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateRow {
+    /// Configured `packetsPerSecond`.
+    pub configured_pps: u32,
+    /// Burst configured (packets).
+    pub burst: u32,
+    /// Rate the sender achieved (it aims at 5× the limit, capped by what the machine can send).
+    pub offered_pps: f64,
+    /// The most one sender achieved through the datapath on this machine (flat out).
+    pub max_send_pps: f64,
+    /// Admitted by the datapath beyond the burst, per second of sending.
+    pub admitted_pps: f64,
+    /// `admitted_pps / configured_pps`.
+    pub ratio: f64,
+    /// Datagrams received by the sink (a cross-check: it may lose some at high rates).
+    pub received: u64,
+    /// Packets dropped as rate limited.
+    pub dropped: u64,
+    /// Sending time.
+    pub seconds: f64,
+}
+
+/// Measure the admitted rate at each configured `packetsPerSecond` of `rates`, with one client
+/// offering 5× the limit (or as much as the machine can send) for 3 s and a burst of 1/10 s.
+#[expect(clippy::cast_precision_loss, reason = "packet counts far below 2^52")]
+pub fn measure(rates: &[u32]) -> Result<Vec<RateRow>> {
+    let first = rates.first().copied().unwrap_or(1000);
+    let mut bed = RateLimitBed::start(1, &limit_yaml(first, (first / 10).max(1)))?;
+    let sink = bed.sink()?;
+    bed.warm_up(&sink, Duration::from_millis(200))?;
+    // What this machine can send: a short flat-out run, under a limit it cannot reach.
+    bed.set_limit(&limit_yaml(u32::MAX / 4, u32::MAX / 4))?;
+    let probe = send_udp_load(
+        bed.client_netns(0)?,
+        server_addr(),
+        &UdpLoad {
+            packets: 300_000,
+            size: 64,
+            rate_pps: u32::MAX,
+            source: None,
+        },
+    )?;
+    let max_pps = probe.rate();
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let burst = (rate / 10).max(1);
+        bed.set_limit(&limit_yaml(rate, burst))?;
+        // The bucket refills its burst in 0.1 s.
+        thread::sleep(Duration::from_millis(300));
+        sink.settle(Duration::from_millis(100), Duration::from_secs(2));
+        sink.reset();
+        let target = (f64::from(rate) * 5.0).min(max_pps);
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "small"
+        )]
+        let target_pps = target as u32;
+        let (admitted0, dropped0) = bed.admitted_and_dropped()?;
+        let reports = bed.blast(target_pps, Duration::from_secs(3))?;
+        sink.settle(Duration::from_millis(200), Duration::from_secs(3));
+        let (admitted1, dropped1) = bed.admitted_and_dropped()?;
+        let report = &reports[0];
+        let seconds = report.elapsed.as_secs_f64();
+        let admitted = admitted1 - admitted0;
+        let admitted_pps = (admitted.saturating_sub(u64::from(burst))) as f64 / seconds;
+        rows.push(RateRow {
+            configured_pps: rate,
+            burst,
+            offered_pps: report.rate(),
+            max_send_pps: max_pps,
+            admitted_pps,
+            ratio: admitted_pps / f64::from(rate),
+            received: sink.total(),
+            dropped: dropped1 - dropped0,
+            seconds,
+        });
+    }
+    drop(sink);
+    Ok(rows)
+}
+
+/// `{packetsPerSecond: RATE, burst: BURST}` (per source).
+pub fn limit_yaml(rate: u32, burst: u32) -> String {
+    format!("{{packetsPerSecond: {rate}, burst: {burst}}}")
+}
+
+/// Markdown table of `rows`.
+pub fn render(rows: &[RateRow]) -> String {
+    let mut out = String::from(
+        "| configured pps | burst | offered pps | admitted pps | admitted/configured | error |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.1} | {:.4} | {:+.2} % |",
+            r.configured_pps,
+            r.burst,
+            r.offered_pps,
+            r.admitted_pps,
+            r.ratio,
+            (r.ratio - 1.0) * 100.0
+        );
+    }
+    out
+}
