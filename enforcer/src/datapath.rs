@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapError, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -95,6 +95,20 @@ impl PinLayout {
     pub fn links(&self) -> PathBuf {
         self.root.join("links")
     }
+    /// A pin of the same link left by another layout version (an older agent), if any.
+    pub fn legacy_link(&self, ifindex: u32, program: &str) -> Option<PathBuf> {
+        let parent = self.root.parent()?;
+        let current = self.root.file_name()?;
+        fs::read_dir(parent)
+            .ok()?
+            .filter_map(std::result::Result::ok)
+            .filter(|e| {
+                e.file_name() != current && e.file_name().to_string_lossy().starts_with('v')
+            })
+            .map(|e| e.path().join("links").join(format!("{ifindex}_{program}")))
+            .find(|p| p.exists())
+    }
+
     pub fn link(&self, ifindex: u32, program: &str) -> PathBuf {
         // bpffs rejects dots in names.
         self.links().join(format!("{ifindex}_{program}"))
@@ -173,7 +187,7 @@ impl Datapath {
         name: &'static str,
         attach: TcAttachType,
     ) -> Result<()> {
-        let pin = self.pins.as_ref().map(|p| p.link(ifindex, name));
+        let pin = self.migrated_pin(ifindex, name)?;
         let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
             let link: SchedClassifierLink =
@@ -214,8 +228,25 @@ impl Datapath {
         Ok(())
     }
 
+    /// The pin path of a link; a link pinned by another layout version is moved here first, so
+    /// it is adopted (our program swapped in) like our own: an upgrade never detaches.
+    fn migrated_pin(&self, ifindex: u32, name: &str) -> Result<Option<PathBuf>> {
+        let Some(pins) = &self.pins else {
+            return Ok(None);
+        };
+        let path = pins.link(ifindex, name);
+        if !path.exists() {
+            if let Some(old) = pins.legacy_link(ifindex, name) {
+                tracing::info!(from = %old.display(), to = %path.display(), "migrating a pinned link to the current layout");
+                fs::rename(&old, &path)
+                    .map_err(|source| DatapathError::Io { path: old, source })?;
+            }
+        }
+        Ok(Some(path))
+    }
+
     fn attach_xdp(&mut self, ifname: &str, ifindex: u32, name: &'static str) -> Result<()> {
-        let pin = self.pins.as_ref().map(|p| p.link(ifindex, name));
+        let pin = self.migrated_pin(ifindex, name)?;
         let prog: &mut Xdp = program(&mut self.ebpf, name)?;
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
             let link: XdpLink =
@@ -622,35 +653,44 @@ pub fn unpin_all(bpffs: &Path) -> io::Result<()> {
         return Ok(());
     }
     for version in fs::read_dir(bpffs)? {
-        let version = version?.path();
-        let links = version.join("links");
-        if links.is_dir() {
-            for l in fs::read_dir(&links)? {
-                let path = l?.path();
-                match PinnedLink::from_pin(&path) {
-                    // Unpinning removes the file; dropping the last fd detaches the program.
-                    Ok(pinned) => drop(pinned.unpin()?),
-                    Err(_) => fs::remove_file(&path)?,
-                }
-            }
-        }
-        let maps = version.join("maps");
-        if maps.is_dir() {
-            for m in fs::read_dir(&maps)? {
-                fs::remove_file(m?.path())?;
-            }
-        }
-        if version.is_dir() {
-            fs::remove_dir_all(&version)?;
-        }
+        unpin_version(&version?.path())?;
     }
     fs::remove_dir(bpffs)
 }
 
-/// Open a pinned map of a running datapath (for `status` while an agent owns the object).
-pub fn open_pinned(pins: &PinLayout, name: &str) -> Result<MapData> {
-    MapData::from_pin(pins.maps().join(name)).map_err(|source| DatapathError::Map {
-        name: "pinned",
-        source,
-    })
+/// Remove the pins of every layout version but the current one (after an upgrade has moved
+/// their links over). Returns the versions removed.
+pub fn remove_old_layouts(pins: &PinLayout) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let (Some(parent), Some(current)) = (pins.root.parent(), pins.root.file_name()) else {
+        return Ok(removed);
+    };
+    for entry in fs::read_dir(parent)? {
+        let entry = entry?;
+        if entry.file_name() != current && entry.file_name().to_string_lossy().starts_with('v') {
+            unpin_version(&entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    Ok(removed)
+}
+
+/// Unpin the links (detaching them) and maps of one layout version directory, and remove it.
+fn unpin_version(version: &Path) -> io::Result<()> {
+    let links = version.join("links");
+    if links.is_dir() {
+        for l in fs::read_dir(&links)? {
+            let path = l?.path();
+            match PinnedLink::from_pin(&path) {
+                // Unpinning removes the file; dropping the last fd detaches the program.
+                Ok(pinned) => drop(pinned.unpin()?),
+                Err(_) => fs::remove_file(&path)?,
+            }
+        }
+    }
+    if version.is_dir() {
+        // Map pins are plain bpffs files.
+        fs::remove_dir_all(version)?;
+    }
+    Ok(())
 }

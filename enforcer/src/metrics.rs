@@ -10,7 +10,10 @@ use enforcer_common::{
 };
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::datapath::Datapath;
+use crate::{
+    datapath::Datapath,
+    policy::{compile::RuleInfo, Peer, PolicySet, Section},
+};
 
 /// Counters kept by the agent itself.
 #[derive(Default)]
@@ -49,6 +52,8 @@ pub fn drop_reason(reason: u8) -> &'static str {
 pub struct ScrapeInput<'a> {
     pub dp: &'a Datapath,
     pub rules: &'a [crate::policy::compile::RuleInfo],
+    /// The policy set in force (for the service and peers of each rule).
+    pub policies: &'a PolicySet,
     pub metrics: &'a Metrics,
     pub attached: usize,
 }
@@ -129,10 +134,7 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
     )?;
     for r in input.rules {
         let n = input.dp.rule_packets(r.id).unwrap_or(0);
-        let policy = r
-            .policy
-            .clone()
-            .unwrap_or_else(|| format!("default-deny/{}", r.service.clone().unwrap_or_default()));
+        let policy = r.policy_name().to_string();
         rules
             .with_label_values(&[&policy, &r.rule, r.verdict])
             .inc_by(n);
@@ -156,6 +158,16 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
         capacity
             .with_label_values(&[&u.map])
             .set(i64::from(u.capacity));
+    }
+    // Per-source rate-limit buckets (an LRU: when full, evicted sources restart with a full burst).
+    if let Ok(rl) = input.dp.rate_limit_stats() {
+        let map = enforcer_common::maps::names::RATE_BUCKETS;
+        entries
+            .with_label_values(&[map])
+            .set(i64::try_from(rl.source_buckets).unwrap_or(i64::MAX));
+        capacity
+            .with_label_values(&[map])
+            .set(i64::from(rl.source_capacity));
     }
     gauge(
         registry,
@@ -181,6 +193,13 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
     )?;
     registry.register(Box::new(lost.clone()))?;
     lost.inc_by(input.dp.events_lost().unwrap_or(0));
+    let sampled = prometheus::IntCounter::new(
+        "enforcer_events_sampled_out_total",
+        "Drop events not reported because of sampling (rate-limit drops: one event per bucket \
+         and interval); the packets are still counted.",
+    )?;
+    registry.register(Box::new(sampled.clone()))?;
+    sampled.inc_by(events_sampled_out(input.dp));
     gauge(
         registry,
         "enforcer_attached_interfaces",
@@ -196,4 +215,173 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
     .with_label_values(&[env!("CARGO_PKG_VERSION")])
     .set(1);
     Ok(())
+}
+
+/// Events skipped by sampling, summed over CPUs (0 if the map cannot be read).
+fn events_sampled_out(dp: &Datapath) -> u64 {
+    use aya::maps::PerCpuArray;
+    dp.ebpf()
+        .map(enforcer_common::maps::names::EVENT_STATS)
+        .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+        .and_then(|m| {
+            m.get(&enforcer_common::event_stat::SAMPLED_OUT, 0)
+                .ok()
+                .map(|v| v.iter().sum())
+        })
+        .unwrap_or(0)
+}
+
+/// The labels that describe a rule.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RuleLabels {
+    /// The policy name, or `default-deny/<service> <direction>` for a default deny.
+    pub policy: String,
+    /// The service the rule protects (`*` = every service).
+    pub service: String,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// The rule's peers, comma-separated (`*` = any peer).
+    pub peers: String,
+}
+
+/// Labels of a rule, looked up in the policy set in force.
+pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
+    let Some(name) = &r.policy else {
+        // A default deny: `service` is "<service> <direction>".
+        let what = r.service.clone().unwrap_or_default();
+        let (service, direction) = what.rsplit_once(' ').unwrap_or((what.as_str(), ""));
+        return RuleLabels {
+            policy: format!("default-deny/{what}"),
+            service: service.to_string(),
+            direction: if direction == "egress" {
+                "egress"
+            } else {
+                "ingress"
+            },
+            peers: "*".into(),
+        };
+    };
+    let policy = set.policies.get(name);
+    let rule = policy.and_then(|p| {
+        p.rules()
+            .find(|(section, i, _)| format!("{}[{i}]", section.key()) == r.rule)
+    });
+    let direction = match rule.map(|(s, _, _)| s) {
+        Some(Section::Egress | Section::EgressDeny) => "egress",
+        Some(Section::Ingress | Section::IngressDeny) => "ingress",
+        None if r.rule.starts_with("egress") => "egress",
+        None => "ingress",
+    };
+    let peers = rule.map_or_else(String::new, |(_, _, rule)| {
+        if rule.peers.is_empty() {
+            "*".to_string()
+        } else {
+            rule.peers
+                .iter()
+                .map(peer_label)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    });
+    RuleLabels {
+        policy: name.clone(),
+        service: policy.map(|p| p.service.clone()).unwrap_or_default(),
+        direction,
+        peers,
+    }
+}
+
+fn peer_label(p: &Peer) -> String {
+    match p {
+        Peer::Service(s) => s.clone(),
+        Peer::Cidr { cidr, except } if except.is_empty() => cidr.to_string(),
+        Peer::Cidr { cidr, except } => {
+            let except: Vec<String> = except.iter().map(ToString::to_string).collect();
+            format!("{cidr} except {}", except.join(" "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile, parse::parse_documents, NodeContext};
+
+    const POLICY: &str = r"
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: web-0}
+spec: {service: web, addresses: [10.10.1.10]}
+---
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: api-0}
+spec: {service: api, addresses: [10.10.2.10]}
+---
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api
+  ingress:
+    - from: [{service: web}, {cidr: 192.0.2.0/24, except: [192.0.2.128/25]}]
+      ports: [{protocol: TCP, port: 8080}]
+      rateLimit: {packetsPerSecond: 100}
+  ingressDeny:
+    - from: [{service: web}]
+      ports: [{protocol: UDP, port: 5353}]
+  egressDeny:
+    - ports: [{protocol: UDP, port: 53}]
+";
+
+    #[test]
+    fn rule_labels_name_service_direction_and_peers() {
+        let docs = parse_documents("p.yaml", POLICY).expect("valid");
+        let set = PolicySet::from_documents(docs).expect("set");
+        let compiled = compile(&set, &NodeContext::default());
+        let labels: Vec<(String, String, RuleLabels)> = compiled
+            .rules
+            .iter()
+            .map(|r| (r.rule.clone(), r.verdict.to_string(), rule_info(r, &set)))
+            .collect();
+        let find = |rule: &str| {
+            labels
+                .iter()
+                .find(|(r, _, _)| r == rule)
+                .map(|(_, _, l)| l)
+                .unwrap_or_else(|| panic!("no rule {rule} in {labels:?}"))
+        };
+        assert_eq!(
+            find("ingress[0]"),
+            &RuleLabels {
+                policy: "api-ingress".into(),
+                service: "api".into(),
+                direction: "ingress",
+                peers: "web,192.0.2.0/24 except 192.0.2.128/25".into(),
+            }
+        );
+        assert_eq!(find("ingressDeny[0]").peers, "web");
+        assert_eq!(find("egressDeny[0]").direction, "egress");
+        assert_eq!(find("egressDeny[0]").peers, "*");
+        assert_eq!(
+            find("default-deny"),
+            &RuleLabels {
+                policy: "default-deny/api ingress".into(),
+                service: "api".into(),
+                direction: "ingress",
+                peers: "*".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn drop_reasons_cover_the_contract() {
+        use enforcer_common::REASON_NOT_ISOLATED;
+        assert_eq!(drop_reason(REASON_POLICY), "policy_denied");
+        assert_eq!(drop_reason(REASON_DEFAULT_DENY), "policy_denied");
+        assert_eq!(drop_reason(REASON_RATE_LIMITED), "rate_limited");
+        assert_eq!(drop_reason(REASON_SPOOFED), "spoofed");
+        assert_eq!(drop_reason(REASON_MALFORMED), "malformed");
+        assert_eq!(drop_reason(REASON_NOT_ISOLATED), "other");
+    }
 }

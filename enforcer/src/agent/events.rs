@@ -129,11 +129,7 @@ pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
         } else {
             reason.into()
         },
-        policy: rule.map(|r| {
-            r.policy.clone().unwrap_or_else(|| {
-                format!("default-deny/{}", r.service.clone().unwrap_or_default())
-            })
-        }),
+        policy: rule.map(|r| r.policy_name().to_string()),
         rule: rule.map(|r| r.rule.clone()),
         interface: inner
             .attached

@@ -54,6 +54,7 @@ async fn handle(agent: Arc<Agent>, mut stream: TcpStream) -> std::io::Result<()>
                 render(&ScrapeInput {
                     dp: &inner.dp,
                     rules: &inner.compiled.rules,
+                    policies: &inner.in_force,
                     metrics: &a.metrics,
                     attached: inner.attached.len(),
                 })

@@ -104,6 +104,11 @@ impl Agent {
             events: events::EventHub::new(),
         });
         agent.reconcile()?;
+        // An upgrade across a layout change: our programs now hold the links (moved from the
+        // old version's directory and swapped), so the old version's maps can go.
+        for old in crate::datapath::remove_old_layouts(&pins).context("removing old layout pins")? {
+            info!(dir = %old.display(), "removed the pins of an older layout version");
+        }
         Ok(agent)
     }
 

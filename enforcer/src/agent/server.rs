@@ -221,9 +221,7 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
     for r in &inner.compiled.rules {
         let n = inner.dp.rule_packets(r.id).unwrap_or(0);
         rules.push(crate::api::RuleCounter {
-            policy: r.policy.clone().unwrap_or_else(|| {
-                format!("default-deny/{}", r.service.clone().unwrap_or_default())
-            }),
+            policy: r.policy_name().to_string(),
             rule: r.rule.clone(),
             verdict: r.verdict.into(),
             packets: n,

@@ -23,9 +23,16 @@ fn line(e: &FlowEvent) -> String {
         (Some(p), Some(r)) => format!(" by {p} {r}"),
         _ => String::new(),
     };
+    let ms = e.time_ms % 86_400_000;
+    let time = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    );
     format!(
-        "{} {}:{} ({}) -> {}:{} ({}) {} {} {} {}{by} on {}",
-        e.time_ms,
+        "{time} {}:{} ({}) -> {}:{} ({}) {} {} {} {}{by} on {}",
         e.src,
         e.sport,
         e.src_identity,

@@ -151,11 +151,11 @@ pub struct RuleInfo {
     pub id: u32,
     /// The policy, or `None` for a default deny.
     pub policy: Option<String>,
-    /// `section[index]`, or `default-deny` for a default deny.
+    /// `section[index]`, or `service/direction` for a default deny.
     pub rule: String,
     /// `allow` or `deny`.
     pub verdict: &'static str,
-    /// For a default deny: the isolated service and direction.
+    /// For a default deny: the isolated service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     #[serde(skip)]
@@ -174,6 +174,14 @@ pub struct Compiled {
     pub rules: Vec<RuleInfo>,
     /// Identity → its class, for display.
     pub identity_classes: BTreeMap<u32, IdentityClass>,
+}
+
+impl RuleInfo {
+    /// The policy label of metrics and events: the policy's name, or `default-deny` for the
+    /// default deny of an isolated service (whose `rule` is then `service/direction`).
+    pub fn policy_name(&self) -> &str {
+        self.policy.as_deref().unwrap_or("default-deny")
+    }
 }
 
 impl Compiled {
@@ -247,6 +255,7 @@ pub fn compile(set: &PolicySet, ctx: &NodeContext) -> Compiled {
     let mut compiler = TableCompiler {
         set,
         peers: PeerIndex::new(&ids),
+        all_ids: ids.values().copied().collect::<BTreeSet<u32>>(),
         rule_ids: &rule_ids,
         default_ids: BTreeMap::new(),
         cache: HashMap::new(),
@@ -364,6 +373,8 @@ fn assign_rule_ids<'a>(
 struct TableCompiler<'a> {
     set: &'a PolicySet,
     peers: PeerIndex<'a>,
+    /// Every identity an address can have on this node.
+    all_ids: BTreeSet<u32>,
     rule_ids: &'a HashMap<(&'a str, &'static str, usize), u32>,
     default_ids: BTreeMap<(String, Direction), u32>,
     cache: HashMap<(String, Direction, Vec<usize>), Table>,
@@ -419,9 +430,9 @@ impl TableCompiler<'_> {
                     out.rules.push(RuleInfo {
                         id,
                         policy: None,
-                        rule: "default-deny".into(),
+                        rule: format!("{service}/{}", dir.as_str()),
                         verdict: "deny",
-                        service: Some(format!("{service} {}", dir.as_str())),
+                        service: Some(service.to_string()),
                         rate_limit: None,
                     });
                     id
@@ -434,22 +445,79 @@ impl TableCompiler<'_> {
         let any_rules: Vec<usize> = (0..rules.len())
             .filter(|i| rules[*i].peers.is_none())
             .collect();
-        let any_table = self.table(service, dir, &rules, any_rules, iso, default_id);
-        push_table(&mut out.policy, dir, subject, identity::ANY, &any_table);
-        // Tables of the peers some rule names, where they differ.
+        // The rules that apply to each peer some rule names.
         let named: BTreeSet<u32> = rules
             .iter()
             .filter_map(|r| r.peers.as_ref())
             .flatten()
             .copied()
             .collect();
-        for peer in named {
-            let selected: Vec<usize> = (0..rules.len())
-                .filter(|i| rules[*i].peers.as_ref().is_none_or(|s| s.contains(&peer)))
-                .collect();
-            let t = self.table(service, dir, &rules, selected, iso, default_id);
-            if t != any_table {
-                push_table(&mut out.policy, dir, subject, peer, &t);
+        let selections: BTreeMap<u32, Vec<usize>> = named
+            .iter()
+            .map(|peer| {
+                let selected = (0..rules.len())
+                    .filter(|i| rules[*i].peers.as_ref().is_none_or(|s| s.contains(peer)))
+                    .collect();
+                (*peer, selected)
+            })
+            .collect();
+        // Scale: the table stored for "any peer" is normally the table of the rules without
+        // peers, which every identity no rule names uses. But a rule naming most identities
+        // (e.g. `from: [{service: "*"}]` in a `"*"` policy) then needs one table per (subject,
+        // named peer): N² entries for N services (a million for 1 000, beyond the map's
+        // capacity). So when it writes fewer entries, the table most peers use becomes the "any
+        // peer" one, and the identities that differ (host, world, ...) get tables of their own.
+        let mut users: BTreeMap<&Vec<usize>, usize> = BTreeMap::new();
+        for selected in selections.values() {
+            *users.entry(selected).or_default() += 1;
+        }
+        *users.entry(&any_rules).or_default() += self.all_ids.len() - named.len();
+        let groups: Vec<(&Vec<usize>, usize, Table)> = users
+            .into_iter()
+            .map(|(selected, n)| {
+                let t = self.table(service, dir, &rules, selected.clone(), iso, default_id);
+                (selected, n, t)
+            })
+            .collect();
+        let any_table = self.table(service, dir, &rules, any_rules.clone(), iso, default_id);
+        // The entries written with `base` as the "any peer" table (`roots`: a peer's own table
+        // needs a root entry, see below).
+        let cost = |base: &Table, roots: bool| {
+            base.len()
+                + groups
+                    .iter()
+                    .filter(|(_, _, t)| t != base)
+                    .map(|(_, n, t)| n * (t.len() + usize::from(roots && !has_root(t))))
+                    .sum::<usize>()
+        };
+        let base = groups
+            .iter()
+            .filter(|(selected, _, _)| **selected != any_rules)
+            .max_by_key(|(_, n, _)| *n)
+            .filter(|(_, _, t)| cost(t, true) < cost(&any_table, false))
+            .map(|(_, _, t)| t.clone());
+        let Some(base_table) = base else {
+            push_table(&mut out.policy, dir, subject, identity::ANY, &any_table);
+            // Tables of the peers some rule names, where they differ.
+            for (peer, selected) in selections {
+                let t = self.table(service, dir, &rules, selected, iso, default_id);
+                if t != any_table {
+                    push_table(&mut out.policy, dir, subject, peer, &t);
+                }
+            }
+            return;
+        };
+        push_table(&mut out.policy, dir, subject, identity::ANY, &base_table);
+        for peer in &self.all_ids.clone() {
+            let selected = selections.get(peer).unwrap_or(&any_rules).clone();
+            let mut t = self.table(service, dir, &rules, selected, iso, default_id);
+            if t != base_table {
+                // A peer's own table must never miss: the datapath would fall back to the "any
+                // peer" table, which here is not made of a subset of the peer's rules.
+                if !has_root(&t) {
+                    t.insert(0, (POLICY_KEY_FIXED_BITS, 0, 0, MISS));
+                }
+                push_table(&mut out.policy, dir, subject, *peer, &t);
             }
         }
     }
@@ -534,6 +602,11 @@ impl<'a> PeerIndex<'a> {
             }
         }
     }
+}
+
+/// Whether a table has an entry for every protocol and port (it never misses).
+fn has_root(table: &Table) -> bool {
+    table.iter().any(|(len, ..)| *len == POLICY_KEY_FIXED_BITS)
 }
 
 fn next_rule_id(rules: &[RuleInfo]) -> u32 {

@@ -137,14 +137,16 @@ fn compare(dp: &Datapath, flow: &Flow, expected: &Explanation) -> Result<(), Str
         Some(RuleInfo {
             policy: None,
             service: Some(service),
+            rule,
             ..
         }) => {
-            // A default deny: explain names no rule, its reason names the service and direction.
-            let (svc, dir) = service.rsplit_once(' ').unwrap_or((service, ""));
-            let want = format!("default deny of isolated service {svc} ({dir})");
+            // A default deny: explain names no rule, its reason names the service and direction
+            // (the rule id's service, and its direction in the rule name `service/direction`).
+            let dir = rule.rsplit_once('/').map_or("", |(_, dir)| dir);
+            let want = format!("default deny of isolated service {service} ({dir})");
             if !expected.reason.ends_with(&want) {
                 return Err(format!(
-                    "compiled default deny of {service:?}, explain's reason is {:?}",
+                    "compiled default deny {rule:?} of {service:?}, explain's reason is {:?}",
                     expected.reason
                 ));
             }
@@ -789,6 +791,7 @@ fn documentation_examples_parse() {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn explain_attribution() {
     let policies = [
         (
@@ -1418,104 +1421,110 @@ fn compiled_entries_decide_like_explain() {
 // Scale
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn ten_thousand_rules() {
-    const SERVICES: usize = 1000;
-    let mut set = PolicySet::new();
-    let v4 = |i: usize, host: u8| {
-        let [_, _, hi, lo] = u32::try_from(i).expect("small").to_be_bytes();
-        IpAddr::V4(Ipv4Addr::new(10, hi, lo, host))
+/// Services of the scale test, each with one policy of 10 rules.
+const SCALE_SERVICES: usize = 1000;
+
+/// The IPv4 address `host` in service `i`'s /24.
+fn scale_v4(i: usize, host: u8) -> IpAddr {
+    let [_, _, hi, lo] = u32::try_from(i % SCALE_SERVICES)
+        .expect("small")
+        .to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(10, hi, lo, host))
+}
+
+/// The port of service `i`'s `k`-th rule (TCP, or UDP when `k` is a multiple of 3).
+fn scale_port(i: usize, k: usize) -> u16 {
+    u16::try_from(1000 + (i * 7 + k) % 50_000).expect("port")
+}
+
+/// The `o`-th world /24 of service `i`.
+fn scale_world(i: usize, o: usize) -> IpNet {
+    let [_, _, a, b] = u32::try_from(i * 4 + o).expect("small").to_be_bytes();
+    IpNet::new(IpAddr::V4(Ipv4Addr::new(172, 16 + a, b, 0)), 24).expect("valid")
+}
+
+/// Service `i`'s policy: ingress from 7 other services on their own ports (single ports and
+/// ranges, TCP and UDP), from a world CIDR with an except on TCP 443, ICMP from anyone; one
+/// egress deny to another world CIDR. Every tenth policy is in audit mode.
+fn scale_policy(i: usize) -> FlowPolicy {
+    let tcp = |port| PortSpec {
+        protocol: Protocol::Tcp,
+        port: Some(port),
+        end_port: None,
     };
-    for i in 0..SERVICES {
-        let v6 = IpAddr::V6(Ipv6Addr::new(
-            0xfd00,
-            u16::try_from(i).expect("small"),
-            0,
-            0,
-            0,
-            0,
-            0,
-            10,
-        ));
-        set.insert(
-            Workload {
-                name: format!("svc{i}-0"),
-                service: format!("svc{i}"),
-                addresses: vec![v4(i, 10), v6],
-                source: Source::default(),
-            }
-            .into(),
-        )
-        .expect("unique");
-    }
-    let port = |i: usize, k: usize| u16::try_from(1000 + (i * 7 + k) % 50_000).expect("port");
-    let service = |i: usize| Peer::Service(format!("svc{}", i % SERVICES));
-    for i in 0..SERVICES {
-        let mut ingress: Vec<Rule> = (1..=7)
-            .map(|k| Rule {
-                peers: vec![service(i + k)],
-                ports: vec![PortSpec {
-                    protocol: if k % 3 == 0 {
-                        Protocol::Udp
-                    } else {
-                        Protocol::Tcp
-                    },
-                    port: Some(port(i, k)),
-                    end_port: (k % 2 == 0).then(|| port(i, k) + 10),
-                }],
-                ..Rule::default()
-            })
-            .collect();
-        let world = |o: usize| {
-            let [_, _, a, b] = u32::try_from(i * 4 + o).expect("small").to_be_bytes();
-            IpNet::new(IpAddr::V4(Ipv4Addr::new(172, 16 + a, b, 0)), 24).expect("valid")
-        };
-        ingress.push(Rule {
-            peers: vec![Peer::Cidr {
-                cidr: world(0),
-                except: vec![IpNet::new(world(0).network(), 26).expect("valid")],
-            }],
+    let mut ingress: Vec<Rule> = (1..=7)
+        .map(|k| Rule {
+            peers: vec![Peer::Service(format!("svc{}", (i + k) % SCALE_SERVICES))],
             ports: vec![PortSpec {
-                protocol: Protocol::Tcp,
-                port: Some(443),
-                end_port: None,
+                protocol: if k.is_multiple_of(3) {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                },
+                port: Some(scale_port(i, k)),
+                end_port: k.is_multiple_of(2).then(|| scale_port(i, k) + 10),
             }],
             ..Rule::default()
-        });
-        ingress.push(Rule {
-            ports: vec![PortSpec {
-                protocol: Protocol::Icmp,
-                port: None,
-                end_port: None,
-            }],
-            ..Rule::default()
-        });
-        let egress_deny = vec![Rule {
+        })
+        .collect();
+    ingress.push(Rule {
+        peers: vec![Peer::Cidr {
+            cidr: scale_world(i, 0),
+            except: vec![IpNet::new(scale_world(i, 0).network(), 26).expect("valid")],
+        }],
+        ports: vec![tcp(443)],
+        ..Rule::default()
+    });
+    ingress.push(Rule {
+        ports: vec![PortSpec {
+            protocol: Protocol::Icmp,
+            port: None,
+            end_port: None,
+        }],
+        ..Rule::default()
+    });
+    FlowPolicy {
+        name: format!("svc{i}-policy"),
+        service: format!("svc{i}"),
+        mode: if i.is_multiple_of(10) {
+            Mode::Audit
+        } else {
+            Mode::Enforce
+        },
+        ingress: Some(ingress),
+        egress: None,
+        ingress_deny: Vec::new(),
+        egress_deny: vec![Rule {
             peers: vec![Peer::Cidr {
-                cidr: world(1),
+                cidr: scale_world(i, 1),
                 except: Vec::new(),
             }],
             ..Rule::default()
-        }];
-        set.insert(
-            FlowPolicy {
-                name: format!("svc{i}-policy"),
-                service: format!("svc{i}"),
-                mode: if i % 10 == 0 {
-                    Mode::Audit
-                } else {
-                    Mode::Enforce
-                },
-                ingress: Some(ingress),
-                egress: None,
-                ingress_deny: Vec::new(),
-                egress_deny,
-                source: Source::default(),
-            }
-            .into(),
-        )
-        .expect("unique");
+        }],
+        source: Source::default(),
     }
+}
+
+/// 1000 services (one workload each, IPv4 and IPv6) and 10 000 rules.
+fn scale_set() -> PolicySet {
+    let mut set = PolicySet::new();
+    for i in 0..SCALE_SERVICES {
+        let v6 = Ipv6Addr::new(0xfd00, u16::try_from(i).expect("small"), 0, 0, 0, 0, 0, 10);
+        let workload = Workload {
+            name: format!("svc{i}-0"),
+            service: format!("svc{i}"),
+            addresses: vec![scale_v4(i, 10), IpAddr::V6(v6)],
+            source: Source::default(),
+        };
+        set.insert(workload.into()).expect("unique");
+        set.insert(scale_policy(i).into()).expect("unique");
+    }
+    set
+}
+
+#[test]
+fn ten_thousand_rules() {
+    let set = scale_set();
     let rules: usize = set.policies.values().map(|p| p.rules().count()).sum();
     assert_eq!(rules, 10_000);
     let ctx = NodeContext {
@@ -1526,69 +1535,130 @@ fn ten_thousand_rules() {
     let compiled = compile(&set, &ctx);
     let took = start.elapsed();
     eprintln!(
-        "compiled {rules} rules of {SERVICES} services in {took:?}: {} identities, {} CIDR \
-         classes, {} policy entries, {} rule ids",
+        "compiled {rules} rules of {SCALE_SERVICES} services in {took:?}: {} identities, {} \
+         CIDR classes, {} policy entries, {} rule ids",
         compiled.identities.len(),
         compiled.cidrs.len(),
         compiled.policy.len(),
         compiled.rules.len()
     );
     let dp = Datapath::new(&compiled);
-    let mut rng = Rng(0x5ca1e);
-    let mut addresses: Vec<IpAddr> = set
+    // Sources: workloads, the node, world addresses inside and outside the CIDRs and excepts.
+    let mut sources: Vec<IpAddr> = set
         .workloads
         .values()
         .flat_map(|w| w.addresses.iter().copied())
+        .filter(IpAddr::is_ipv4)
         .collect();
-    addresses.extend(compiled.cidrs.iter().map(|(p, _)| {
-        let v6 = Ipv6Addr::from(p.addr + 1);
-        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-    }));
-    addresses.push(ip("10.255.0.1"));
-    addresses.push(ip("198.51.100.7"));
-    let mut probes = 0;
+    for (prefix, _) in &compiled.cidrs {
+        for offset in [1, 100] {
+            let v6 = Ipv6Addr::from(prefix.addr + offset);
+            sources.extend(v6.to_ipv4_mapped().map(IpAddr::V4));
+        }
+    }
+    sources.extend([ip("10.255.0.1"), ip("198.51.100.7")]);
+    let mut rng = Rng(0x5ca1e);
+    let mut verdicts = BTreeSet::new();
     for _ in 0..3000 {
-        let src = *rng.pick(&addresses);
-        let dst_service = rng.below(SERVICES);
-        // Mostly flows that some rule names, at its port.
-        let (src, protocol, port) = if rng.chance(70) {
+        let dst = rng.below(SCALE_SERVICES);
+        // Mostly flows that a rule names, around its port.
+        let f = if rng.chance(70) {
             let k = rng.range(1, 7);
             let src = if rng.chance(80) {
-                v4(dst_service + k, 10)
+                scale_v4(dst + k, 10)
             } else {
-                src
+                *rng.pick(&sources)
             };
-            let proto = if k % 3 == 0 { 17 } else { 6 };
-            let p = port(dst_service, k) + u16::try_from(rng.below(12)).expect("small");
-            (src, proto, p)
+            Flow {
+                src,
+                dst: scale_v4(dst, 10),
+                protocol: if k.is_multiple_of(3) { 17 } else { 6 },
+                port: scale_port(dst, k) + u16::try_from(rng.below(12)).expect("small"),
+            }
         } else {
-            (src, *rng.pick(&[6, 17, 1, 47]), *rng.pick(&[443, 8, 1000]))
-        };
-        let dst = v4(dst_service, 10);
-        let f = Flow {
-            src: if src.is_ipv4() {
-                src
-            } else {
-                v4(rng.below(SERVICES), 10)
-            },
-            dst,
-            protocol,
-            port,
+            Flow {
+                src: *rng.pick(&sources),
+                dst: scale_v4(dst, 10),
+                protocol: *rng.pick(&[6, 17, 1, 47]),
+                port: *rng.pick(&[443, 8, 1000]),
+            }
         };
         let e = explain(&set, &ctx, &f);
         if let Err(diff) = compare(&dp, &f, &e) {
             panic!("{diff}: {f:?} {e:?}");
         }
-        probes += 1;
+        verdicts.insert(e.verdict);
     }
-    eprintln!("{probes} probes agree with explain");
-    // Egress of every service is judged by its deny rule alone.
+    assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+    // A workload's egress to its denied world CIDR.
     let f = Flow {
-        src: v4(5, 10),
+        src: scale_v4(5, 10),
         dst: ip("172.16.21.9"),
         protocol: 6,
         port: 80,
     };
     assert_eq!(explain(&set, &ctx, &f).verdict, Verdict::Deny);
     assert_eq!(dp.sim.verdict(&f), Verdict::Deny);
+}
+
+/// A `"*"` policy admitting every workload into every service: the compiler must not write a
+/// table per (service, peer service) pair (a million entries for 1 000 services).
+#[test]
+fn every_service_from_every_service() {
+    let mut set = PolicySet::new();
+    for i in 0..SCALE_SERVICES {
+        let workload = Workload {
+            name: format!("svc{i}-0"),
+            service: format!("svc{i}"),
+            addresses: vec![scale_v4(i, 10)],
+            source: Source::default(),
+        };
+        set.insert(workload.into()).expect("unique");
+    }
+    let docs = parse_documents(
+        "star.yaml",
+        "apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: mesh}
+spec:
+  service: '*'
+  ingress: [{from: [{service: '*'}]}, {from: [{cidr: 192.0.2.0/24}], ports: [{port: 443}]}]
+  ingressDeny: [{from: [{service: svc7}], ports: [{port: 22}]}]",
+    )
+    .expect("valid");
+    for doc in docs {
+        set.insert(doc).expect("unique");
+    }
+    let ctx = NodeContext {
+        host_addresses: [ip("10.255.0.1")].into(),
+        local_addresses: BTreeSet::new(),
+    };
+    let start = Instant::now();
+    let compiled = compile(&set, &ctx);
+    eprintln!(
+        "\"*\" from \"*\" over {SCALE_SERVICES} services: {:?}, {} policy entries",
+        start.elapsed(),
+        compiled.policy.len()
+    );
+    assert!(compiled.policy.len() < 10 * SCALE_SERVICES);
+    let dp = Datapath::new(&compiled);
+    let mut rng = Rng(0x57a2);
+    let sources = [ip("10.255.0.1"), ip("192.0.2.1"), ip("198.51.100.7")];
+    for _ in 0..2000 {
+        let src = if rng.chance(70) {
+            scale_v4(rng.below(SCALE_SERVICES), 10)
+        } else {
+            *rng.pick(&sources)
+        };
+        let f = Flow {
+            src,
+            dst: scale_v4(rng.below(SCALE_SERVICES), 10),
+            protocol: *rng.pick(&[6, 17, 1]),
+            port: *rng.pick(&[22, 443, 8]),
+        };
+        let e = explain(&set, &ctx, &f);
+        if let Err(diff) = compare(&dp, &f, &e) {
+            panic!("{diff}: {f:?} {e:?}");
+        }
+    }
 }

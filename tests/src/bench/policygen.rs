@@ -186,6 +186,17 @@ pub fn generate(rules: usize, identities: usize, ep: &Endpoints) -> Result<Gener
     })
 }
 
+/// The `FlowPolicy` of api (`svc-1`) alone, optionally with one more allowed TCP port: the
+/// document a one-rule change applies.
+pub fn api_policy_yaml(extra_tcp_port: Option<u16>) -> String {
+    let extra =
+        extra_tcp_port.map_or_else(String::new, |p| format!(", {{protocol: TCP, port: {p}}}"));
+    format!(
+        "apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {{name: pol-1}}\nspec:\n  service: svc-1\n  ingress: [{{from: [{{service: svc-0}}], ports: [{{protocol: TCP, port: {}}}, {{protocol: TCP, port: {}}}, {{protocol: UDP, port: {ALLOWED_UDP}}}{extra}]}}]\n",
+        ALLOWED_TCP[0], ALLOWED_TCP[1]
+    )
+}
+
 /// Node context of the `BPF_PROG_TEST_RUN` benchmarks: no host addresses, every flow endpoint
 /// local.
 pub fn test_context(ep: &Endpoints) -> NodeContext {

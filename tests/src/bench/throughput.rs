@@ -1,8 +1,594 @@
-use anyhow::Result;
+//! `throughput`: iperf3 between two pods on one node (TCP, and UDP 64-byte packets as fast as the
+//! sender can go), with no filter, the enforcer, iptables (linear chain) and nftables (one set)
+//! holding equivalent rules, as ratios to no filter measured in the same round.
+//!
+//! Every command runs inside the benchmark's own namespaces (`nsenter --net=/run/netns/enf-...`):
+//! traffic, iptables and nftables rules never touch the host.
 
-use super::{Config, Section};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::CString,
+    fmt::Write as _,
+    io::Write as _,
+    net::IpAddr,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
 
+use anyhow::{anyhow, bail, Context, Result};
+use enforcer::{
+    datapath::Datapath,
+    policy::{compile, Compiled, NodeContext},
+};
+use enforcer_common::{REASON_ESTABLISHED, VERDICT_ALLOW, VERDICT_DENY};
+use enforcer_tests::{
+    netns::{ns_command, run_in_netns},
+    Family, Topology, POD_GATEWAY_V4, POD_GATEWAY_V6,
+};
+
+use super::{
+    policygen::{generate, Endpoints, FlatRule, ALLOWED_UDP},
+    stats::{ratios, summarize, Summary},
+    Config, Goal, Section,
+};
+
+const PORT: u16 = 5201;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Filter {
+    None,
+    Enforcer { rules: usize, xdp: bool },
+    IptablesLegacy { rules: usize },
+    IptablesNft { rules: usize },
+    Nftables { rules: usize },
+}
+
+impl Filter {
+    fn name(self) -> String {
+        match self {
+            Filter::None => "no filter".into(),
+            Filter::Enforcer { xdp: false, .. } => "enforcer".into(),
+            Filter::Enforcer { xdp: true, .. } => "enforcer + `xdp_pod`".into(),
+            Filter::IptablesLegacy { .. } => "iptables-legacy (linear chain)".into(),
+            Filter::IptablesNft { .. } => "iptables-nft (linear chain)".into(),
+            Filter::Nftables { .. } => "nftables (one set)".into(),
+        }
+    }
+
+    fn series(self) -> Option<&'static str> {
+        match self {
+            Filter::Enforcer { xdp: false, .. } => Some("enforcer"),
+            Filter::IptablesLegacy { .. } => Some("iptables-legacy"),
+            Filter::IptablesNft { .. } => Some("iptables-nft"),
+            Filter::Nftables { .. } => Some("nftables"),
+            _ => None,
+        }
+    }
+
+    fn rules(self) -> usize {
+        match self {
+            Filter::None => 0,
+            Filter::Enforcer { rules, .. }
+            | Filter::IptablesLegacy { rules }
+            | Filter::IptablesNft { rules }
+            | Filter::Nftables { rules } => rules,
+        }
+    }
+}
+
+/// The two pods and their node.
+struct Setup {
+    topo: Topology,
+    node_ns: String,
+    client_ns: String,
+    server_ns: String,
+    client_if: String,
+    server_if: String,
+    server_addr: IpAddr,
+    ctx: NodeContext,
+    ep: Endpoints,
+}
+
+fn checked_ns(ns: &str) -> Result<&str> {
+    // Belt and braces: firewall commands only ever run in a harness namespace.
+    if !ns.starts_with(enforcer_tests::HARNESS_PREFIX) || ns.contains('/') {
+        bail!("refusing to touch namespace {ns:?}: not one of the benchmark's");
+    }
+    if !std::path::Path::new("/run/netns").join(ns).exists() {
+        bail!("namespace {ns} does not exist");
+    }
+    Ok(ns)
+}
+
+fn run_in(ns: &str, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut cmd = ns_command(checked_ns(ns)?, program);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("run {program}"))?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().ok_or_else(|| anyhow!("stdin"))?;
+        pipe.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Setup {
+    fn new() -> Result<Self> {
+        let ep = Endpoints::default();
+        let topo = Topology::builder()
+            .node("n1")
+            .pod("client", "n1", &[ep.web[0]])
+            .pod("server", "n1", &[ep.api[0]])
+            .build()?;
+        let node = topo.node("n1")?.clone();
+        let mut host: BTreeSet<IpAddr> = node.addresses().into_iter().collect();
+        host.insert(POD_GATEWAY_V4.into());
+        host.insert(POD_GATEWAY_V6.into());
+        let ctx = NodeContext {
+            host_addresses: host,
+            local_addresses: [ep.web[0], ep.api[0]].into_iter().collect(),
+        };
+        Ok(Setup {
+            node_ns: node.netns().to_string(),
+            client_ns: topo.pod_netns("client")?.to_string(),
+            server_ns: topo.pod_netns("server")?.to_string(),
+            client_if: topo.pod_host_ifname("client")?.to_string(),
+            server_if: topo.pod_host_ifname("server")?.to_string(),
+            server_addr: topo.addr_of("server", Family::Ipv4)?,
+            topo,
+            ctx,
+            ep,
+        })
+    }
+}
+
+/// What a filter leaves behind while it is active.
+enum Active {
+    Nothing,
+    Enforcer(Box<Datapath>),
+    Iptables(&'static str),
+    Nftables,
+}
+
+fn iptables_rules(flat: &[FlatRule], server: IpAddr, client: IpAddr) -> String {
+    let mut s =
+        String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let proto = |p: u8| if p == 17 { "udp" } else { "tcp" };
+    for r in flat {
+        let p = proto(r.protocol);
+        let _ = writeln!(
+            s,
+            "-A FORWARD -s {}/32 -d {}/32 -p {p} -m {p} --dport {} -j ACCEPT",
+            r.src, r.dst, r.port
+        );
+    }
+    // Stateless: the replies of the flow under test need their own rules, after the others.
+    for p in ["tcp", "udp"] {
+        let _ = writeln!(
+            s,
+            "-A FORWARD -s {server}/32 -d {client}/32 -p {p} -m {p} --sport {PORT} -j ACCEPT"
+        );
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+fn nft_rules(flat: &[FlatRule]) -> String {
+    let elems: BTreeSet<String> = flat
+        .iter()
+        .map(|r| {
+            format!(
+                "{} . {} . {} . {}",
+                r.src,
+                r.dst,
+                if r.protocol == 17 { "udp" } else { "tcp" },
+                r.port
+            )
+        })
+        .collect();
+    let elems: Vec<String> = elems.into_iter().collect();
+    let mut s = String::from(
+        "table ip bench {\n  set allowed {\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n",
+    );
+    let _ = writeln!(s, "    elements = {{ {} }}\n  }}", elems.join(",\n      "));
+    s.push_str(
+        "  chain forward {\n    type filter hook forward priority filter; policy drop;\n    \
+         ip saddr . ip daddr . meta l4proto . th dport @allowed accept\n    \
+         ip daddr . ip saddr . meta l4proto . th sport @allowed accept\n  }\n}\n",
+    );
+    s
+}
+
+/// Policies of each size, generated and compiled once.
+struct Policies {
+    by_size: BTreeMap<usize, (Arc<Compiled>, Vec<FlatRule>)>,
+}
+
+fn if_index(name: &str) -> Result<u32> {
+    let c = CString::new(name)?;
+    // SAFETY: a valid NUL-terminated string; the call only reads it.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("no interface {name}");
+    }
+    Ok(i)
+}
+
+fn apply(s: &Setup, p: &Policies, f: Filter) -> Result<Active> {
+    match f {
+        Filter::None => Ok(Active::Nothing),
+        Filter::Enforcer { rules, xdp } => {
+            let compiled = p.by_size[&rules].0.clone();
+            let (cif, sif) = (s.client_if.clone(), s.server_if.clone());
+            let (caddr, saddr) = (s.ep.web[0], s.ep.api[0]);
+            let dp = run_in_netns(&s.node_ns, move || {
+                let mut dp = Datapath::load(None)?;
+                let (ci, si) = (if_index(&cif)?, if_index(&sif)?);
+                dp.attach_pod(&cif, ci, xdp)?;
+                dp.attach_pod(&sif, si, xdp)?;
+                let endpoints: BTreeSet<(u32, IpAddr)> = [(ci, caddr), (si, saddr)].into();
+                dp.install(&compiled, &endpoints)?;
+                Ok(Box::new(dp))
+            })?;
+            Ok(Active::Enforcer(dp))
+        }
+        Filter::IptablesLegacy { rules } | Filter::IptablesNft { rules } => {
+            let tool = if matches!(f, Filter::IptablesLegacy { .. }) {
+                "iptables-legacy"
+            } else {
+                "iptables-nft"
+            };
+            let text = iptables_rules(&p.by_size[&rules].1, s.ep.api[0], s.ep.web[0]);
+            run_in(&s.node_ns, &format!("{tool}-restore"), &[], Some(&text))?;
+            Ok(Active::Iptables(tool))
+        }
+        Filter::Nftables { rules } => {
+            run_in(
+                &s.node_ns,
+                "nft",
+                &["-f", "-"],
+                Some(&nft_rules(&p.by_size[&rules].1)),
+            )?;
+            Ok(Active::Nftables)
+        }
+    }
+}
+
+/// Remove a filter; for the enforcer, check that it really saw the traffic.
+fn remove(s: &Setup, a: Active) -> Result<Option<String>> {
+    match a {
+        Active::Nothing => Ok(None),
+        Active::Enforcer(dp) => {
+            let c = dp.counters()?;
+            let est: u64 = c
+                .iter()
+                .filter(|((_, v, r), _)| *v == VERDICT_ALLOW && *r == REASON_ESTABLISHED)
+                .map(|(_, n)| n)
+                .sum();
+            let denied: u64 = c
+                .iter()
+                .filter(|((_, v, _), _)| *v == VERDICT_DENY)
+                .map(|(_, n)| n)
+                .sum();
+            drop(dp);
+            if est < 1_000 {
+                bail!("the enforcer saw only {est} established packets: not in the path?");
+            }
+            Ok(Some(format!("{est} established packets, {denied} denied")))
+        }
+        Active::Iptables(tool) => {
+            run_in(&s.node_ns, tool, &["-P", "FORWARD", "ACCEPT"], None)?;
+            run_in(&s.node_ns, tool, &["-F", "FORWARD"], None)?;
+            if tool == "iptables-nft" {
+                run_in(&s.node_ns, "nft", &["flush", "ruleset"], None)?;
+            }
+            Ok(None)
+        }
+        Active::Nftables => {
+            run_in(&s.node_ns, "nft", &["flush", "ruleset"], None)?;
+            Ok(None)
+        }
+    }
+}
+
+/// The object of `"key": {...}` (flat objects only) in iperf3's JSON.
+fn json_object<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let i = json.find(&format!("\"{key}\""))?;
+    let rest = &json[i..];
+    let start = rest.find('{')?;
+    let end = rest[start..].find('}')?;
+    Some(&rest[start..start + end])
+}
+
+fn json_number(obj: &str, key: &str) -> Option<f64> {
+    let i = obj.find(&format!("\"{key}\""))?;
+    let rest = obj[i + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// One iperf3 run: TCP bits/s, or UDP packets/s received.
+fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
+    let server = s.server_addr.to_string();
+    let port = PORT.to_string();
+    let secs = seconds.to_string();
+    let mut args = vec!["-c", &server, "-p", &port, "-t", &secs, "-J", "-A", "0,1"];
+    if udp {
+        args.extend(["-u", "-l", "64", "-b", "0"]);
+    }
+    let mut last = String::new();
+    for _ in 0..3 {
+        match run_in(&s.client_ns, "iperf3", &args, None) {
+            Ok(json) => {
+                let sum = json_object(&json, "sum_received")
+                    .ok_or_else(|| anyhow!("iperf3: no sum_received in its JSON"))?;
+                let v = if udp {
+                    let packets = json_number(sum, "packets").unwrap_or(f64::NAN);
+                    let lost = json_number(sum, "lost_packets").unwrap_or(0.0);
+                    let secs = json_number(sum, "seconds").unwrap_or(f64::NAN);
+                    (packets - lost) / secs
+                } else {
+                    json_number(sum, "bits_per_second").unwrap_or(f64::NAN)
+                };
+                if v.is_finite() && v > 0.0 {
+                    return Ok(v);
+                }
+                last = format!("iperf3 reported {v}");
+            }
+            Err(e) => last = format!("{e:#}"),
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    bail!("iperf3 {}: {last}", if udp { "UDP" } else { "TCP" })
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    tcp: Vec<f64>,
+    udp: Vec<f64>,
+    tcp_ratio: Vec<f64>,
+    udp_ratio: Vec<f64>,
+    note: Option<String>,
+}
+
+#[expect(clippy::too_many_lines, reason = "one benchmark, read top to bottom")]
 pub fn run(cfg: &Config) -> Result<Section> {
-    let _ = cfg;
-    anyhow::bail!("todo")
+    let started = Instant::now();
+    let s = Setup::new()?;
+    // Policies: compiled for this node, and flattened for iptables/nftables.
+    let mut policies = Policies {
+        by_size: BTreeMap::new(),
+    };
+    for &n in &cfg.throughput_sizes {
+        let g = generate(n, n, &s.ep)?;
+        let compiled = compile(&g.set, &s.ctx);
+        policies.by_size.insert(n, (Arc::new(compiled), g.flat));
+    }
+    let mut filters = vec![Filter::None];
+    for &n in &cfg.throughput_sizes {
+        filters.push(Filter::Enforcer {
+            rules: n,
+            xdp: false,
+        });
+        filters.push(Filter::IptablesLegacy { rules: n });
+        if !cfg.quick {
+            filters.push(Filter::IptablesNft { rules: n });
+        }
+        filters.push(Filter::Nftables { rules: n });
+    }
+    let largest = cfg.throughput_sizes.iter().copied().max().unwrap_or(0);
+    if !cfg.quick {
+        filters.push(Filter::Enforcer {
+            rules: largest,
+            xdp: true,
+        });
+    }
+    let server = ns_command(checked_ns(&s.server_ns)?, "iperf3")
+        .args(["-s", "-p", &PORT.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the iperf3 server")?;
+    let _server = Server(server);
+    thread::sleep(Duration::from_millis(500));
+    eprintln!(
+        "throughput: {} filters × {} rounds, {} s per iperf3 run",
+        filters.len(),
+        cfg.rounds,
+        cfg.seconds
+    );
+    let mut samples: BTreeMap<Filter, Samples> = BTreeMap::new();
+    for round in 0..cfg.rounds {
+        let mut base = (f64::NAN, f64::NAN);
+        for &f in &filters {
+            let active = apply(&s, &policies, f).with_context(|| format!("apply {}", f.name()))?;
+            let measured = (|| -> Result<(f64, f64)> {
+                Ok((
+                    iperf(&s, false, cfg.seconds)?,
+                    iperf(&s, true, cfg.seconds)?,
+                ))
+            })();
+            let note = remove(&s, active)?;
+            let (tcp, udp) = measured.with_context(|| format!("measure {}", f.name()))?;
+            if f == Filter::None {
+                base = (tcp, udp);
+            }
+            let e = samples.entry(f).or_default();
+            e.tcp.push(tcp);
+            e.udp.push(udp);
+            e.tcp_ratio.push(tcp / base.0);
+            e.udp_ratio.push(udp / base.1);
+            if note.is_some() {
+                e.note = note;
+            }
+            eprintln!(
+                "  round {round}: {:<32} {:>6} rules  TCP {:>6.2} Gbit/s ({:.2}×)  UDP {:>7.0} kpps ({:.2}×)",
+                f.name(),
+                f.rules(),
+                tcp / 1e9,
+                tcp / base.0,
+                udp / 1e3,
+                udp / base.1
+            );
+        }
+    }
+    let _ = s.topo.prefix();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Two pods on one node (harness topology: pod veth → node namespace, routed → pod veth), iperf3 client in one, \
+         server in the other (`-A 0,1`: client on CPU 0, server on CPU 1). Per run: TCP for {secs} s (`iperf3 -c`), then \
+         UDP with 64-byte payloads as fast as the sender can (`-u -l 64 -b 0`, packets/s received). Each of {rounds} rounds \
+         measures every configuration once, in the same order, starting with no filter; each ratio divides by the no-filter \
+         run of its own round, and the table gives the median and min–max over the rounds.\n\n\
+         - **enforcer**: the datapath loaded in-process inside the node namespace (`Datapath::load`, `attach_pod` on both \
+           host-side veths: tcx `from_pod`/`to_pod`, the agent's default; XDP off unless stated), the generated policy of \
+           N rules compiled for the node and installed, endpoints = (host ifindex, pod address). After each run its \
+           counters must show the traffic as established packets.\n\
+         - **iptables**: N `-s -d -p --dport -j ACCEPT` rules in `FORWARD` (policy DROP), the flow under test last; \
+           stateless, so every packet walks the chain (the data packets match rule N−1, UDP rule N, replies rules N+1/N+2). \
+           `iptables-legacy` is the classic xtables linear chain; `iptables-nft` (Debian's default `iptables`) translates the \
+           same chain to nf_tables rules, still evaluated one after the other.\n\
+         - **nftables**: one set of the N 5-tuples, looked up by one rule (and one rule with the tuple reversed for replies), \
+           policy drop.\n",
+        secs = cfg.seconds,
+        rounds = cfg.rounds
+    );
+    let _ = writeln!(
+        md,
+        "| filter | rules | TCP Gbit/s | TCP ÷ no filter | UDP 64 B kpps | UDP ÷ no filter |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let mut data = Vec::new();
+    let summary = |v: &[f64]| summarize(v);
+    for &f in &filters {
+        let e = &samples[&f];
+        let (tr, ur) = (summary(&e.tcp_ratio), summary(&e.udp_ratio));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            f.name(),
+            if f == Filter::None {
+                "–".to_string()
+            } else {
+                f.rules().to_string()
+            },
+            summary(&e.tcp.iter().map(|v| v / 1e9).collect::<Vec<_>>()).value(2),
+            if f == Filter::None {
+                "1".to_string()
+            } else {
+                format!("**{}**", tr.ratio())
+            },
+            summary(&e.udp.iter().map(|v| v / 1e3).collect::<Vec<_>>()).value(0),
+            if f == Filter::None {
+                "1".to_string()
+            } else {
+                format!("**{}**", ur.ratio())
+            },
+        );
+        if let Some(series) = f.series() {
+            data.push((format!("tcp {series}"), f.rules(), tr.median));
+            data.push((format!("udp {series}"), f.rules(), ur.median));
+        }
+    }
+    if let Some(note) = samples.iter().find_map(|(f, e)| {
+        matches!(f, Filter::Enforcer { .. })
+            .then_some(e.note.clone())
+            .flatten()
+    }) {
+        let _ = writeln!(
+            md,
+            "\nEnforcer counters after its last run (sanity check that it judged the traffic): {note}."
+        );
+    }
+    let get = |f: Filter| samples.get(&f);
+    let mut goals = Vec::new();
+    let enf = get(Filter::Enforcer {
+        rules: largest,
+        xdp: false,
+    });
+    if let Some(e) = enf {
+        let (t, u) = (summary(&e.tcp_ratio), summary(&e.udp_ratio));
+        goals.push(Goal {
+            name: format!("enforcer at {largest} rules ≥ 0.95× no filter"),
+            measured: format!("TCP {}, UDP 64 B {}", t.ratio(), u.ratio()),
+            met: t.median >= 0.95 && u.median >= 0.95,
+            limit: String::new(),
+        });
+        if let Some(n) = get(Filter::Nftables { rules: largest }) {
+            let (nt, nu) = (summary(&n.tcp_ratio), summary(&n.udp_ratio));
+            goals.push(Goal {
+                name: format!("enforcer ≥ nftables at {largest} rules"),
+                measured: format!(
+                    "TCP {:.2}× vs {:.2}×, UDP {:.2}× vs {:.2}× (of no filter)",
+                    t.median, nt.median, u.median, nu.median
+                ),
+                met: t.median >= nt.median && u.median >= nu.median,
+                limit: String::new(),
+            });
+        }
+        for f in [
+            Filter::IptablesLegacy { rules: largest },
+            Filter::IptablesNft { rules: largest },
+        ] {
+            if let Some(i) = get(f) {
+                let tv = ratios(&e.tcp, &i.tcp);
+                let uv = ratios(&e.udp, &i.udp);
+                let (tt, uu): (Summary, Summary) = (summary(&tv), summary(&uv));
+                goals.push(Goal {
+                    name: format!(
+                        "enforcer ≥ 10× {} at {largest} rules",
+                        f.series().unwrap_or("iptables")
+                    ),
+                    measured: format!(
+                        "TCP {}, UDP 64 B {} (enforcer ÷ iptables, round by round)",
+                        tt.ratio(),
+                        uu.ratio()
+                    ),
+                    met: tt.median >= 10.0 && uu.median >= 10.0,
+                    limit: String::new(),
+                });
+            }
+        }
+    }
+    eprintln!("throughput: {:.0} s", started.elapsed().as_secs_f64());
+    let _ = ALLOWED_UDP;
+    Ok(Section {
+        name: "throughput",
+        title: "Throughput pod → pod (`throughput`)".into(),
+        markdown: md,
+        goals,
+        data,
+    })
 }

@@ -1,0 +1,407 @@
+//! The agent and the operator CLI, end to end: the real `enforcer` binary applying policy to a
+//! real agent in a node namespace, probed with real traffic.
+
+use std::{
+    net::IpAddr,
+    process::Output,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use enforcer_tests::{
+    cluster::{enforcer_bin, AgentProcess, WorkDir},
+    probe_tcp, spawn_tcp_echo, ProbeOptions, StreamOptions, TcpEchoStream, Topology, ANY,
+};
+
+const WORKLOADS: &str = r"
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: web-0}
+spec: {service: web, addresses: [10.10.1.10]}
+---
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: api-0}
+spec: {service: api, addresses: [10.10.2.10]}
+";
+
+const POLICY: &str = r"
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api
+  ingress:
+    - from: [{service: web}]
+      ports: [{protocol: TCP, port: 8080}]
+";
+
+/// A policy with an error on line 9 (port out of range).
+const BAD_POLICY: &str = r"apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api
+  ingress:
+    - from: [{service: web}]
+      ports:
+        - {protocol: TCP, port: 70000}
+";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+struct Env {
+    topo: Topology,
+    work: WorkDir,
+    agent: AgentProcess,
+    web_ns: String,
+    _servers: Vec<enforcer_tests::TcpEchoServer>,
+}
+
+fn env(tag: &str) -> Result<Env> {
+    let topo = Topology::builder()
+        .pod("web-0", "n1", &[ip("10.10.1.10")])
+        .pod("api-0", "n1", &[ip("10.10.2.10")])
+        .build()?;
+    let work = WorkDir::new(tag)?;
+    let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
+    let api_ns = topo.pod_netns("api-0")?.to_string();
+    let servers = vec![
+        spawn_tcp_echo(&api_ns, ANY, 8080)?,
+        spawn_tcp_echo(&api_ns, ANY, 9090)?,
+    ];
+    let web_ns = topo.pod_netns("web-0")?.to_string();
+    agent.apply("workloads.yaml", WORKLOADS)?;
+    Ok(Env {
+        topo,
+        work,
+        agent,
+        web_ns,
+        _servers: servers,
+    })
+}
+
+impl Env {
+    /// Run the real CLI against the agent.
+    fn cli(&self, args: &[&str]) -> Result<Output> {
+        let bin = enforcer_bin()?;
+        let mut cmd = self
+            .topo
+            .node_command("n1", bin.to_str().unwrap_or("enforcer"))?;
+        cmd.arg("--socket").arg(&self.agent.socket).args(args);
+        Ok(cmd.output()?)
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<String> {
+        let p = self.work.0.join(name);
+        std::fs::write(&p, text)?;
+        Ok(p.display().to_string())
+    }
+
+    fn reaches(&self, port: u16) -> Result<bool> {
+        let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
+        Ok(probe_tcp(&self.web_ns, format!("10.10.2.10:{port}").parse()?, &opts)?.is_answered())
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn cli_apply_delete_and_rejected_policy() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let e = env("cli")?;
+    assert!(e.reaches(9090)?, "no policy yet: everything passes");
+
+    let good = e.write("policy.yaml", POLICY)?;
+    let out = e.cli(&["policy", "apply", "-f", &good])?;
+    assert!(out.status.success(), "apply failed: {}", text(&out));
+    assert!(
+        text(&out).contains("flowpolicy/api-ingress created"),
+        "{}",
+        text(&out)
+    );
+    assert!(e.reaches(8080)?, "allowed port passes");
+    assert!(!e.reaches(9090)?, "other port is dropped after apply");
+
+    // A bad policy: exit 1, file:line: reason, and the policy in force stays.
+    let bad = e.write("bad.yaml", BAD_POLICY)?;
+    let out = e.cli(&["policy", "apply", "-f", &bad])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let msg = text(&out);
+    assert!(
+        msg.contains(&format!("{bad}:9:")),
+        "error names file and line: {msg}"
+    );
+    assert!(msg.contains("70000"), "error gives the reason: {msg}");
+    assert!(
+        e.reaches(8080)? && !e.reaches(9090)?,
+        "previous policy still enforced"
+    );
+
+    // Offline check agrees, for CI pipelines.
+    let out = e.cli(&["policy", "check", "-f", &bad])?;
+    assert_eq!(out.status.code(), Some(1));
+    let out = e.cli(&["policy", "check", "-f", &good])?;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // get shows it; explain names it.
+    let out = e.cli(&["policy", "get", "api-ingress", "-o", "yaml"])?;
+    assert!(text(&out).contains("name: api-ingress"), "{}", text(&out));
+    let out = e.cli(&[
+        "policy",
+        "explain",
+        "--from",
+        "web-0",
+        "--to",
+        "api-0",
+        "--protocol",
+        "TCP",
+        "--port",
+        "9090",
+        "-o",
+        "json",
+    ])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["verdict"], "deny", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("default deny of isolated service api"),
+        "{v}"
+    );
+
+    // delete reverts.
+    let out = e.cli(&["policy", "delete", "api-ingress"])?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(e.reaches(9090)?, "deleting the policy reverts to allow");
+    Ok(())
+}
+
+#[test]
+fn policy_dir_is_watched_and_bad_files_change_nothing() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let topo = Topology::builder()
+        .pod("web-0", "n1", &[ip("10.10.1.10")])
+        .pod("api-0", "n1", &[ip("10.10.2.10")])
+        .build()?;
+    let work = WorkDir::new("pdir")?;
+    let dir = work.0.join("policies");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("workloads.yaml"), WORKLOADS)?;
+    let agent = AgentProcess::start(
+        &topo,
+        "n1",
+        &work.0,
+        &["--policy-dir", dir.to_str().unwrap_or_default()],
+    )?;
+    let api_ns = topo.pod_netns("api-0")?.to_string();
+    let _s = [
+        spawn_tcp_echo(&api_ns, ANY, 8080)?,
+        spawn_tcp_echo(&api_ns, ANY, 9090)?,
+    ];
+    let web_ns = topo.pod_netns("web-0")?.to_string();
+    let reaches = |port: u16| -> Result<bool> {
+        let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
+        Ok(probe_tcp(&web_ns, format!("10.10.2.10:{port}").parse()?, &opts)?.is_answered())
+    };
+    let wait_generation = |min: u64| -> Result<u64> {
+        for _ in 0..50 {
+            let g = agent.status()?.generation;
+            if g >= min {
+                return Ok(g);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!("generation never reached {min}")
+    };
+    assert!(reaches(9090)?);
+    let g0 = agent.status()?.generation;
+    // A ConfigMap-style atomic update: write elsewhere, rename into place.
+    std::fs::write(work.0.join("tmp.yaml"), POLICY)?;
+    std::fs::rename(work.0.join("tmp.yaml"), dir.join("policy.yaml"))?;
+    let g1 = wait_generation(g0 + 1)?;
+    assert!(
+        reaches(8080)? && !reaches(9090)?,
+        "policy from the directory is enforced"
+    );
+    // CLI delete of a directory document is refused, naming the file.
+    let err = agent.delete("api-ingress").expect_err("refused");
+    assert!(format!("{err:#}").contains("policy.yaml"), "{err:#}");
+    // A bad file: rejected, the policy in force stays.
+    std::fs::write(dir.join("policy.yaml"), BAD_POLICY)?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.status()?.generation, g1, "nothing applied");
+    assert!(
+        reaches(8080)? && !reaches(9090)?,
+        "previous policy still enforced"
+    );
+    // Removing the file reverts.
+    std::fs::remove_file(dir.join("policy.yaml"))?;
+    wait_generation(g1 + 1)?;
+    assert!(reaches(9090)?);
+    Ok(())
+}
+
+#[test]
+fn sigkill_restart_keeps_enforcing_without_a_gap() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let mut e = env("restart")?;
+    e.agent.apply("policy.yaml", POLICY)?;
+    let generation = e.agent.status()?.generation;
+    // An allowed connection streaming data.
+    let stream = TcpEchoStream::start(
+        &e.web_ns,
+        "10.10.2.10:8080".parse()?,
+        &StreamOptions {
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_secs(2),
+            source: None,
+        },
+    )?;
+    assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
+    // A denied flow attempted over and over.
+    let stop = Arc::new(AtomicBool::new(false));
+    let leaked = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let attacker = {
+        let (stop, leaked, attempts, ns) = (
+            stop.clone(),
+            leaked.clone(),
+            attempts.clone(),
+            e.web_ns.clone(),
+        );
+        std::thread::spawn(move || {
+            let opts = ProbeOptions::with_timeout(Duration::from_millis(150));
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(o) = probe_tcp(&ns, "10.10.2.10:9090".parse().expect("addr"), &opts) {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    if o.is_answered() {
+                        leaked.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = stream.round_trips();
+    e.agent.kill()?; // SIGKILL
+    std::thread::sleep(Duration::from_millis(700)); // no agent at all for a while
+    e.agent.restart(&e.topo, &[])?;
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+    attacker.join().expect("attacker thread");
+    assert!(
+        attempts.load(Ordering::SeqCst) > 3,
+        "the denied flow was attempted during the restart"
+    );
+    assert_eq!(
+        leaked.load(Ordering::SeqCst),
+        0,
+        "no denied connection got through"
+    );
+    assert!(
+        stream.is_alive(),
+        "allowed connection survived: {:?}",
+        stream.error()
+    );
+    assert!(stream.round_trips() > before + 10, "and kept streaming");
+    assert_eq!(
+        e.agent.status()?.generation,
+        generation,
+        "the new agent reports the same generation"
+    );
+    assert!(e.reaches(8080)? && !e.reaches(9090)?);
+    Ok(())
+}
+
+#[test]
+fn socket_refuses_non_root_clients() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let e = env("sock")?;
+    let bin = enforcer_bin()?;
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .arg("--socket")
+        .arg(&e.agent.socket)
+        .arg("status")
+        .output()?;
+    assert!(!out.status.success(), "a non-root client must be refused");
+    let msg = text(&out).to_lowercase();
+    assert!(msg.contains("permission denied"), "{msg}");
+    // Root is served.
+    assert!(e.cli(&["status"])?.status.success());
+    Ok(())
+}
+
+#[test]
+fn upgrade_across_a_layout_change_migrates_without_a_gap() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let mut e = env("layout")?;
+    e.agent.apply("policy.yaml", POLICY)?;
+    let stream = TcpEchoStream::start(
+        &e.web_ns,
+        "10.10.2.10:8080".parse()?,
+        &StreamOptions {
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_secs(2),
+            source: None,
+        },
+    )?;
+    assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
+    e.agent.kill()?;
+    // What an older agent (layout v0) would have left: the same pins under another version.
+    let current = e
+        .agent
+        .bpffs
+        .join(format!("v{}", enforcer_common::LAYOUT_VERSION));
+    let old = e.agent.bpffs.join("v0");
+    std::fs::rename(&current, &old)?;
+    assert!(
+        !e.reaches(9090)?,
+        "the old layout's datapath keeps enforcing with no agent"
+    );
+    let before = stream.round_trips();
+    e.agent.restart(&e.topo, &[])?;
+    assert!(
+        !old.exists(),
+        "the old layout's pins are removed after the migration"
+    );
+    assert!(
+        current.join("links").read_dir()?.count() >= 4,
+        "links moved to the new layout"
+    );
+    assert!(
+        e.reaches(8080)? && !e.reaches(9090)?,
+        "the new datapath enforces the persisted policy"
+    );
+    assert!(
+        stream.is_alive() && stream.round_trips() > before,
+        "the allowed connection survived: {:?}",
+        stream.error()
+    );
+    Ok(())
+}
