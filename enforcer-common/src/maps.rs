@@ -86,6 +86,9 @@ pub struct Config {
 
 /// `Config::flags`: a policy has been installed (before that, everything passes).
 pub const CONFIG_ACTIVE: u32 = 1;
+/// `Config::flags`: some rule of the active policy has a rate limit (`xdp_uplink` looks for
+/// excess traffic only then).
+pub const CONFIG_RATE_LIMITS: u32 = 2;
 
 /// Key of `IDENTITIES`: an exact workload or node address.
 #[repr(C)]

@@ -34,6 +34,8 @@ pub struct Packet {
     pub dport: u16,
     /// Length of the IP packet in bytes (header included).
     pub len: u32,
+    /// TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10), 0 for other protocols.
+    pub tcp_flags: u8,
     /// The flow an ICMP error reports about, in its original direction.
     pub inner: Tuple,
 }
@@ -96,6 +98,17 @@ struct VlanHdr {
 struct Ports {
     src: [u8; 2],
     dst: [u8; 2],
+}
+
+/// The first 14 bytes of a TCP header: ports, sequence numbers, offset and flags.
+#[repr(C)]
+struct TcpHead {
+    src: [u8; 2],
+    dst: [u8; 2],
+    seq: [u8; 4],
+    ack: [u8; 4],
+    offset: u8,
+    flags: u8,
 }
 
 #[repr(C)]
@@ -238,21 +251,25 @@ fn skip_ext_headers(c: &mut Cursor, mut next: u8) -> Result<u8, Malformed> {
 #[inline(always)]
 fn parse_l4(c: &mut Cursor, p: &mut Packet, v6: bool) -> Result<(), Malformed> {
     p.icmp_type = 0;
+    p.tcp_flags = 0;
     p.is_icmp_error = false;
     p.sport = 0;
     p.dport = 0;
     match p.protocol {
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
+        IPPROTO_TCP => {
+            let tcp: *const TcpHead = c.take()?;
+            p.sport = u16::from_be_bytes(unsafe { (*tcp).src });
+            p.dport = u16::from_be_bytes(unsafe { (*tcp).dst });
+            p.tcp_flags = unsafe { (*tcp).flags };
+            // The rest of the fixed header must be there too.
+            c.skip(6)?;
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
             let ports: *const Ports = c.take()?;
             p.sport = u16::from_be_bytes(unsafe { (*ports).src });
             p.dport = u16::from_be_bytes(unsafe { (*ports).dst });
             // The rest of the fixed header must be there too.
-            let rest = match p.protocol {
-                IPPROTO_TCP => 16,
-                IPPROTO_UDP => 4,
-                _ => 8,
-            };
-            c.skip(rest)?;
+            c.skip(if p.protocol == IPPROTO_UDP { 4 } else { 8 })?;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let icmp: *const IcmpHdr = c.take()?;
@@ -317,6 +334,20 @@ fn parse_inner(c: &mut Cursor, t: &mut Tuple, v6: bool) -> Result<(), Malformed>
         _ => {}
     }
     Ok(())
+}
+
+/// Whether a packet may open a flow (and so create conntrack state): a TCP SYN without ACK, any
+/// UDP/SCTP/other packet, an ICMP message that is not an echo reply. A mid-stream TCP packet or
+/// an echo reply without state is still judged, but never becomes state: otherwise the replies
+/// of a flow that was just cut could open the reverse direction.
+#[inline(always)]
+pub fn opens_flow(p: &Packet) -> bool {
+    match p.protocol {
+        IPPROTO_TCP => p.tcp_flags & 0x12 == 0x02,
+        IPPROTO_ICMP => p.icmp_type != 0,
+        IPPROTO_ICMPV6 => p.icmp_type != 129,
+        _ => true,
+    }
 }
 
 /// ICMPv6 messages the link needs whatever the policy says: MLD and neighbour discovery.

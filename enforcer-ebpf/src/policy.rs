@@ -4,10 +4,11 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use enforcer_common::{
     identity, policy_key_data, Addr, CidrKeyData, Config, CtKey, CtValue, EndpointKey, Event,
-    IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CT_AUDIT, CT_RATE_LIMITED, DIR_EGRESS,
-    DIR_INGRESS, IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS, REASON_CONTROL, REASON_ESTABLISHED,
-    REASON_HOST, REASON_MALFORMED, REASON_NON_IP, REASON_NOT_ISOLATED, REASON_NO_POLICY,
-    REASON_RATE_LIMITED, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
+    IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CONFIG_RATE_LIMITS, CT_AUDIT,
+    CT_RATE_LIMITED, DIR_EGRESS, DIR_INGRESS, IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS,
+    REASON_CONTROL, REASON_ESTABLISHED, REASON_HOST, REASON_MALFORMED, REASON_NON_IP,
+    REASON_NOT_ISOLATED, REASON_NO_POLICY, REASON_RATE_LIMITED, REASON_SPOOFED, VERDICT_ALLOW,
+    VERDICT_AUDIT, VERDICT_DENY,
 };
 
 use crate::{
@@ -15,7 +16,7 @@ use crate::{
         CIDR_IDENTITIES, CONFIG, CONNTRACK, COUNTERS, ENDPOINTS, EVENTS, EVENT_STATS, IDENTITIES,
         POLICY, RULE_COUNTERS, SCRATCH,
     },
-    parse::{is_link_control, Malformed, Packet, Parsed, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    parse::{is_link_control, opens_flow, Malformed, Packet, Parsed, IPPROTO_ICMP, IPPROTO_ICMPV6},
     ratelimit::{self, Charge},
 };
 
@@ -187,7 +188,13 @@ pub fn judge(p: &Packet, direction: u8, ifindex: u32) -> Action {
 pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32) -> Action {
     let cfg = config();
     if cfg.flags & CONFIG_ACTIVE == 0 {
-        return finish(p, direction, ifindex, &cfg, Decision::new(VERDICT_ALLOW, REASON_NO_POLICY));
+        return finish(
+            p,
+            direction,
+            ifindex,
+            &cfg,
+            Decision::new(VERDICT_ALLOW, REASON_NO_POLICY),
+        );
     }
     let d = judge_active(p, direction, &cfg);
     // Rule 9: packets in the original direction of a flow allowed by a rate-limited rule.
@@ -205,7 +212,7 @@ pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32) -> Action 
 #[inline(always)]
 pub fn uplink_rate_limit(p: &Packet, ifindex: u32) -> Action {
     let cfg = config();
-    if cfg.flags & CONFIG_ACTIVE == 0 || p.is_icmp_error {
+    if cfg.flags & CONFIG_RATE_LIMITS == 0 || p.is_icmp_error {
         return Action::Pass;
     }
     if identity_of(cfg.slot, &p.dst).flags & IDF_LOCAL == 0 {
@@ -334,7 +341,7 @@ fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
     // A new flow.
     let port = policy_port(p);
     let d = decide(cfg, direction, &k, port);
-    if d.verdict != VERDICT_DENY {
+    if d.verdict != VERDICT_DENY && opens_flow(p) {
         let v = CtValue {
             generation: cfg.generation,
             rule: d.rule,

@@ -64,7 +64,9 @@ const CAS_TRIES: u32 = 8;
 pub enum Charge {
     Admit,
     /// Over the limit; `report`: this drop is the bucket's sampled event.
-    Drop { report: bool },
+    Drop {
+        report: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,9 @@ fn stat(i: u32) {
 #[inline(always)]
 unsafe fn cas<T: Copy>(p: *mut T, old: T, new: T) -> bool {
     // SeqCst with `-C target-cpu=v3`: the fetching BPF_CMPXCHG (see NOTES-aya.md).
-    unsafe { atomic_cxchg::<T, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1 }
+    unsafe {
+        atomic_cxchg::<T, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1
+    }
 }
 
 /// The limit of `rule` in `slot`, if it has one.
@@ -257,7 +261,10 @@ pub fn precheck(slot: u32, rule: u32, p: &Packet) -> Charge {
     if c.packets.rate != 0 {
         let tokens = unsafe { read_volatile(&raw const (*b).packet_tokens) };
         let tokens = c.packets.add(tokens, c.packets.refill(elapsed));
-        if c.packets.charge(tokens, RateDim::cost(1, MAX_PACKET_COST)).is_none() {
+        if c.packets
+            .charge(tokens, RateDim::cost(1, MAX_PACKET_COST))
+            .is_none()
+        {
             return Charge::Drop {
                 report: sample(b, now),
             };

@@ -366,7 +366,7 @@ impl Datapath {
                 Config {
                     generation,
                     slot,
-                    flags: CONFIG_ACTIVE,
+                    flags: CONFIG_ACTIVE | ratelimit::config_flags(compiled),
                 },
                 0,
             )

@@ -132,12 +132,40 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
         "Packets decided by each policy rule.",
         &["policy", "rule", "verdict"],
     )?;
+    let info = gauge_vec(
+        registry,
+        "enforcer_policy_rule_info",
+        "Each rule in force (always 1): the service it protects, the direction, its peers and \
+         whether it is rate limited; join with enforcer_policy_rule_packets_total on policy, rule.",
+        &[
+            "policy",
+            "rule",
+            "service",
+            "direction",
+            "peers",
+            "rate_limited",
+        ],
+    )?;
     for r in input.rules {
         let n = input.dp.rule_packets(r.id).unwrap_or(0);
-        let policy = r.policy_name().to_string();
+        let policy = r.policy_name();
         rules
-            .with_label_values(&[&policy, &r.rule, r.verdict])
+            .with_label_values(&[policy, &r.rule, r.verdict])
             .inc_by(n);
+        let i = rule_info(r, input.policies);
+        info.with_label_values(&[
+            policy,
+            &r.rule,
+            &i.service,
+            i.direction,
+            &i.peers,
+            if r.rate_limit.is_some() {
+                "true"
+            } else {
+                "false"
+            },
+        ])
+        .set(1);
     }
     let entries = gauge_vec(
         registry,
@@ -231,11 +259,9 @@ fn events_sampled_out(dp: &Datapath) -> u64 {
         .unwrap_or(0)
 }
 
-/// The labels that describe a rule.
+/// What a rule protects, besides its policy and rule labels.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RuleLabels {
-    /// The policy name, or `default-deny/<service> <direction>` for a default deny.
-    pub policy: String,
     /// The service the rule protects (`*` = every service).
     pub service: String,
     /// `ingress` or `egress`.
@@ -247,12 +273,10 @@ pub struct RuleLabels {
 /// Labels of a rule, looked up in the policy set in force.
 pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
     let Some(name) = &r.policy else {
-        // A default deny: `service` is "<service> <direction>".
-        let what = r.service.clone().unwrap_or_default();
-        let (service, direction) = what.rsplit_once(' ').unwrap_or((what.as_str(), ""));
+        // A default deny: its rule is `service/direction`.
+        let (service, direction) = r.rule.rsplit_once('/').unwrap_or((r.rule.as_str(), ""));
         return RuleLabels {
-            policy: format!("default-deny/{what}"),
-            service: service.to_string(),
+            service: r.service.clone().unwrap_or_else(|| service.to_string()),
             direction: if direction == "egress" {
                 "egress"
             } else {
@@ -284,7 +308,6 @@ pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
         }
     });
     RuleLabels {
-        policy: name.clone(),
         service: policy.map(|p| p.service.clone()).unwrap_or_default(),
         direction,
         peers,
@@ -354,7 +377,6 @@ spec:
         assert_eq!(
             find("ingress[0]"),
             &RuleLabels {
-                policy: "api-ingress".into(),
                 service: "api".into(),
                 direction: "ingress",
                 peers: "web,192.0.2.0/24 except 192.0.2.128/25".into(),
@@ -364,9 +386,8 @@ spec:
         assert_eq!(find("egressDeny[0]").direction, "egress");
         assert_eq!(find("egressDeny[0]").peers, "*");
         assert_eq!(
-            find("default-deny"),
+            find("api/ingress"),
             &RuleLabels {
-                policy: "default-deny/api ingress".into(),
                 service: "api".into(),
                 direction: "ingress",
                 peers: "*".into(),

@@ -172,6 +172,45 @@ impl Frame {
     }
 }
 
+/// An ICMP (or `ICMPv6`) destination-unreachable error from `from` to `to`, quoting the first
+/// bytes of `original` (a frame built by [`Frame::build`]) as routers and hosts do.
+pub fn icmp_unreachable(from: IpAddr, to: IpAddr, original: &[u8]) -> Vec<u8> {
+    let v6 = from.is_ipv6();
+    // The quoted IP packet: the original frame without its Ethernet header, IP header + 8 bytes.
+    let ip_len = if v6 { 40 } else { 20 };
+    let quoted = &original[14..(14 + ip_len + 8).min(original.len())];
+    let mut l4 = if v6 {
+        vec![1, 4, 0, 0, 0, 0, 0, 0]
+    } else {
+        vec![3, 3, 0, 0, 0, 0, 0, 0]
+    };
+    l4.extend_from_slice(quoted);
+    let mut out = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    match (from, to) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.extend_from_slice(&0x0800u16.to_be_bytes());
+            let total = u16::try_from(20 + l4.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&[0x45, 0]);
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&[0, 1, 0, 0, 64, 1, 0, 0]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            out.extend_from_slice(&0x86DDu16.to_be_bytes());
+            let payload = u16::try_from(l4.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&[0x60, 0, 0, 0]);
+            out.extend_from_slice(&payload.to_be_bytes());
+            out.extend_from_slice(&[58, 64]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        _ => panic!("source and destination of a frame must be of one family"),
+    }
+    out.extend_from_slice(&l4);
+    out
+}
+
 /// An ARP request frame.
 pub fn arp_request() -> Vec<u8> {
     let mut out = vec![

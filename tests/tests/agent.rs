@@ -405,3 +405,48 @@ fn upgrade_across_a_layout_change_migrates_without_a_gap() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_policy_change_cuts_an_established_connection() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let e = env("cut")?;
+    e.agent.apply("policy.yaml", POLICY)?;
+    let stream = TcpEchoStream::start(
+        &e.web_ns,
+        "10.10.2.10:8080".parse()?,
+        &StreamOptions {
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(800),
+            source: None,
+        },
+    )?;
+    assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
+    // Another policy generation that still allows 8080 leaves the connection alone.
+    e.agent.apply(
+        "noop.yaml",
+        &POLICY.replace("api-ingress", "api-ingress-copy"),
+    )?;
+    let n = stream.round_trips();
+    assert!(
+        stream.wait_for_round_trips(n + 10, Duration::from_secs(5)),
+        "re-judged and still allowed"
+    );
+    // Now 8080 is no longer allowed: the next packet of the established flow is dropped.
+    e.agent.delete("api-ingress-copy")?;
+    e.agent
+        .apply("policy.yaml", &POLICY.replace("port: 8080", "port: 8081"))?;
+    let dead = stream.wait_until_dead(Duration::from_secs(5));
+    if !dead {
+        eprintln!(
+            "round trips {} alive {}",
+            stream.round_trips(),
+            stream.is_alive()
+        );
+        eprintln!("{:#?}", e.agent.stats()?);
+        eprintln!("{}", e.agent.log_tail());
+    }
+    assert!(dead, "the established connection is cut");
+    Ok(())
+}

@@ -15,7 +15,7 @@ use enforcer_common::{
     counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_MALFORMED,
     REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_DENY,
 };
-use enforcer_tests::frames::{arp_request, Frame, L4};
+use enforcer_tests::frames::{arp_request, icmp_unreachable, Frame, L4};
 
 const TC_PASS: u32 = u32::MAX; // TC_ACT_UNSPEC (-1): on to the next tcx program
 const TC_SHOT: u32 = 2;
@@ -48,6 +48,13 @@ spec:
   ingress:
     - from: [{service: web}]
       ports: [{protocol: TCP, port: 8080}, {protocol: TCP, port: 9000, endPort: 9010}, {protocol: ICMP}]
+---
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-egress}
+spec:
+  service: api
+  egress: []
 ---
 apiVersion: enforcer/v1
 kind: FlowPolicy
@@ -203,15 +210,11 @@ fn allowed_and_denied_tcp_ipv4() {
         )),
         TC_SHOT
     );
-    assert_eq!(
-        h.flow(&Frame::tcp_syn(
-            ip("10.10.2.10"),
-            ip("10.10.3.10"),
-            40007,
-            5432
-        )),
-        TC_PASS
-    );
+    // db may reach web (neither side restricts it); api's egress is isolated without rules.
+    let ok = Frame::tcp_syn(ip("10.10.3.10"), ip("10.10.1.10"), 40007, 5432);
+    assert_eq!(h.flow(&ok), TC_PASS);
+    let isolated = Frame::tcp_syn(ip("10.10.2.10"), ip("10.10.3.10"), 40008, 5432);
+    assert_eq!(h.flow(&isolated), TC_SHOT);
     assert_eq!(
         h.counter(DIR_INGRESS, VERDICT_DENY, REASON_DEFAULT_DENY),
         before + 3
@@ -221,17 +224,17 @@ fn allowed_and_denied_tcp_ipv4() {
 #[test]
 fn replies_of_allowed_flows_pass() {
     let Some(h) = Harness::new() else { return };
-    // api → web is allowed (web not isolated); web → api on 7000 is not.
-    let reply = Frame::new(
+    // api may open nothing (egress isolated): a SYN-ACK without a tracked flow is a new flow.
+    let stray = Frame::new(
         ip("10.10.2.10"),
         ip("10.10.1.10"),
         L4::Tcp {
-            sport: 7000,
+            sport: 8080,
             dport: 41000,
             flags: 0x12,
         },
     );
-    assert_eq!(h.flow(&reply), TC_PASS, "api → web: web is not isolated");
+    assert_eq!(h.flow(&stray), TC_SHOT, "no tracked flow: judged as new");
     // A reply from api to web's connection on 8080 passes via conntrack.
     assert_eq!(
         h.flow(&Frame::tcp_syn(
@@ -362,4 +365,89 @@ fn counters_attribute_rules() {
         before + 1
     );
     let _ = counter_index(DIR_INGRESS, VERDICT_ALLOW, REASON_POLICY);
+}
+
+#[test]
+fn icmp_errors_of_allowed_flows_pass_and_others_are_judged() {
+    let Some(h) = Harness::new() else { return };
+    // api's egress is isolated with no rule: it may send nothing new, only replies.
+    let udp = Frame::udp(ip("10.10.1.10"), ip("10.10.2.10"), 47000, 9005);
+    assert_eq!(h.flow(&udp), TC_SHOT, "UDP 9005 is not allowed into api");
+    let allowed = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 47001, 8080);
+    assert_eq!(h.flow(&allowed), TC_PASS);
+    // api answers the allowed flow with an ICMP error: related, it passes both hooks.
+    let error = icmp_unreachable(ip("10.10.2.10"), ip("10.10.1.10"), &allowed.build());
+    assert_eq!(
+        h.tc(programs::FROM_POD, &error),
+        TC_PASS,
+        "error about a tracked flow"
+    );
+    assert_eq!(h.tc(programs::TO_POD, &error), TC_PASS);
+    // An error about a flow nobody allowed is a new ICMP flow from api: its egress denies it.
+    let stray = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 47002, 5555);
+    let error = icmp_unreachable(ip("10.10.2.10"), ip("10.10.1.10"), &stray.build());
+    assert_eq!(h.tc(programs::FROM_POD, &error), TC_SHOT);
+    // IPv6 too.
+    let allowed6 = Frame::tcp_syn(ip("fd00:10::10"), ip("fd00:10::20"), 47003, 8080);
+    assert_eq!(h.flow(&allowed6), TC_PASS);
+    let error6 = icmp_unreachable(ip("fd00:10::20"), ip("fd00:10::10"), &allowed6.build());
+    assert_eq!(h.tc(programs::FROM_POD, &error6), TC_PASS);
+}
+
+#[test]
+fn echo_replies_pass_only_for_requests_that_were_allowed() {
+    let Some(h) = Harness::new() else { return };
+    // web → api echo is allowed; api's egress is isolated, yet the reply passes (conntrack).
+    assert_eq!(
+        h.flow(&Frame::echo(ip("10.10.1.10"), ip("10.10.2.10"), 77)),
+        TC_PASS
+    );
+    let reply = Frame::new(
+        ip("10.10.2.10"),
+        ip("10.10.1.10"),
+        L4::Echo {
+            id: 77,
+            reply: true,
+        },
+    );
+    assert_eq!(h.flow(&reply), TC_PASS);
+    // A reply nobody asked for is a new flow from api, which may send nothing.
+    let unsolicited = Frame::new(
+        ip("10.10.2.10"),
+        ip("10.10.1.10"),
+        L4::Echo {
+            id: 78,
+            reply: true,
+        },
+    );
+    assert_eq!(h.flow(&unsolicited), TC_SHOT);
+}
+
+#[test]
+fn a_new_generation_rejudges_established_flows() {
+    let Some(mut h) = Harness::new() else { return };
+    let syn = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 48000, 8080);
+    assert_eq!(h.flow(&syn), TC_PASS);
+    let ack = Frame::new(
+        ip("10.10.1.10"),
+        ip("10.10.2.10"),
+        L4::Tcp {
+            sport: 48000,
+            dport: 8080,
+            flags: 0x10,
+        },
+    );
+    assert_eq!(h.flow(&ack), TC_PASS, "established");
+    // The same policy with 8081 instead of 8080.
+    let docs = parse_documents("test.yaml", &POLICY.replace("port: 8080", "port: 8081"))
+        .expect("valid policy");
+    let set = PolicySet::from_documents(docs).expect("valid set");
+    let endpoints: BTreeSet<(u32, IpAddr)> = set
+        .workloads
+        .values()
+        .flat_map(|w| w.addresses.iter().map(|a| (TEST_IFINDEX, *a)))
+        .collect();
+    h.dp.install(&compile(&set, &NodeContext::default()), &endpoints)
+        .expect("install");
+    assert_eq!(h.flow(&ack), TC_SHOT, "re-judged under the new generation");
 }

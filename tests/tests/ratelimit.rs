@@ -373,11 +373,11 @@ fn policy_updates_keep_buckets_and_clamp_to_a_lower_burst() {
 /// Two clients each sending 5× the limit; each is admitted at the limit ±5 %.
 #[test]
 fn live_per_source_limits_are_accurate() {
+    const LIMIT: u32 = 200;
+    const BURST: u32 = 20;
     if enforcer_tests::skip_unless_root() {
         return;
     }
-    const LIMIT: u32 = 200;
-    const BURST: u32 = 20;
     let bed = RateLimitBed::start(2, &limit_yaml(LIMIT, BURST)).expect("bed");
     let sink = bed.sink().expect("sink");
     bed.warm_up(&sink, Duration::from_millis(300))
@@ -414,11 +414,11 @@ fn live_per_source_limits_are_accurate() {
 /// CPUs): together they are admitted at the limit ±5 %, and no compare-and-swap gave up.
 #[test]
 fn live_per_rule_limit_is_shared_and_accurate() {
+    const LIMIT: u32 = 1000;
+    const BURST: u32 = 50;
     if enforcer_tests::skip_unless_root() {
         return;
     }
-    const LIMIT: u32 = 1000;
-    const BURST: u32 = 50;
     let bed = RateLimitBed::start(
         2,
         &format!("{{packetsPerSecond: {LIMIT}, burst: {BURST}, per: rule}}"),

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod output;
 pub mod policy;
 pub mod status;
+pub mod suggest;
 
 use std::path::PathBuf;
 
@@ -66,6 +67,22 @@ pub enum Command {
         #[arg(long)]
         last: Option<usize>,
         #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Service inventory from the observed flows, and FlowPolicies that allow exactly them.
+    Suggest {
+        /// Only flows seen in the last SECONDS.
+        #[arg(long, value_name = "SECONDS")]
+        since: Option<u64>,
+        /// Mode of the suggested policies (audit: apply them to watch what they would deny).
+        #[arg(long, value_parser = ["enforce", "audit"], default_value = "enforce")]
+        mode: String,
+        /// Read flow events from FILE (`enforcer flows -o json` output; `-` = stdin) instead of
+        /// asking the agent; repeat to merge the flows of several nodes.
+        #[arg(long, value_name = "FILE")]
+        flows: Vec<PathBuf>,
+        /// yaml: the policies (inventory as comments); table: the inventory; json: both.
+        #[arg(short, long, value_enum, default_value = "yaml")]
         output: Format,
     },
     /// Shell completions.
@@ -166,6 +183,20 @@ pub fn run(cli: Cli) -> Result<bool> {
                 },
             )?;
         }
+        Command::Suggest {
+            since,
+            mode,
+            flows,
+            output,
+        } => suggest::run(
+            &socket,
+            &suggest::SuggestArgs {
+                since,
+                mode: mode.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                flows,
+                format: output,
+            },
+        )?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

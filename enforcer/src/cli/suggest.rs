@@ -47,7 +47,9 @@ impl Endpoint {
         if identity == "host" {
             return ip.map(Endpoint::Host);
         }
-        if identity == "world" || identity.starts_with("world ") || identity.starts_with("identity ")
+        if identity == "world"
+            || identity.starts_with("world ")
+            || identity.starts_with("identity ")
         {
             return ip.map(Endpoint::World);
         }
@@ -166,7 +168,11 @@ impl Edge {
         let protocol: Protocol = self.protocol.parse().ok()?;
         Some(PortSpec {
             protocol,
-            port: if protocol.has_ports() { self.port } else { None },
+            port: if protocol.has_ports() {
+                self.port
+            } else {
+                None
+            },
             end_port: None,
         })
     }
@@ -590,21 +596,18 @@ pub fn run(socket: &Path, a: &SuggestArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{
-        compile, explain, parse::parse_documents, Flow, NodeContext, PolicySet, Protocol,
-    };
+    use crate::policy::{explain, parse::parse_documents, Flow, NodeContext, PolicySet, Protocol};
 
-    #[allow(clippy::too_many_arguments)]
+    /// An event: `port` is `PROTO/PORT`, `what` is `direction verdict reason`.
     fn ev(
         t: u64,
         (src, si): (&str, &str),
         (dst, di): (&str, &str),
-        protocol: &str,
-        dport: u16,
-        direction: &str,
-        verdict: &str,
-        reason: &str,
+        port: &str,
+        what: &str,
     ) -> FlowEvent {
+        let (protocol, dport) = port.split_once('/').expect("PROTO/PORT");
+        let what: Vec<&str> = what.split(' ').collect();
         FlowEvent {
             time_ms: t,
             src: src.into(),
@@ -613,10 +616,10 @@ mod tests {
             dst_identity: di.into(),
             protocol: protocol.into(),
             sport: 40000,
-            dport,
-            direction: direction.into(),
-            verdict: verdict.into(),
-            reason: reason.into(),
+            dport: dport.parse().expect("port"),
+            direction: what[0].into(),
+            verdict: what[1].into(),
+            reason: what[2].into(),
             policy: None,
             rule: None,
             interface: "ep1".into(),
@@ -624,44 +627,73 @@ mod tests {
         }
     }
 
+    fn by(mut e: FlowEvent, policy: &str, rule: &str) -> FlowEvent {
+        e.policy = Some(policy.into());
+        e.rule = Some(rule.into());
+        e
+    }
+
     const WEB: (&str, &str) = ("10.10.1.10", "web");
     const API: (&str, &str) = ("10.10.2.10", "api");
     const DB: (&str, &str) = ("10.10.3.10", "db");
     const EXT: (&str, &str) = ("198.51.100.7", "world");
     const NODE: (&str, &str) = ("10.0.0.1", "host");
+    const WEB6: (&str, &str) = ("fd00::10", "web");
+    const API6: (&str, &str) = ("fd00::20", "api");
+    const SPOOF: (&str, &str) = ("10.99.0.1", "world");
 
-    /// web → api TCP 8080 (twice, seen by both sides), api → db TCP 5432, api → world UDP 53,
-    /// world → web TCP 443, host → api (health check), web → db denied, an ICMPv6 ping, a
-    /// spoofed drop.
+    /// web → api TCP 8080 (twice, seen by both sides), api → db TCP 5432 (allowed by a rule),
+    /// api → world UDP 53, world → web TCP 443, host → api (health check), web → db denied, an
+    /// `ICMPv6` ping, a spoofed drop.
     fn scenario() -> Vec<FlowEvent> {
         let mut v = Vec::new();
         for t in [1000, 2000] {
-            v.push(ev(t, WEB, API, "TCP", 8080, "egress", "allowed", "not_isolated"));
-            v.push(ev(t, WEB, API, "TCP", 8080, "ingress", "allowed", "not_isolated"));
+            v.push(ev(t, WEB, API, "TCP/8080", "egress allowed not_isolated"));
+            v.push(ev(t, WEB, API, "TCP/8080", "ingress allowed not_isolated"));
         }
-        v.push(ev(3000, API, DB, "TCP", 5432, "egress", "allowed", "not_isolated"));
-        let mut by_rule = ev(3000, API, DB, "TCP", 5432, "ingress", "allowed", "policy");
-        by_rule.policy = Some("db-in".into());
-        by_rule.rule = Some("ingress[0]".into());
-        v.push(by_rule);
-        v.push(ev(4000, API, EXT, "UDP", 53, "egress", "allowed", "not_isolated"));
-        v.push(ev(5000, EXT, WEB, "TCP", 443, "ingress", "allowed", "not_isolated"));
-        v.push(ev(5500, NODE, API, "TCP", 8080, "ingress", "allowed", "host"));
-        v.push(ev(6000, WEB, DB, "TCP", 5432, "egress", "allowed", "not_isolated"));
-        let mut denied = ev(6000, WEB, DB, "TCP", 5432, "ingress", "denied", "default_deny");
-        denied.policy = Some("default-deny/db ingress".into());
-        denied.rule = Some("default-deny".into());
-        v.push(denied);
-        v.push(ev(7000, ("fd00::10", "web"), ("fd00::20", "api"), "ICMPv6", 128, "egress", "allowed", "not_isolated"));
-        v.push(ev(8000, ("10.99.0.1", "world"), API, "UDP", 1, "egress", "denied", "spoofed"));
+        v.push(ev(3000, API, DB, "TCP/5432", "egress allowed not_isolated"));
+        let e = ev(3000, API, DB, "TCP/5432", "ingress allowed policy");
+        v.push(by(e, "db-in", "ingress[0]"));
+        v.push(ev(4000, API, EXT, "UDP/53", "egress allowed not_isolated"));
+        v.push(ev(
+            5000,
+            EXT,
+            WEB,
+            "TCP/443",
+            "ingress allowed not_isolated",
+        ));
+        v.push(ev(5500, NODE, API, "TCP/8080", "ingress allowed host"));
+        v.push(ev(6000, WEB, DB, "TCP/5432", "egress allowed not_isolated"));
+        let e = ev(6000, WEB, DB, "TCP/5432", "ingress denied default_deny");
+        v.push(by(e, "default-deny", "db/ingress"));
+        v.push(ev(
+            7000,
+            WEB6,
+            API6,
+            "ICMPv6/128",
+            "egress allowed not_isolated",
+        ));
+        v.push(ev(8000, SPOOF, API, "UDP/1", "egress denied spoofed"));
         v
     }
 
     fn edge<'a>(edges: &'a [Edge], src: &str, dst: &str, port: &str) -> &'a Edge {
         edges
             .iter()
-            .find(|e| e.src.to_string() == src && e.dst.to_string() == dst && e.service_port() == port)
+            .find(|e| {
+                e.src.to_string() == src && e.dst.to_string() == dst && e.service_port() == port
+            })
             .unwrap_or_else(|| panic!("no edge {src} -> {dst} {port} in {edges:#?}"))
+    }
+
+    fn policy<'a>(s: &'a Suggestion, name: &str) -> &'a FlowPolicy {
+        s.documents
+            .iter()
+            .find_map(|d| match d {
+                Document::FlowPolicy(p) if p.name == name => Some(p),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no policy {name} in {:#?}", s.documents))
     }
 
     #[test]
@@ -677,24 +709,33 @@ mod tests {
             e.allowed_by.iter().collect::<Vec<_>>(),
             ["db-in ingress[0]"]
         );
-        assert_eq!(edge(&edges, "api", "world (198.51.100.7)", "UDP/53").status, EdgeStatus::Shadow);
-        assert_eq!(edge(&edges, "host (10.0.0.1)", "api", "TCP/8080").status, EdgeStatus::Host);
+        let e = edge(&edges, "api", "world (198.51.100.7)", "UDP/53");
+        assert_eq!(e.status, EdgeStatus::Shadow);
+        let e = edge(&edges, "host (10.0.0.1)", "api", "TCP/8080");
+        assert_eq!(e.status, EdgeStatus::Host);
         let e = edge(&edges, "web", "db", "TCP/5432");
         assert_eq!(e.status, EdgeStatus::Denied);
+        assert_eq!(
+            e.denied_by.iter().collect::<Vec<_>>(),
+            ["default-deny db/ingress"]
+        );
         assert_eq!(e.flows, 1);
         assert_eq!(edge(&edges, "web", "api", "ICMP").port, None);
         assert!(
-            !edges.iter().any(|e| e.src.to_string().contains("10.99.0.1")),
+            !edges
+                .iter()
+                .any(|e| e.src.to_string().contains("10.99.0.1")),
             "spoofed drops are not edges"
         );
+        let table = table(&edges).render();
+        assert!(table.contains("SHADOW"), "{table}");
+        assert!(table.contains("db-in ingress[0]"), "{table}");
     }
 
     #[test]
     fn audit_events_are_suggested() {
-        let mut a = ev(1, WEB, DB, "TCP", 5432, "ingress", "audit", "default_deny");
-        a.policy = Some("default-deny/db ingress".into());
-        a.rule = Some("default-deny".into());
-        let s = suggest(&[a], Mode::Enforce);
+        let a = ev(1, WEB, DB, "TCP/5432", "ingress audit default_deny");
+        let s = suggest(&[by(a, "default-deny", "db/ingress")], Mode::Enforce);
         assert_eq!(s.edges[0].status, EdgeStatus::Audit);
         let names: Vec<&str> = s.documents.iter().map(Document::name).collect();
         assert_eq!(names, ["suggested-db-ingress", "suggested-web-egress"]);
@@ -719,10 +760,9 @@ spec: {service: db, addresses: [10.10.3.10]}
 
     fn verdict(set: &PolicySet, src: &str, dst: &str, protocol: Protocol, port: u16) -> String {
         let ctx = NodeContext {
-            host_addresses: vec!["10.0.0.1".parse().expect("ip")],
+            host_addresses: ["10.0.0.1".parse().expect("ip")].into(),
             ..NodeContext::default()
         };
-        let _ = compile(set, &ctx);
         let src: IpAddr = src.parse().expect("ip");
         let dst: IpAddr = dst.parse().expect("ip");
         let flow = Flow {
@@ -754,37 +794,36 @@ spec: {service: db, addresses: [10.10.3.10]}
         assert!(yaml.contains("web -> db TCP/5432: denied"), "{yaml}");
         // The output parses, and with the workloads it is a valid set.
         let mut docs = parse_documents("w.yaml", WORKLOADS).expect("workloads");
-        docs.extend(parse_documents("suggested.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")));
+        let suggested =
+            parse_documents("suggested.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        docs.extend(suggested);
         let set = PolicySet::from_documents(docs).expect("set");
-        let allow = |src, dst, p, port| verdict(&set, src, dst, p, port);
-        assert_eq!(allow("10.10.1.10", "10.10.2.10", Protocol::Tcp, 8080), "allow");
-        assert_eq!(allow("10.10.2.10", "10.10.3.10", Protocol::Tcp, 5432), "allow");
-        assert_eq!(allow("10.10.2.10", "198.51.100.7", Protocol::Udp, 53), "allow");
-        assert_eq!(allow("198.51.100.7", "10.10.1.10", Protocol::Tcp, 443), "allow");
-        assert_eq!(allow("fd00::10", "fd00::20", Protocol::Icmp, 128), "allow");
+        let v = |src, dst, p, port| verdict(&set, src, dst, p, port);
+        assert_eq!(v("10.10.1.10", "10.10.2.10", Protocol::Tcp, 8080), "allow");
+        assert_eq!(v("10.10.2.10", "10.10.3.10", Protocol::Tcp, 5432), "allow");
+        assert_eq!(v("10.10.2.10", "198.51.100.7", Protocol::Udp, 53), "allow");
+        assert_eq!(v("198.51.100.7", "10.10.1.10", Protocol::Tcp, 443), "allow");
+        assert_eq!(v("fd00::10", "fd00::20", Protocol::Icmp, 128), "allow");
         // Host traffic needs no rule.
-        assert_eq!(allow("10.0.0.1", "10.10.2.10", Protocol::Tcp, 8080), "allow");
+        assert_eq!(v("10.0.0.1", "10.10.2.10", Protocol::Tcp, 8080), "allow");
         // Not observed: denied.
-        assert_eq!(allow("10.10.1.10", "10.10.3.10", Protocol::Tcp, 5432), "deny");
-        assert_eq!(allow("10.10.1.10", "10.10.2.10", Protocol::Tcp, 8081), "deny");
-        assert_eq!(allow("10.10.2.10", "10.10.1.10", Protocol::Tcp, 8080), "deny");
-        assert_eq!(allow("10.10.2.10", "198.51.100.8", Protocol::Udp, 53), "deny");
-        assert_eq!(allow("198.51.100.7", "10.10.1.10", Protocol::Tcp, 80), "deny");
+        assert_eq!(v("10.10.1.10", "10.10.3.10", Protocol::Tcp, 5432), "deny");
+        assert_eq!(v("10.10.1.10", "10.10.2.10", Protocol::Tcp, 8081), "deny");
+        assert_eq!(v("10.10.2.10", "10.10.1.10", Protocol::Tcp, 8080), "deny");
+        assert_eq!(v("10.10.2.10", "198.51.100.8", Protocol::Udp, 53), "deny");
+        assert_eq!(v("198.51.100.7", "10.10.1.10", Protocol::Tcp, 80), "deny");
     }
 
     #[test]
     fn peers_with_the_same_ports_share_a_rule() {
         let events = vec![
-            ev(1, WEB, DB, "TCP", 5432, "ingress", "allowed", "not_isolated"),
-            ev(2, API, DB, "TCP", 5432, "ingress", "allowed", "not_isolated"),
-            ev(3, API, DB, "TCP", 9187, "ingress", "allowed", "not_isolated"),
-            ev(4, API, DB, "TCP", 5432, "ingress", "allowed", "not_isolated"),
+            ev(1, WEB, DB, "TCP/5432", "ingress allowed not_isolated"),
+            ev(2, API, DB, "TCP/5432", "ingress allowed not_isolated"),
+            ev(3, API, DB, "TCP/9187", "ingress allowed not_isolated"),
+            ev(4, API, DB, "TCP/5432", "ingress allowed not_isolated"),
         ];
         let s = suggest(&events, Mode::Audit);
-        let Document::FlowPolicy(p) = &s.documents[0] else {
-            panic!("not a flow policy");
-        };
-        assert_eq!(p.name, "suggested-db-ingress");
+        let p = policy(&s, "suggested-db-ingress");
         assert_eq!(p.mode, Mode::Audit);
         let rules = p.ingress.as_ref().expect("ingress");
         assert_eq!(rules.len(), 2, "{rules:#?}");
@@ -792,6 +831,8 @@ spec: {service: db, addresses: [10.10.3.10]}
         assert_eq!(rules[0].ports.len(), 2);
         assert_eq!(rules[1].peers, vec![Peer::Service("web".into())]);
         assert_eq!(edge(&s.edges, "api", "db", "TCP/5432").flows, 2);
+        let p = policy(&s, "suggested-api-egress");
+        assert_eq!(p.egress.as_ref().map(Vec::len), Some(1));
     }
 
     #[test]
@@ -800,7 +841,9 @@ spec: {service: db, addresses: [10.10.3.10]}
         assert!(s.documents.is_empty());
         let yaml = to_yaml(&s, 0).expect("yaml");
         assert!(yaml.contains("No flow to allow"), "{yaml}");
-        assert!(parse_documents("empty.yaml", &yaml).expect("parses").is_empty());
+        assert!(parse_documents("empty.yaml", &yaml)
+            .expect("parses")
+            .is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aya::maps::{HashMap, PerCpuArray};
 use enforcer_common::{
     maps::names,
     ratelimit::{rate_stat, RATE_BUCKET_CAPACITY, RATE_LIMIT_CAPACITY},
-    BucketKey, RateBucket, RateLimitConfig, RateLimitKey,
+    BucketKey, RateBucket, RateLimitConfig, RateLimitKey, CONFIG_RATE_LIMITS,
 };
 
 use super::{check_capacity, map_err, Datapath, Result};
@@ -32,6 +32,15 @@ pub fn rate_limit_configs(compiled: &Compiled) -> Vec<(u32, RateLimitConfig)> {
         .iter()
         .filter_map(|r| r.rate_limit.as_ref().map(|l| (r.id, rate_limit_config(l))))
         .collect()
+}
+
+/// `Config::flags` bits for the rate limits of `compiled`.
+pub(super) fn config_flags(compiled: &Compiled) -> u32 {
+    if compiled.rules.iter().any(|r| r.rate_limit.is_some()) {
+        CONFIG_RATE_LIMITS
+    } else {
+        0
+    }
 }
 
 /// State of the rate-limit buckets.
@@ -109,22 +118,18 @@ impl Datapath {
 
     /// The bucket of `rule` for `source` (`per: source`), or the rule's bucket (`None`).
     pub fn rate_bucket(&self, rule: u32, source: Option<IpAddr>) -> Result<Option<RateBucket>> {
-        let found = match source {
-            Some(addr) => {
-                let map =
-                    HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
-                        .map_err(map_err(names::RATE_BUCKETS))?;
-                let key = BucketKey {
-                    rule,
-                    addr: addr_bits(addr).to_be_bytes(),
-                };
-                map.get(&key, 0).ok()
-            }
-            None => {
-                let map = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
-                    .map_err(map_err(names::RULE_BUCKETS))?;
-                map.get(&rule, 0).ok()
-            }
+        let found = if let Some(addr) = source {
+            let map = HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
+                .map_err(map_err(names::RATE_BUCKETS))?;
+            let key = BucketKey {
+                rule,
+                addr: addr_bits(addr).to_be_bytes(),
+            };
+            map.get(&key, 0).ok()
+        } else {
+            let map = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
+                .map_err(map_err(names::RULE_BUCKETS))?;
+            map.get(&rule, 0).ok()
         };
         Ok(found)
     }
@@ -144,12 +149,12 @@ impl Datapath {
             HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
                 .map_err(map_err(names::RATE_BUCKETS))?
                 .keys()
-                .filter(std::result::Result::is_ok)
+                .flatten()
                 .count() as u64;
         let rule_buckets = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
             .map_err(map_err(names::RULE_BUCKETS))?
             .keys()
-            .filter(std::result::Result::is_ok)
+            .flatten()
             .count() as u64;
         let created = stat(rate_stat::BUCKETS_CREATED)?;
         Ok(RateLimitStats {

@@ -10,7 +10,8 @@
 //! prefix). For each (subject, direction, peer) the compiler writes the complete decision over
 //! (protocol, port) — deny-wins, isolation, audit and enforce folded in — as nested prefixes, so
 //! the datapath needs at most two lookups (the peer's own table, then the table for any peer)
-//! whatever the number of rules.
+//! whatever the number of rules. The table for any peer is the one most peers share (usually
+//! that of the rules without peers), so only the peers whose decisions differ take entries.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -441,6 +442,19 @@ impl TableCompiler<'_> {
             0
         };
         let iso = (isolated_enforce, isolated_all);
+        self.tables(service, dir, subject, &rules, (iso, default_id), out);
+    }
+
+    /// Writes the tables of `subject` over `rules`: the one for any peer, and the peers' own.
+    fn tables(
+        &mut self,
+        service: &str,
+        dir: Direction,
+        subject: u32,
+        rules: &[RuleRef],
+        (iso, default_id): ((bool, bool), u32),
+        out: &mut Compiled,
+    ) {
         // The table for any peer: rules without peers.
         let any_rules: Vec<usize> = (0..rules.len())
             .filter(|i| rules[*i].peers.is_none())
@@ -475,11 +489,11 @@ impl TableCompiler<'_> {
         let groups: Vec<(&Vec<usize>, usize, Table)> = users
             .into_iter()
             .map(|(selected, n)| {
-                let t = self.table(service, dir, &rules, selected.clone(), iso, default_id);
+                let t = self.table(service, dir, rules, selected.clone(), iso, default_id);
                 (selected, n, t)
             })
             .collect();
-        let any_table = self.table(service, dir, &rules, any_rules.clone(), iso, default_id);
+        let any_table = self.table(service, dir, rules, any_rules.clone(), iso, default_id);
         // The entries written with `base` as the "any peer" table (`roots`: a peer's own table
         // needs a root entry, see below).
         let cost = |base: &Table, roots: bool| {
@@ -500,24 +514,36 @@ impl TableCompiler<'_> {
             push_table(&mut out.policy, dir, subject, identity::ANY, &any_table);
             // Tables of the peers some rule names, where they differ.
             for (peer, selected) in selections {
-                let t = self.table(service, dir, &rules, selected, iso, default_id);
+                let t = self.table(service, dir, rules, selected, iso, default_id);
                 if t != any_table {
                     push_table(&mut out.policy, dir, subject, peer, &t);
                 }
             }
             return;
         };
-        push_table(&mut out.policy, dir, subject, identity::ANY, &base_table);
-        for peer in &self.all_ids.clone() {
-            let selected = selections.get(peer).unwrap_or(&any_rules).clone();
-            let mut t = self.table(service, dir, &rules, selected, iso, default_id);
-            if t != base_table {
-                // A peer's own table must never miss: the datapath would fall back to the "any
-                // peer" table, which here is not made of a subset of the peer's rules.
+        // The tables of the peers that differ from the "any peer" one. A peer's own table must
+        // never miss: the datapath would fall back to the "any peer" table, which here is not
+        // made of a subset of the peer's rules.
+        let own: BTreeMap<&Vec<usize>, Table> = groups
+            .iter()
+            .filter(|(_, _, t)| *t != base_table)
+            .map(|(selected, _, t)| {
+                let mut t = t.clone();
                 if !has_root(&t) {
                     t.insert(0, (POLICY_KEY_FIXED_BITS, 0, 0, MISS));
                 }
-                push_table(&mut out.policy, dir, subject, *peer, &t);
+                (*selected, t)
+            })
+            .collect();
+        push_table(&mut out.policy, dir, subject, identity::ANY, &base_table);
+        for (peer, selected) in &selections {
+            if let Some(t) = own.get(selected) {
+                push_table(&mut out.policy, dir, subject, *peer, t);
+            }
+        }
+        if let Some(t) = own.get(&any_rules) {
+            for peer in self.all_ids.difference(&named) {
+                push_table(&mut out.policy, dir, subject, *peer, t);
             }
         }
     }

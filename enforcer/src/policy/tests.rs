@@ -119,6 +119,33 @@ impl<'a> Datapath<'a> {
     }
 }
 
+/// Checks the shape of the policy entries the datapath's LPM trie needs: prefixes within the
+/// protocol and port bits, no bits set beyond the prefix, and no key written twice.
+fn check_entries(compiled: &Compiled) -> Result<(), String> {
+    let mut keys = BTreeSet::new();
+    for e in &compiled.policy {
+        let bits = e.prefix_len.checked_sub(POLICY_KEY_FIXED_BITS);
+        let Some(bits @ 0..=24) = bits else {
+            return Err(format!(
+                "prefix length {} out of range: {e:?}",
+                e.prefix_len
+            ));
+        };
+        let rest =
+            (u32::from(e.key[10]) << 16) | u32::from(u16::from_be_bytes([e.key[11], e.key[12]]));
+        if bits < 24 && rest & ((1 << (24 - bits)) - 1) != 0 {
+            return Err(format!("bits set beyond the prefix: {e:?}"));
+        }
+        if e.key[13..] != [0, 0, 0] {
+            return Err(format!("padding set: {e:?}"));
+        }
+        if !keys.insert((e.prefix_len, e.key)) {
+            return Err(format!("key written twice: {e:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the compiled entries decide `flow` as `expected` (from `explain`) says, with the
 /// same attribution. Returns a description of the first difference.
 fn compare(dp: &Datapath, flow: &Flow, expected: &Explanation) -> Result<(), String> {
@@ -1381,6 +1408,10 @@ fn property(seed: u64, sets: usize, flows: usize) {
     for n in 0..sets {
         let case = gen_case(&mut rng);
         let compiled = compile(&case.set, &case.ctx);
+        if let Err(e) = check_entries(&compiled) {
+            let yaml = Document::to_yaml_stream(&case.set.documents()).unwrap_or_default();
+            panic!("set {n} (seed {seed:#x}): {e}\n{yaml}");
+        }
         let dp = Datapath::new(&compiled);
         for _ in 0..flows {
             let f = gen_flow(&mut rng, &case);
@@ -1542,6 +1573,7 @@ fn ten_thousand_rules() {
         compiled.policy.len(),
         compiled.rules.len()
     );
+    check_entries(&compiled).unwrap();
     let dp = Datapath::new(&compiled);
     // Sources: workloads, the node, world addresses inside and outside the CIDRs and excepts.
     let mut sources: Vec<IpAddr> = set
@@ -1641,6 +1673,7 @@ spec:
         compiled.policy.len()
     );
     assert!(compiled.policy.len() < 10 * SCALE_SERVICES);
+    check_entries(&compiled).unwrap();
     let dp = Datapath::new(&compiled);
     let mut rng = Rng(0x57a2);
     let sources = [ip("10.255.0.1"), ip("192.0.2.1"), ip("198.51.100.7")];

@@ -163,7 +163,13 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
     let mut b = Bench::new(&compiled, &ep)?;
     prime_replies(&b, &ep)?;
     let mut results = Vec::new();
-    for row in rows(&ep, set) {
+    // For profiling one kind of packet (`perf record -a` around the run): only rows whose
+    // "program label" contains ENFORCER_BENCH_ONLY.
+    let only = std::env::var("ENFORCER_BENCH_ONLY").ok();
+    for row in rows(&ep, set).into_iter().filter(|r| {
+        only.as_ref()
+            .is_none_or(|o| format!("{} {}", r.program, r.label).contains(o.as_str()))
+    }) {
         let r = measure_row(&mut b, &row, cfg.repeat, cfg.trials)?;
         eprintln!(
             "    {:<9} {:<52} {:>7.1} ns  {}",

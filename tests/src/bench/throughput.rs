@@ -341,8 +341,14 @@ fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
     for _ in 0..3 {
         match run_in(&s.client_ns, "iperf3", &args, None) {
             Ok(json) => {
-                let sum = json_object(&json, "sum_received")
-                    .ok_or_else(|| anyhow!("iperf3: no sum_received in its JSON"))?;
+                let Some(sum) = json_object(&json, "sum_received") else {
+                    last = format!(
+                        "no sum_received in its JSON: {}",
+                        json.chars().take(600).collect::<String>()
+                    );
+                    thread::sleep(Duration::from_millis(300));
+                    continue;
+                };
                 let v = if udp {
                     let packets = json_number(sum, "packets").unwrap_or(f64::NAN);
                     let lost = json_number(sum, "lost_packets").unwrap_or(0.0);
