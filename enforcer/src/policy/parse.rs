@@ -337,9 +337,15 @@ pub fn read_rule(ctx: &mut Ctx, node: &Node, section: Option<Section>, path: &st
                 continue;
             }
             if let Some((key, _)) = rule.entry(wrong) {
+                let with_limit = [section.peer_key(), "ports", "rateLimit"];
+                let allowed: &[&str] = if section == Section::Ingress {
+                    &with_limit
+                } else {
+                    &with_limit[..2]
+                };
                 let reason = format!(
                     "{}; {} rules list their peers under `{}`",
-                    yaml::unknown_field(wrong, path, &[section.peer_key(), "ports", "rateLimit"]),
+                    yaml::unknown_field(wrong, path, allowed),
                     section.key(),
                     section.peer_key()
                 );
@@ -519,6 +525,13 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     let net = IpNet::new(addr, prefix).map_err(|e| e.to_string())?;
     if net.trunc() != net {
         return Err(format!("host bits set (did you mean {}?)", net.trunc()));
+    }
+    // IPv4-mapped IPv6 space is how the datapath stores IPv4 addresses: a CIDR inside it would
+    // be ambiguous. Write the IPv4 CIDR instead.
+    if let IpNet::V6(v6) = net {
+        if prefix >= 96 && v6.network().to_ipv4_mapped().is_some() {
+            return Err(format!("{net} is IPv4-mapped IPv6 space; write the IPv4 CIDR instead"));
+        }
     }
     Ok(net)
 }
@@ -1161,6 +1174,7 @@ spec:
         rejects(&peer("{cidr: 10.0.0.0}"), 9, "missing prefix length");
         rejects(&peer("{cidr: bogus/8}"), 9, "invalid CIDR");
         rejects(&peer("{cidr: 'fd00::1/64'}"), 9, "host bits set");
+        rejects(&peer("{cidr: '::ffff:10.0.0.0/104'}"), 9, "IPv4-mapped");
         rejects(
             &peer("{cidr: 10.0.0.0/8, except: [11.0.0.0/16]}"),
             9,
