@@ -450,3 +450,60 @@ fn a_policy_change_cuts_an_established_connection() -> Result<()> {
     assert!(dead, "the established connection is cut");
     Ok(())
 }
+
+#[test]
+fn interfaces_that_appear_later_are_attached_and_vanished_ones_forgotten() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let mut e = env("hotplug")?;
+    e.agent.apply("policy.yaml", POLICY)?;
+    let attached = |a: &AgentProcess| -> Result<usize> {
+        Ok(a.status()?
+            .interfaces
+            .iter()
+            .filter(|i| i.role == "pod")
+            .count())
+    };
+    assert_eq!(attached(&e.agent)?, 2);
+    // A new pod of service web starts on the node.
+    e.topo.add_pod("web-1", "n1", &[ip("10.10.1.11")])?;
+    e.agent.apply(
+        "web-1.yaml",
+        "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: web-1}\nspec: {service: web, addresses: [10.10.1.11]}\n",
+    )?;
+    let mut waited = 0;
+    while attached(&e.agent)? < 3 && waited < 50 {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    assert_eq!(
+        attached(&e.agent)?,
+        3,
+        "the new pod's interface is attached"
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // one resync: endpoints and identities
+    let ns = e.topo.pod_netns("web-1")?.to_string();
+    let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
+    assert!(
+        probe_tcp(&ns, "10.10.2.10:8080".parse()?, &opts)?.is_answered(),
+        "web-1 is web: allowed"
+    );
+    assert!(
+        !probe_tcp(&ns, "10.10.2.10:9090".parse()?, &opts)?.is_answered(),
+        "and only on 8080"
+    );
+    // The pod goes away: its interface is forgotten.
+    enforcer_tests::netns::delete_netns(&ns)?;
+    let mut waited = 0;
+    while attached(&e.agent)? > 2 && waited < 50 {
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    assert_eq!(
+        attached(&e.agent)?,
+        2,
+        "the vanished interface is forgotten"
+    );
+    Ok(())
+}

@@ -44,6 +44,8 @@ pub struct Inner {
     /// The set in force and what it compiled to.
     pub in_force: PolicySet,
     pub compiled: Compiled,
+    /// The input digest `compiled` was compiled from.
+    pub compiled_digest: u64,
     pub ctx: NodeContext,
     pub installed: Installed,
     /// ifindex → (name, role).
@@ -91,6 +93,7 @@ impl Agent {
             docs,
             in_force: PolicySet::new(),
             compiled: Compiled::default(),
+            compiled_digest: 0,
             ctx: NodeContext::default(),
             installed,
             attached: BTreeMap::new(),
@@ -207,19 +210,25 @@ impl Agent {
             .collect();
         let (endpoints, local) = state::local_endpoints(&set, &routes, &pod_ifaces);
         let ctx = state::node_context(host, local);
-        let compiled = compile(&set, &ctx);
-        let digest = state::digest(&compiled, &endpoints);
+        // Compiling is a pure function of these inputs: skip it when nothing changed.
+        let digest = state::digest(&set, &ctx, &endpoints);
         let active = inner.dp.config()?;
         if !force
             && digest == inner.installed.digest
             && active.generation == inner.installed.generation
             && active.generation > 0
         {
+            if inner.compiled_digest != digest {
+                // First reconcile after a restart: the datapath already holds this policy;
+                // compile it only for the names of flows and metrics.
+                inner.compiled = compile(&set, &ctx);
+                inner.compiled_digest = digest;
+            }
             inner.in_force = set;
-            inner.compiled = compiled;
             inner.ctx = ctx;
             return Ok(active.generation);
         }
+        let compiled = compile(&set, &ctx);
         let generation = match inner.dp.install(&compiled, &endpoints) {
             Ok(g) => g,
             Err(e) => {
@@ -239,6 +248,7 @@ impl Agent {
         inner.installed = Installed { generation, digest };
         inner.in_force = set;
         inner.compiled = compiled;
+        inner.compiled_digest = digest;
         inner.ctx = ctx;
         if let Err(e) = self.state.save_installed(&inner.installed) {
             warn!("{e:#}");

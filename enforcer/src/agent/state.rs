@@ -12,9 +12,7 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{
-    parse::parse_documents, Compiled, Document, NodeContext, PolicyErrors, PolicySet,
-};
+use crate::policy::{parse::parse_documents, Document, NodeContext, PolicyErrors, PolicySet};
 
 /// Documents by source.
 #[derive(Debug, Default, Clone)]
@@ -165,10 +163,16 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// A digest of what would be installed: compiled entries and endpoints.
-pub fn digest(compiled: &Compiled, endpoints: &BTreeSet<(u32, IpAddr)>) -> u64 {
+/// A digest of everything compiling depends on: the documents (without their source
+/// positions, so a restart that re-reads them from the state dir matches), the node context
+/// and the endpoints.
+pub fn digest(set: &PolicySet, ctx: &NodeContext, endpoints: &BTreeSet<(u32, IpAddr)>) -> u64 {
     let mut h = DefaultHasher::new();
-    format!("{compiled:?}").hash(&mut h);
+    for d in set.documents() {
+        format!("{:?}", d.without_positions()).hash(&mut h);
+    }
+    ctx.host_addresses.hash(&mut h);
+    ctx.local_addresses.hash(&mut h);
     endpoints.hash(&mut h);
     h.finish()
 }
