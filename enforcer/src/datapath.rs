@@ -305,6 +305,12 @@ impl Datapath {
         check_capacity(names::CIDR_IDENTITIES, compiled.cidrs.len(), CIDR_CAPACITY)?;
         check_capacity(names::POLICY, compiled.policy.len(), POLICY_CAPACITY)?;
         check_capacity(names::ENDPOINTS, endpoints.len(), ENDPOINT_CAPACITY)?;
+        // Rule ids index RULE_COUNTERS (id 0 is "no rule").
+        check_capacity(
+            names::RULE_COUNTERS,
+            compiled.rules.len() + 1,
+            enforcer_common::RULE_CAPACITY,
+        )?;
         Self::check_rate_limits(compiled)?;
         let cfg = self.config()?;
         let slot: u32 = if cfg.flags & CONFIG_ACTIVE != 0 {

@@ -126,6 +126,13 @@ pub fn render(input: &ScrapeInput<'_>) -> Result<String> {
 
 /// Per-rule counters, map pressure, generation, applies, events lost, build info.
 fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
+    register_rules(registry, input)?;
+    register_maps(registry, input)?;
+    register_agent(registry, input)
+}
+
+/// Per-rule counters and metadata.
+fn register_rules(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
     let rules = counter_vec(
         registry,
         "enforcer_policy_rule_packets_total",
@@ -167,6 +174,11 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
         ])
         .set(1);
     }
+    Ok(())
+}
+
+/// Entries and capacity of the BPF maps.
+fn register_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
     let entries = gauge_vec(
         registry,
         "enforcer_bpf_map_entries",
@@ -197,6 +209,11 @@ fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Resu
             .with_label_values(&[map])
             .set(i64::from(rl.source_capacity));
     }
+    Ok(())
+}
+
+/// Generation, applies, events, interfaces, build info.
+fn register_agent(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
     gauge(
         registry,
         "enforcer_policy_generation",
@@ -259,6 +276,57 @@ fn events_sampled_out(dp: &Datapath) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where each rule's counter must come from after an install: `(new id, old id)` for every rule
+/// whose id now names a different `(policy, rule, verdict)` than before; the old id is the one
+/// the same rule had (its count carries over), `None` for a new rule (it starts at 0). Rule ids
+/// are assigned in policy order, so adding or removing one policy shifts the ids of the rules
+/// after it; without this, their series would jump to another rule's count.
+pub fn rule_counter_moves(old: &[RuleInfo], new: &[RuleInfo]) -> Vec<(u32, Option<u32>)> {
+    use std::collections::HashMap;
+    let label = |r: &RuleInfo| (r.policy_name().to_string(), r.rule.clone(), r.verdict);
+    let by_id: HashMap<u32, _> = old.iter().map(|r| (r.id, label(r))).collect();
+    let by_label: HashMap<_, u32> = old.iter().map(|r| (label(r), r.id)).collect();
+    new.iter()
+        .filter(|r| by_id.get(&r.id) != Some(&label(r)))
+        .map(|r| (r.id, by_label.get(&label(r)).copied()))
+        .collect()
+}
+
+/// Apply [`rule_counter_moves`] to the `RULE_COUNTERS` map, right after the new generation is
+/// in force. Best effort: a failure leaves the counters as they were (and is logged).
+pub fn rebase_rule_counters(dp: &mut Datapath, old: &[RuleInfo], new: &[RuleInfo]) {
+    use aya::maps::{PerCpuArray, PerCpuValues};
+    let moves = rule_counter_moves(old, new);
+    if moves.is_empty() {
+        return;
+    }
+    let result = (|| -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let map = dp
+            .ebpf_mut()
+            .map_mut(enforcer_common::maps::names::RULE_COUNTERS)
+            .ok_or_else(|| anyhow::anyhow!("no RULE_COUNTERS map"))?;
+        let mut counters = PerCpuArray::<_, u64>::try_from(map)?;
+        // Read every source first: a rule's old id may be another rule's new id.
+        let values: Vec<(u32, Vec<u64>)> = moves
+            .iter()
+            .map(|(to, from)| {
+                let v = from
+                    .and_then(|f| counters.get(&f, 0).ok())
+                    .map_or_else(|| vec![0; cpus], |v| v.iter().copied().collect());
+                (*to, v)
+            })
+            .collect();
+        for (to, v) in values {
+            counters.set(to, PerCpuValues::try_from(v)?, 0)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!("per-rule counters not rebased after the policy change: {e:#}");
+    }
+}
+
 /// What a rule protects, besides its policy and rule labels.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RuleLabels {
@@ -290,12 +358,11 @@ pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
         p.rules()
             .find(|(section, i, _)| format!("{}[{i}]", section.key()) == r.rule)
     });
-    let direction = match rule.map(|(s, _, _)| s) {
-        Some(Section::Egress | Section::EgressDeny) => "egress",
-        Some(Section::Ingress | Section::IngressDeny) => "ingress",
-        None if r.rule.starts_with("egress") => "egress",
-        None => "ingress",
+    let egress = match rule {
+        Some((section, _, _)) => matches!(section, Section::Egress | Section::EgressDeny),
+        None => r.rule.starts_with("egress"),
     };
+    let direction = if egress { "egress" } else { "ingress" };
     let peers = rule.map_or_else(String::new, |(_, _, rule)| {
         if rule.peers.is_empty() {
             "*".to_string()
@@ -328,7 +395,7 @@ fn peer_label(p: &Peer) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{compile, parse::parse_documents, NodeContext};
+    use crate::policy::{compile, parse::parse_documents, Compiled, NodeContext};
 
     const POLICY: &str = r"
 apiVersion: enforcer/v1
@@ -371,8 +438,7 @@ spec:
             labels
                 .iter()
                 .find(|(r, _, _)| r == rule)
-                .map(|(_, _, l)| l)
-                .unwrap_or_else(|| panic!("no rule {rule} in {labels:?}"))
+                .map_or_else(|| panic!("no rule {rule} in {labels:?}"), |(_, _, l)| l)
         };
         assert_eq!(
             find("ingress[0]"),
@@ -393,6 +459,45 @@ spec:
                 peers: "*".into(),
             }
         );
+    }
+
+    #[test]
+    fn rule_counters_follow_their_rule_across_policy_changes() {
+        let set = |yaml: &str| {
+            let docs = parse_documents("p.yaml", &format!("{POLICY}---\n{yaml}")).expect("valid");
+            compile(
+                &PolicySet::from_documents(docs).expect("set"),
+                &NodeContext::default(),
+            )
+        };
+        let before = set("apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {name: zz}\nspec: {service: web, ingress: []}\n");
+        // A policy that sorts first shifts every rule id.
+        let after = set("apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {name: aa}\nspec: {service: web, egressDeny: [{}]}\n");
+        let moves = rule_counter_moves(&before.rules, &after.rules);
+        let id = |c: &Compiled, policy: &str, rule: &str| {
+            c.rules
+                .iter()
+                .find(|r| r.policy_name() == policy && r.rule == rule)
+                .map_or_else(|| panic!("no {policy} {rule}"), |r| r.id)
+        };
+        let source_of = |policy: &str, rule: &str| {
+            let to = id(&after, policy, rule);
+            moves.iter().find(|(t, _)| *t == to).map(|(_, from)| *from)
+        };
+        assert_eq!(
+            source_of("api-ingress", "ingress[0]"),
+            Some(Some(id(&before, "api-ingress", "ingress[0]")))
+        );
+        assert_eq!(
+            source_of("default-deny", "api/ingress"),
+            Some(Some(id(&before, "default-deny", "api/ingress")))
+        );
+        assert_eq!(
+            source_of("aa", "egressDeny[0]"),
+            Some(None),
+            "a new rule starts at 0"
+        );
+        assert!(rule_counter_moves(&after.rules, &after.rules).is_empty());
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub fn policy_yaml(clients: usize, rate_limit: &str) -> String {
     y
 }
 
-/// One node, a server pod and `clients` client pods, with the datapath attached to every pod.
+/// A server pod on node `n1` and `clients` client pods (on `n1`, or on a second node `n2` so
+/// their packets reach `n1` over its uplink), with the datapath attached to every pod of `n1` —
+/// and, for remote clients, `xdp_uplink` to the uplink of `n1`.
 pub struct RateLimitBed {
     // Field order: the datapath (its links) goes before the namespaces.
     datapath: Datapath,
@@ -72,35 +74,50 @@ pub struct RateLimitBed {
 }
 
 impl RateLimitBed {
-    /// Build the topology, load and attach the datapath inside the node namespace, install the
-    /// policy with `rate_limit`.
+    /// Clients on the server's node: build the topology, load and attach the datapath inside
+    /// the node namespace, install the policy with `rate_limit`.
     pub fn start(clients: usize, rate_limit: &str) -> Result<RateLimitBed> {
+        Self::start_on(clients, rate_limit, false)
+    }
+
+    /// Clients on another node: their packets arrive on the uplink, where `xdp_uplink` drops
+    /// the excess early.
+    pub fn start_remote(clients: usize, rate_limit: &str) -> Result<RateLimitBed> {
+        Self::start_on(clients, rate_limit, true)
+    }
+
+    fn start_on(clients: usize, rate_limit: &str, remote: bool) -> Result<RateLimitBed> {
+        let client_node = if remote { "n2" } else { "n1" };
         let mut builder = Topology::builder()
             .node("n1")
             .pod("server", "n1", &[IpAddr::V4(SERVER)]);
+        if remote {
+            builder = builder.node("n2");
+        }
         for i in 0..clients {
-            builder = builder.pod(format!("client-{i}"), "n1", &[client_addr(i)]);
+            builder = builder.pod(format!("client-{i}"), client_node, &[client_addr(i)]);
         }
         let topology = builder.build()?;
         let node = topology.node("n1")?.clone();
         let pods: Vec<(String, IpAddr)> = topology
             .pods()
             .iter()
+            .filter(|p| p.node() == "n1")
             .map(|p| (p.host_ifname().to_owned(), p.addresses()[0]))
             .collect();
+        let uplink = remote.then(|| node.uplink_ifname().to_owned());
         let (datapath, endpoints) = run_in_netns(node.netns(), move || {
             let mut dp = Datapath::load(None).context("load the datapath")?;
             let mut endpoints = BTreeSet::new();
             for (ifname, addr) in &pods {
-                let c = std::ffi::CString::new(ifname.as_str())?;
-                // SAFETY: a valid C string; resolves in this thread's network namespace.
-                let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
-                if ifindex == 0 {
-                    return Err(anyhow!("no interface {ifname} in the node namespace"));
-                }
+                let ifindex = ifindex(ifname)?;
                 dp.attach_pod(ifname, ifindex, false)
                     .with_context(|| format!("attach to {ifname}"))?;
                 endpoints.insert((ifindex, *addr));
+            }
+            if let Some(up) = &uplink {
+                dp.attach_uplink(up, ifindex(up)?)
+                    .with_context(|| format!("attach to {up}"))?;
             }
             Ok((dp, endpoints))
         })?;
@@ -109,6 +126,7 @@ impl RateLimitBed {
             local_addresses: topology
                 .pods()
                 .iter()
+                .filter(|p| p.node() == "n1")
                 .flat_map(|p| p.addresses().iter().copied())
                 .collect(),
         };
@@ -220,6 +238,17 @@ impl RateLimitBed {
             .map(|h| h.join().map_err(|_| anyhow!("sender panicked"))?)
             .collect()
     }
+}
+
+/// The index of interface `name` in the calling thread's network namespace.
+fn ifindex(name: &str) -> Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a valid C string; resolves in this thread's network namespace.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(anyhow!("no interface {name} in the node namespace"));
+    }
+    Ok(index)
 }
 
 fn server_addr() -> SocketAddr {

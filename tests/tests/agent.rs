@@ -110,6 +110,58 @@ impl Env {
     }
 }
 
+/// Attempts a denied TCP connection over and over on a thread, counting any that get through.
+struct Attacker {
+    stop: Arc<AtomicBool>,
+    attempts: Arc<AtomicU64>,
+    leaked: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Attacker {
+    fn start(ns: &str, target: &str) -> Attacker {
+        let (stop, attempts, leaked) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s, a, l, ns) = (
+            stop.clone(),
+            attempts.clone(),
+            leaked.clone(),
+            ns.to_string(),
+        );
+        let target: std::net::SocketAddr = target.parse().expect("target address");
+        let thread = std::thread::spawn(move || {
+            let opts = ProbeOptions::with_timeout(Duration::from_millis(150));
+            while !s.load(Ordering::SeqCst) {
+                if let Ok(o) = probe_tcp(&ns, target, &opts) {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    if o.is_answered() {
+                        l.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        });
+        Attacker {
+            stop,
+            attempts,
+            leaked,
+            thread,
+        }
+    }
+
+    /// Stop; returns (attempts, leaked).
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+        (
+            self.attempts.load(Ordering::SeqCst),
+            self.leaked.load(Ordering::SeqCst),
+        )
+    }
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -279,45 +331,19 @@ fn sigkill_restart_keeps_enforcing_without_a_gap() -> Result<()> {
     )?;
     assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
     // A denied flow attempted over and over.
-    let stop = Arc::new(AtomicBool::new(false));
-    let leaked = Arc::new(AtomicU64::new(0));
-    let attempts = Arc::new(AtomicU64::new(0));
-    let attacker = {
-        let (stop, leaked, attempts, ns) = (
-            stop.clone(),
-            leaked.clone(),
-            attempts.clone(),
-            e.web_ns.clone(),
-        );
-        std::thread::spawn(move || {
-            let opts = ProbeOptions::with_timeout(Duration::from_millis(150));
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok(o) = probe_tcp(&ns, "10.10.2.10:9090".parse().expect("addr"), &opts) {
-                    attempts.fetch_add(1, Ordering::SeqCst);
-                    if o.is_answered() {
-                        leaked.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            }
-        })
-    };
+    let attacker = Attacker::start(&e.web_ns, "10.10.2.10:9090");
     std::thread::sleep(Duration::from_millis(500));
     let before = stream.round_trips();
     e.agent.kill()?; // SIGKILL
     std::thread::sleep(Duration::from_millis(700)); // no agent at all for a while
     e.agent.restart(&e.topo, &[])?;
     std::thread::sleep(Duration::from_millis(700));
-    stop.store(true, Ordering::SeqCst);
-    attacker.join().expect("attacker thread");
+    let (attempts, leaked) = attacker.stop();
     assert!(
-        attempts.load(Ordering::SeqCst) > 3,
+        attempts > 3,
         "the denied flow was attempted during the restart"
     );
-    assert_eq!(
-        leaked.load(Ordering::SeqCst),
-        0,
-        "no denied connection got through"
-    );
+    assert_eq!(leaked, 0, "no denied connection got through");
     assert!(
         stream.is_alive(),
         "allowed connection survived: {:?}",

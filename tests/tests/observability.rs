@@ -69,6 +69,17 @@ spec:
       ports: [{protocol: UDP, port: 5353}]
 ";
 
+/// Sorts before `api-ingress`: its rules take the first ids.
+const SHIFT: &str = r"
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: aaa-web}
+spec:
+  service: web
+  egressDeny:
+    - ports: [{protocol: UDP, port: 9}]
+";
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -168,8 +179,7 @@ fn wait_for<T>(
         let last = f();
         match last {
             Ok(Some(v)) => return Ok(v),
-            Ok(None) if start.elapsed() < timeout => {}
-            Err(_) if start.elapsed() < timeout => {}
+            Ok(None) | Err(_) if start.elapsed() < timeout => {}
             Ok(None) => bail!("timed out after {timeout:?} waiting for {what}"),
             Err(e) => return Err(e.context(format!("waiting for {what}"))),
         }
@@ -194,10 +204,11 @@ impl Prometheus {
             &config,
             format!(
                 "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
-                 rule_files: [{rules:?}]\n\
+                 rule_files: [\"{}\"]\n\
                  scrape_configs:\n  \
                  - job_name: enforcer\n    \
-                 static_configs: [{{targets: [{METRICS:?}]}}]\n"
+                 static_configs: [{{targets: [{METRICS:?}]}}]\n",
+                rules.display()
             ),
         )?;
         let log = work.join("prometheus.log");
@@ -337,7 +348,7 @@ fn alert_rules_are_valid_and_their_unit_tests_pass() -> Result<()> {
     Ok(())
 }
 
-/// The metric names a PromQL expression uses (`enforcer_...` words).
+/// The metric names a `PromQL` expression uses (`enforcer_...` words).
 fn metric_names(expr: &str) -> BTreeSet<String> {
     expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("enforcer_"))
@@ -345,18 +356,27 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn dashboard_is_valid_and_uses_exported_metrics() -> Result<()> {
+/// The `PromQL` of every panel of the Grafana dashboard.
+fn dashboard_queries() -> Result<Vec<String>> {
     let path = repo().join("deploy/grafana/enforcer-dashboard.json");
     let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
     let panels = dashboard["panels"].as_array().context("no panels")?;
-    let mut used = BTreeSet::new();
+    let mut out = Vec::new();
     for p in panels {
         for t in p["targets"].as_array().into_iter().flatten() {
             let expr = t["expr"].as_str().context("target without expr")?;
-            used.extend(metric_names(expr));
+            out.push(expr.to_string());
         }
+    }
+    Ok(out)
+}
+
+#[test]
+fn dashboard_is_valid_and_uses_exported_metrics() -> Result<()> {
+    let mut used = BTreeSet::new();
+    for expr in dashboard_queries()? {
+        used.extend(metric_names(&expr));
     }
     for name in &used {
         assert!(
@@ -386,19 +406,60 @@ fn dashboard_is_valid_and_uses_exported_metrics() -> Result<()> {
     Ok(())
 }
 
+/// Denied probes sent from web to api, by the rule that denies them.
+struct Denied {
+    /// UDP 5353: `api-ingress ingressDeny[0]`.
+    by_rule: u64,
+    /// UDP 7777: `default-deny api/ingress`.
+    default_udp: u64,
+    /// ICMP echo: `default-deny api/ingress`.
+    default_icmp: u64,
+}
+
+impl Denied {
+    fn total(&self) -> u64 {
+        self.by_rule + self.default_udp + self.default_icmp
+    }
+
+    /// Send them: exactly one packet per probe (a UDP datagram or an ICMP echo request, dropped
+    /// at api's ingress: no retransmission, no answer).
+    fn send(&self, web_ns: &str) -> Result<()> {
+        let opts = ProbeOptions::with_timeout(Duration::from_millis(400));
+        for _ in 0..self.by_rule {
+            let o = probe_udp(web_ns, "10.10.2.10:5353".parse()?, &opts)?;
+            ensure!(
+                !o.is_answered(),
+                "UDP 5353 is denied by ingressDeny[0]: {o}"
+            );
+        }
+        for _ in 0..self.default_udp {
+            let o = probe_udp(web_ns, "10.10.2.10:7777".parse()?, &opts)?;
+            ensure!(!o.is_answered(), "UDP 7777 is denied by default: {o}");
+        }
+        for _ in 0..self.default_icmp {
+            let o = probe_icmp(web_ns, ip("10.10.2.10"), &opts)?;
+            ensure!(!o.is_answered(), "ICMP is denied by default: {o}");
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn float(n: u64) -> f64 {
+    n as f64
+}
+
 #[test]
 fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let promtool = tool("promtool")?;
     let topo = Topology::builder()
         .pod("web-0", "n1", &[ip("10.10.1.10")])
         .pod("api-0", "n1", &[ip("10.10.2.10")])
         .build()?;
     let work = WorkDir::new("observability")?;
     let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-    let node_ns = topo.node_netns("n1")?.to_string();
     let web_ns = topo.pod_netns("web-0")?.to_string();
     let api_ns = topo.pod_netns("api-0")?.to_string();
     // Servers everywhere a probe goes: a dropped probe is one the datapath dropped.
@@ -415,51 +476,34 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     })?;
     let drops = r#"sum(enforcer_drops_total{job="enforcer", reason="policy_denied"})"#;
     let before = agent_policy_drops(&agent)?;
-    #[allow(clippy::cast_precision_loss)]
-    let before_f = before as f64;
     wait_for(
         "Prometheus to see the agent's counters",
         Duration::from_secs(20),
-        || Ok((prom.query(drops)? == Some(before_f)).then_some(())),
+        || Ok((prom.query(drops)? == Some(float(before))).then_some(())),
     )?;
-    let deny_rule_before = agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?;
+    let rule_before = agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?;
     let default_before = agent_rule_packets(&agent, "default-deny", "api/ingress")?;
 
-    // Exactly one packet per probe: a UDP datagram or an ICMP echo request, dropped at api's
-    // ingress (no retransmissions, no answer).
-    let denied = ProbeOptions::with_timeout(Duration::from_millis(400));
-    let (by_rule, by_default_udp, by_default_icmp) = (3u64, 2u64, 2u64);
-    for _ in 0..by_rule {
-        let o = probe_udp(&web_ns, "10.10.2.10:5353".parse()?, &denied)?;
-        assert!(
-            !o.is_answered(),
-            "UDP 5353 is denied by ingressDeny[0]: {o}"
-        );
-    }
-    for _ in 0..by_default_udp {
-        let o = probe_udp(&web_ns, "10.10.2.10:7777".parse()?, &denied)?;
-        assert!(!o.is_answered(), "UDP 7777 is denied by default: {o}");
-    }
-    for _ in 0..by_default_icmp {
-        let o = probe_icmp(&web_ns, ip("10.10.2.10"), &denied)?;
-        assert!(!o.is_answered(), "ICMP is denied by default: {o}");
-    }
-    let n = by_rule + by_default_udp + by_default_icmp;
+    let denied = Denied {
+        by_rule: 3,
+        default_udp: 2,
+        default_icmp: 2,
+    };
+    denied.send(&web_ns)?;
+    let n = denied.total();
 
     // The agent's own counters: exactly n more, attributed to the right rules.
     assert_eq!(agent_policy_drops(&agent)? - before, n, "agent counters");
+    let by_rule = agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?;
+    assert_eq!(by_rule - rule_before, denied.by_rule);
+    let by_default = agent_rule_packets(&agent, "default-deny", "api/ingress")?;
     assert_eq!(
-        agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")? - deny_rule_before,
-        by_rule
-    );
-    assert_eq!(
-        agent_rule_packets(&agent, "default-deny", "api/ingress")? - default_before,
-        by_default_udp + by_default_icmp
+        by_default - default_before,
+        denied.default_udp + denied.default_icmp
     );
 
     // Prometheus: after the next scrapes, exactly n more, and it stays there.
-    #[allow(clippy::cast_precision_loss)]
-    let expected = (before + n) as f64;
+    let expected = float(before + n);
     let seen = wait_for(
         "Prometheus to scrape the drops",
         Duration::from_secs(20),
@@ -475,10 +519,28 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     let api_denied = r#"sum by (service) (
         enforcer_policy_rule_packets_total{verdict="deny"}
         * on (instance, policy, rule) group_left (service) enforcer_policy_rule_info{service="api"})"#;
-    #[allow(clippy::cast_precision_loss)]
-    let api_expected = (deny_rule_before + default_before + n) as f64;
-    assert_eq!(prom.query(api_denied)?, Some(api_expected));
-    // Every alert rule loads and evaluates against the real series.
+    assert_eq!(prom.query(api_denied)?, Some(float(by_rule + by_default)));
+    check_rules_and_dashboard(&prom)?;
+    check_scrape(topo.node_netns("n1")?)?;
+    check_flows(&topo, &agent, &denied)?;
+
+    // A policy whose name sorts first renumbers every rule: the counters follow their rule.
+    agent.apply("shift.yaml", SHIFT)?;
+    assert_eq!(
+        agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?,
+        by_rule
+    );
+    assert_eq!(
+        agent_rule_packets(&agent, "default-deny", "api/ingress")?,
+        by_default
+    );
+    assert_eq!(agent_rule_packets(&agent, "aaa-web", "egressDeny[0]")?, 0);
+    Ok(())
+}
+
+/// Every alert rule loads and evaluates against the real series; every dashboard query is valid
+/// `PromQL`, and the per-service ones find the api's denials.
+fn check_rules_and_dashboard(prom: &Prometheus) -> Result<()> {
     let unhealthy = wait_for(
         "the alert rules to evaluate",
         Duration::from_secs(20),
@@ -499,16 +561,33 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
             Ok((!bad.iter().any(|b| b.contains("unknown"))).then_some(bad))
         },
     )?;
-    assert!(unhealthy.is_empty(), "rules failing: {unhealthy:?}");
+    ensure!(unhealthy.is_empty(), "rules failing: {unhealthy:?}");
+    for expr in dashboard_queries()? {
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "5m")
+            .replace("$instance", ".*");
+        let data = prom
+            .api(&format!("/api/v1/query?query={}", urlencode(&q)))
+            .with_context(|| format!("dashboard query {q}"))?;
+        if q.contains("group_left (service, direction, peers)") {
+            let text = data.to_string();
+            ensure!(text.contains(r#""service":"api""#), "{q}: {text}");
+        }
+    }
+    Ok(())
+}
 
-    // (b) a real scrape is lint-clean and has every family of the contract, each documented.
-    let (status, scrape) = http_get(&node_ns, METRICS, "/metrics")?;
-    assert_eq!(status, 200, "{scrape}");
+/// A real scrape is lint-clean and has every family of the contract, each documented.
+fn check_scrape(node_ns: &str) -> Result<()> {
+    let promtool = tool("promtool")?;
+    let (status, scrape) = http_get(node_ns, METRICS, "/metrics")?;
+    ensure!(status == 200, "{scrape}");
     let lint = run(
         Command::new(&promtool).args(["check", "metrics"]),
         Some(&scrape),
     )?;
-    assert!(lint.trim().is_empty(), "promtool check metrics:\n{lint}");
+    ensure!(lint.trim().is_empty(), "promtool check metrics:\n{lint}");
     let docs = std::fs::read_to_string(repo().join("docs/metrics.md"))?;
     let exported: BTreeSet<&str> = scrape
         .lines()
@@ -516,32 +595,30 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     for name in FAMILIES {
-        assert!(
+        ensure!(
             exported.contains(name),
             "{name} missing from the scrape:\n{scrape}"
         );
     }
     for name in &exported {
-        assert!(
+        ensure!(
             docs.contains(&format!("`{name}")),
             "{name} is not in docs/metrics.md"
         );
     }
-    for reason in ["policy_denied", "rate_limited", "spoofed", "malformed"] {
-        assert!(
-            scrape.contains(&format!(
-                r#"enforcer_drops_total{{direction="ingress",reason="{reason}"}}"#
-            )),
-            "no {reason} series"
-        );
+    for direction in ["ingress", "egress"] {
+        for reason in ["policy_denied", "rate_limited", "spoofed", "malformed"] {
+            let series =
+                format!(r#"enforcer_drops_total{{direction="{direction}",reason="{reason}"}}"#);
+            ensure!(scrape.contains(&series), "no {series}:\n{scrape}");
+        }
     }
+    Ok(())
+}
 
-    // (d) `enforcer flows -o json` names the policy and rule of each drop.
-    let out = enforcer_cli(
-        &topo,
-        &agent,
-        &["flows", "--verdict", "denied", "-o", "json"],
-    )?;
+/// `enforcer flows -o json` names the policy and rule of each drop, and reports nothing else.
+fn check_flows(topo: &Topology, agent: &AgentProcess, denied: &Denied) -> Result<()> {
+    let out = enforcer_cli(topo, agent, &["flows", "--verdict", "denied", "-o", "json"])?;
     let events: Vec<FlowEvent> = out
         .lines()
         .map(serde_json::from_str)
@@ -564,30 +641,21 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
             })
             .count() as u64
     };
-    assert_eq!(
-        count(
-            "UDP",
-            5353,
-            "api-ingress",
-            "ingressDeny[0]",
-            "policy_denied"
-        ),
-        by_rule,
-        "{out}"
-    );
-    assert_eq!(
-        count("UDP", 7777, "default-deny", "api/ingress", "default_deny"),
-        by_default_udp,
-        "{out}"
-    );
-    assert_eq!(
-        count("ICMP", 8, "default-deny", "api/ingress", "default_deny"),
-        by_default_icmp,
-        "{out}"
-    );
-    assert_eq!(
-        events.len() as u64,
-        n,
+    let deny_rule = ("api-ingress", "ingressDeny[0]", "policy_denied");
+    let default = ("default-deny", "api/ingress", "default_deny");
+    for (protocol, port, (policy, rule, reason), want) in [
+        ("UDP", 5353, deny_rule, denied.by_rule),
+        ("UDP", 7777, default, denied.default_udp),
+        ("ICMP", 8, default, denied.default_icmp),
+    ] {
+        let got = count(protocol, port, policy, rule, reason);
+        ensure!(
+            got == want,
+            "{protocol} {port}: {got} events by {policy} {rule}, expected {want}:\n{out}"
+        );
+    }
+    ensure!(
+        events.len() as u64 == denied.total(),
         "only our probes were denied:\n{out}"
     );
     Ok(())

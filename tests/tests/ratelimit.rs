@@ -20,8 +20,11 @@ use enforcer::{
     policy::{compile, parse::parse_documents, Compiled, NodeContext, PolicySet},
 };
 use enforcer_common::{
-    event_stat, maps::names, programs, ratelimit::rate_stat, DIR_INGRESS, REASON_RATE_LIMITED,
-    VERDICT_DENY,
+    event_stat,
+    maps::names,
+    programs,
+    ratelimit::{rate_stat, RATE_BUCKET_CAPACITY},
+    DIR_INGRESS, REASON_RATE_LIMITED, VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{Frame, L4},
@@ -41,6 +44,7 @@ const PER_RULE: u16 = 5001;
 const BYTES: u16 = 5002;
 const UNLIMITED: u16 = 5003;
 const BOTH: u16 = 5004;
+const CIDR: u16 = 5005;
 
 fn policy(per_source_burst: u32) -> String {
     format!(
@@ -80,6 +84,9 @@ spec:
     - from: [{{service: web}}]
       ports: [{{protocol: UDP, port: {BOTH}}}]
       rateLimit: {{packetsPerSecond: 100, bytesPerSecond: 5000, burst: 10}}
+    - from: [{{cidr: 10.98.0.0/15}}]
+      ports: [{{protocol: UDP, port: {CIDR}}}]
+      rateLimit: {{packetsPerSecond: 100, burst: 10}}
 "#
     )
 }
@@ -463,5 +470,89 @@ fn live_per_rule_limit_is_shared_and_accurate() {
     assert_eq!(
         bed.datapath().rate_limit_stats().expect("stats").contended,
         0
+    );
+}
+
+/// More sources than `RATE_BUCKETS` holds: the least recently used buckets are evicted (and
+/// counted), and a source whose bucket was evicted starts again with a full burst.
+#[test]
+fn lru_evicts_buckets_of_idle_sources() {
+    let Some(h) = Harness::new() else { return };
+    let source = |i: u32| {
+        Frame::udp(
+            IpAddr::from((0x0a62_0000u32 + i).to_be_bytes()),
+            ip("10.10.2.10"),
+            49000,
+            CIDR,
+        )
+    };
+    let first = source(0);
+    assert_burst(h.pass_count(&first, 50), 10, "the first source");
+    let n = RATE_BUCKET_CAPACITY + 4096;
+    for i in 1..=n {
+        assert_eq!(
+            h.pass_count(&source(i), 1),
+            1,
+            "source {i} is new: full bucket"
+        );
+    }
+    let stats = h.dp.rate_limit_stats().expect("stats");
+    assert_eq!(stats.created, u64::from(n) + 1);
+    assert!(stats.source_buckets <= u64::from(RATE_BUCKET_CAPACITY));
+    assert!(stats.evicted >= 4096, "{stats:?}");
+    assert!(
+        h.dp.rate_bucket(6, Some(first.src))
+            .expect("lookup")
+            .is_none(),
+        "evicted"
+    );
+    // Back after its bucket was evicted: a full burst again.
+    assert_burst(h.pass_count(&first, 50), 10, "the first source again");
+}
+
+/// Clients on another node: their excess is dropped by `xdp_uplink` before an skb exists, and
+/// each client is still admitted at the limit ±5 %.
+#[test]
+fn live_remote_sources_are_limited_on_the_uplink() {
+    const LIMIT: u32 = 200;
+    const BURST: u32 = 20;
+    if enforcer_tests::skip_unless_root() {
+        return;
+    }
+    let bed = RateLimitBed::start_remote(2, &limit_yaml(LIMIT, BURST)).expect("bed");
+    let sink = bed.sink().expect("sink");
+    bed.warm_up(&sink, Duration::from_millis(300))
+        .expect("warm up");
+    let reports = bed.blast(LIMIT * 5, Duration::from_secs(3)).expect("send");
+    sink.settle(Duration::from_millis(200), Duration::from_secs(2));
+    let (_, dropped) = bed.admitted_and_dropped().expect("counters");
+    let stats = bed.datapath().rate_limit_stats().expect("stats");
+    eprintln!(
+        "uplink: {dropped} rate limited, {} of them in XDP",
+        stats.xdp_drops
+    );
+    for (i, report) in reports.iter().enumerate() {
+        let received = sink.count_from(enforcer_tests::ratelimit_bench::client_addr(i));
+        let seconds = report.elapsed.as_secs_f64();
+        #[expect(clippy::cast_precision_loss, reason = "small counts")]
+        let admitted = (received.saturating_sub(u64::from(BURST))) as f64 / seconds;
+        let error = admitted / f64::from(LIMIT) - 1.0;
+        eprintln!(
+            "remote client {i}: sent {} ({:.0} pps), received {received}, admitted {admitted:.1} \
+             pps beyond the burst ({:+.2} %)",
+            report.sent,
+            report.rate(),
+            error * 100.0
+        );
+        assert!(
+            error.abs() <= 0.05,
+            "client {i}: admitted {admitted:.1} pps for a limit of {LIMIT}"
+        );
+    }
+    // Nearly all the excess goes in XDP; `to_pod` only sees the packets that raced a refill.
+    assert!(
+        stats.xdp_drops * 10 >= dropped * 9,
+        "{} of {dropped} drops in XDP",
+        stats.xdp_drops
     );
 }

@@ -35,7 +35,7 @@ enum Command {
     },
     /// Setup, then fmt check, clippy, tests and scenarios; stops at the first failure
     Test,
-    /// Build enforcer, then run `enforcer scenario [--offline] FILES...`
+    /// Build enforcer and the scenario runner, then run scenario files (live, or `--offline`)
     Scenario {
         /// Evaluate the probes with the policy engine alone (no namespaces, no root)
         #[arg(long)]

@@ -72,19 +72,17 @@ async fn handle(agent: Arc<Agent>, mut stream: TcpStream) -> std::io::Result<()>
         }
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
         ("GET", "/readyz") => {
-            let generation = agent.lock().installed.generation;
-            if generation > 0 {
-                (
-                    "200 OK",
-                    "text/plain",
-                    format!("ready (generation {generation})\n"),
-                )
+            let inner = agent.lock();
+            let generation = inner.installed.generation;
+            if let Some((name, why)) = inner.attach_errors.iter().next() {
+                let body = format!("not attached to {name}: {why}\n");
+                ("503 Service Unavailable", "text/plain", body)
+            } else if generation > 0 {
+                let body = format!("ready (generation {generation})\n");
+                ("200 OK", "text/plain", body)
             } else {
-                (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    "no policy installed yet\n".into(),
-                )
+                let body = "no policy installed yet\n".to_string();
+                ("503 Service Unavailable", "text/plain", body)
             }
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),

@@ -50,6 +50,8 @@ pub struct Inner {
     pub installed: Installed,
     /// ifindex → (name, role).
     pub attached: BTreeMap<u32, (String, Role)>,
+    /// Interfaces we should be attached to but are not: name → why (`/readyz` fails).
+    pub attach_errors: BTreeMap<String, String>,
 }
 
 /// The agent, shared by its tasks.
@@ -81,11 +83,19 @@ impl Agent {
                 .context("restoring the applied policy")?,
             ..Documents::default()
         };
+        let metrics = Metrics::new();
         if let Some(dir) = &config.policy_dir {
             let (files, fingerprint) = state::read_policy_dir(dir)?;
-            docs.dir = state::parse_policy_dir(&files)
-                .map_err(|e| anyhow!("invalid policy in {}:\n{e}", dir.display()))?;
             docs.dir_fingerprint = fingerprint;
+            match state::parse_policy_dir(&files) {
+                Ok(parsed) => docs.dir = parsed,
+                // Not fatal: a crash loop would help nobody. The pinned datapath keeps the last
+                // policy until the directory is fixed.
+                Err(e) => {
+                    metrics.apply_result(false);
+                    warn!(dir = %dir.display(), "policy directory rejected, nothing from it is applied:\n{e}");
+                }
+            }
         }
         let installed = state.load_installed();
         let inner = Inner {
@@ -97,13 +107,14 @@ impl Agent {
             ctx: NodeContext::default(),
             installed,
             attached: BTreeMap::new(),
+            attach_errors: BTreeMap::new(),
         };
         let agent = Arc::new(Agent {
             config,
             inner: Mutex::new(inner),
             state,
             started: Instant::now(),
-            metrics: Metrics::new(),
+            metrics,
             events: events::EventHub::new(),
         });
         agent.reconcile()?;
@@ -121,11 +132,12 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Bring the datapath in line with the node: attach new interfaces, forget vanished ones,
-    /// re-read the policy directory, and install the policy if anything it depends on changed.
+    /// Bring the datapath in line with the node: re-read the policy directory, install the
+    /// policy if anything it depends on changed, then attach new interfaces and forget vanished
+    /// ones. The policy goes first, so a program is never attached to maps without it (an
+    /// upgrade to a new map layout starts from empty maps).
     pub fn reconcile(&self) -> Result<()> {
         let mut inner = self.lock();
-        self.reconcile_interfaces(&mut inner);
         if let Some(dir) = &self.config.policy_dir {
             match state::read_policy_dir(dir) {
                 Ok((files, fp)) if fp != inner.docs.dir_fingerprint => {
@@ -147,7 +159,9 @@ impl Agent {
             }
         }
         let cli = inner.docs.cli.clone();
-        match self.install(&mut inner, &cli, false) {
+        let installed = self.install(&mut inner, &cli, false);
+        self.reconcile_interfaces(&mut inner);
+        match installed {
             Ok(_) => Ok(()),
             Err(e) => {
                 warn!("{e:#}");
@@ -156,8 +170,32 @@ impl Agent {
         }
     }
 
+    /// The pod interfaces present now: name → ifindex.
+    fn pod_interfaces(&self) -> HashMap<String, u32> {
+        node::interfaces()
+            .into_iter()
+            .filter(|(name, _)| {
+                self.config.is_pod_interface(name)
+                    && self.config.uplink.as_deref() != Some(name.as_str())
+            })
+            .collect()
+    }
+
     fn reconcile_interfaces(&self, inner: &mut Inner) {
         let present = node::interfaces();
+        inner
+            .attach_errors
+            .retain(|name, _| present.contains_key(name));
+        if let Some(uplink) = &self.config.uplink {
+            if present.contains_key(uplink) {
+                inner.attach_errors.remove(uplink);
+            } else if !inner.attach_errors.contains_key(uplink) {
+                warn!(interface = %uplink, "the uplink interface does not exist");
+                inner
+                    .attach_errors
+                    .insert(uplink.clone(), "no such interface".into());
+            }
+        }
         // Forget vanished interfaces (their links died with them).
         let gone: Vec<u32> = inner
             .attached
@@ -190,8 +228,17 @@ impl Agent {
                 Ok(()) => {
                     info!(interface = %name, ifindex, ?role, "attached");
                     inner.attached.insert(*ifindex, (name.clone(), role));
+                    inner.attach_errors.remove(name);
                 }
-                Err(e) => warn!(interface = %name, "attach failed: {e}"),
+                Err(e) => {
+                    if inner
+                        .attach_errors
+                        .insert(name.clone(), e.to_string())
+                        .is_none()
+                    {
+                        warn!(interface = %name, "attach failed: {e}");
+                    }
+                }
             }
         }
     }
@@ -202,12 +249,7 @@ impl Agent {
         let set = inner.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
         let host = node::host_addresses()?;
         let routes = node::host_routes()?;
-        let pod_ifaces: HashMap<String, u32> = inner
-            .attached
-            .iter()
-            .filter(|(_, (_, role))| *role == Role::Pod)
-            .map(|(i, (n, _))| (n.clone(), *i))
-            .collect();
+        let pod_ifaces = self.pod_interfaces();
         let (endpoints, local) = state::local_endpoints(&set, &routes, &pod_ifaces);
         let ctx = state::node_context(host, local);
         // Compiling is a pure function of these inputs: skip it when nothing changed.
@@ -239,6 +281,7 @@ impl Agent {
             }
         };
         self.metrics.apply_result(true);
+        crate::metrics::rebase_rule_counters(&mut inner.dp, &inner.compiled.rules, &compiled.rules);
         info!(
             generation,
             rules = compiled.rules.len(),

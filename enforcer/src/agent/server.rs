@@ -23,6 +23,13 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
+    // A live socket belongs to another agent: refuse rather than steal it.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "{} is in use: another enforcer agent is running",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_file(path);
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;

@@ -168,6 +168,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// and the endpoints.
 pub fn digest(set: &PolicySet, ctx: &NodeContext, endpoints: &BTreeSet<(u32, IpAddr)>) -> u64 {
     let mut h = DefaultHasher::new();
+    // A new release may compile the same documents differently.
+    env!("CARGO_PKG_VERSION").hash(&mut h);
     for d in set.documents() {
         format!("{:?}", d.without_positions()).hash(&mut h);
     }

@@ -60,12 +60,14 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-fn config(args: &AgentArgs, socket: PathBuf) -> Result<AgentConfig> {
+fn config(args: &AgentArgs, socket: Option<PathBuf>) -> Result<AgentConfig> {
     let mut c = match &args.config {
         Some(p) => AgentConfig::from_file(p)?,
         None => AgentConfig::default(),
     };
-    c.socket = socket;
+    if let Some(socket) = socket {
+        c.socket = socket;
+    }
     if let Some(v) = &args.policy_dir {
         c.policy_dir = Some(v.clone());
     }
@@ -88,7 +90,7 @@ fn config(args: &AgentArgs, socket: PathBuf) -> Result<AgentConfig> {
     Ok(c)
 }
 
-pub fn run(args: &AgentArgs, socket: PathBuf) -> Result<()> {
+pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
     init_logging(args.log_format);
     let config = config(args, socket)?;
     if args.uninstall {

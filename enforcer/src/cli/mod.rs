@@ -23,9 +23,9 @@ use self::output::Format;
     about = "eBPF traffic enforcer for microservices: agent and CLI"
 )]
 pub struct Cli {
-    /// The agent's API socket.
-    #[arg(long, global = true, env = "ENFORCER_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    /// The agent's API socket [default: /run/enforcer/enforcer.sock].
+    #[arg(long, global = true, env = "ENFORCER_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,7 +69,7 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Service inventory from the observed flows, and FlowPolicies that allow exactly them.
+    /// Service inventory from the observed flows, and flow policies that allow exactly them.
     Suggest {
         /// Only flows seen in the last SECONDS.
         #[arg(long, value_name = "SECONDS")]
@@ -152,9 +152,16 @@ pub enum PolicyCommand {
 
 /// Run the command line; `Ok(false)` means "ran, but the answer is no" (exit 1).
 pub fn run(cli: Cli) -> Result<bool> {
-    let socket = cli.socket;
-    match cli.command {
-        Command::Agent(args) => agent::run(&args, socket)?,
+    let Cli {
+        socket: given,
+        command,
+    } = cli;
+    // The agent takes its socket from its config file unless given; clients use the default.
+    let socket = given
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
+    match command {
+        Command::Agent(args) => agent::run(&args, given)?,
         Command::Uninstall { bpffs } => {
             crate::agent::uninstall(&bpffs)?;
             println!(

@@ -97,7 +97,15 @@ pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
     match format {
         Format::Yaml => print!("{}", Document::to_yaml_stream(&docs)?),
         _ => print(format, &docs, || {
-            let mut t = Table::new(vec!["KIND", "NAME", "SERVICE", "MODE", "INGRESS", "EGRESS"]);
+            let mut t = Table::new(vec![
+                "KIND",
+                "NAME",
+                "SERVICE",
+                "MODE",
+                "INGRESS",
+                "EGRESS",
+                "ADDRESSES",
+            ]);
             for d in &docs {
                 match d {
                     Document::Workload(w) => t.row(vec![
@@ -105,12 +113,13 @@ pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
                         w.name.clone(),
                         w.service.clone(),
                         String::new(),
+                        String::new(),
+                        String::new(),
                         w.addresses
                             .iter()
                             .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(","),
-                        String::new(),
                     ]),
                     Document::FlowPolicy(p) => {
                         let count =
@@ -131,6 +140,7 @@ pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
                             p.mode.to_string(),
                             count(&p.ingress, &p.ingress_deny),
                             count(&p.egress, &p.egress_deny),
+                            String::new(),
                         ]);
                     }
                 }

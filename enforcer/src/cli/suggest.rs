@@ -643,8 +643,8 @@ mod tests {
     const SPOOF: (&str, &str) = ("10.99.0.1", "world");
 
     /// web → api TCP 8080 (twice, seen by both sides), api → db TCP 5432 (allowed by a rule),
-    /// api → world UDP 53, world → web TCP 443, host → api (health check), web → db denied, an
-    /// `ICMPv6` ping, a spoofed drop.
+    /// api → world UDP 53, world → web TCP 443, host → api (health check), api → host, web → db
+    /// denied, an `ICMPv6` ping, a spoofed drop.
     fn scenario() -> Vec<FlowEvent> {
         let mut v = Vec::new();
         for t in [1000, 2000] {
@@ -663,6 +663,13 @@ mod tests {
             "ingress allowed not_isolated",
         ));
         v.push(ev(5500, NODE, API, "TCP/8080", "ingress allowed host"));
+        v.push(ev(
+            5600,
+            API,
+            NODE,
+            "TCP/10250",
+            "egress allowed not_isolated",
+        ));
         v.push(ev(6000, WEB, DB, "TCP/5432", "egress allowed not_isolated"));
         let e = ev(6000, WEB, DB, "TCP/5432", "ingress denied default_deny");
         v.push(by(e, "default-deny", "db/ingress"));
@@ -699,7 +706,7 @@ mod tests {
     #[test]
     fn inventory_merges_sides_and_classifies_edges() {
         let edges = inventory(&scenario());
-        assert_eq!(edges.len(), 7, "{edges:#?}");
+        assert_eq!(edges.len(), 8, "{edges:#?}");
         let e = edge(&edges, "web", "api", "TCP/8080");
         assert_eq!((e.flows, e.first_seen_ms, e.last_seen_ms), (2, 1000, 2000));
         assert_eq!(e.status, EdgeStatus::Shadow);
@@ -804,6 +811,9 @@ spec: {service: db, addresses: [10.10.3.10]}
         assert_eq!(v("10.10.2.10", "198.51.100.7", Protocol::Udp, 53), "allow");
         assert_eq!(v("198.51.100.7", "10.10.1.10", Protocol::Tcp, 443), "allow");
         assert_eq!(v("fd00::10", "fd00::20", Protocol::Icmp, 128), "allow");
+        // A pod calling its node: a /32 of the node's address.
+        assert_eq!(v("10.10.2.10", "10.0.0.1", Protocol::Tcp, 10250), "allow");
+        assert_eq!(v("10.10.1.10", "10.0.0.1", Protocol::Tcp, 10250), "deny");
         // Host traffic needs no rule.
         assert_eq!(v("10.0.0.1", "10.10.2.10", Protocol::Tcp, 8080), "allow");
         // Not observed: denied.

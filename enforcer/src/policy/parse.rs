@@ -530,7 +530,9 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     // be ambiguous. Write the IPv4 CIDR instead.
     if let IpNet::V6(v6) = net {
         if prefix >= 96 && v6.network().to_ipv4_mapped().is_some() {
-            return Err(format!("{net} is IPv4-mapped IPv6 space; write the IPv4 CIDR instead"));
+            return Err(format!(
+                "{net} is IPv4-mapped IPv6 space; write the IPv4 CIDR instead"
+            ));
         }
     }
     Ok(net)

@@ -1,4 +1,4 @@
-//! `enforcer scenario --offline`: evaluates the probes of scenario files with the policy engine
+//! `cargo xtask scenario --offline`: evaluates the probes of scenario files with the policy engine
 //! alone ([`explain`], the reference semantics), no kernel, no namespaces.
 //!
 //! Each step, in order: its documents are applied on top of the scenario's Workloads

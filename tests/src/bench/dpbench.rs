@@ -70,12 +70,6 @@ fn rows(ep: &Endpoints, set: Set) -> Vec<Row> {
             if set == Set::Full && f == 0 {
                 // The reply direction of the flow the *other* hook judged: found by the first
                 // conntrack lookup.
-                let other = if program == programs::FROM_POD {
-                    programs::TO_POD
-                } else {
-                    programs::FROM_POD
-                };
-                let _ = other;
                 out.push(Row {
                     label: format!("established reply, TCP ACK, {v}"),
                     program,
@@ -202,11 +196,13 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
             continue;
         };
         let est_frame = ack(ep.web[0], ep.api[0], 40_000, 8080);
+        let denied_frame = syn(ep.web[0], ep.other[0], 40_002, 8080);
         let (web, api) = (ep.web[0], ep.api[0]);
         let nf = measure_new_flows(
             &mut b,
             program,
             &est_frame,
+            &denied_frame,
             |sport| syn(web, api, sport, 8080),
             cfg.pairs,
         )?;
@@ -248,16 +244,15 @@ fn table_rows(s: &SizeResult, out: &mut String) {
         }
     };
     for program in [programs::FROM_POD, programs::TO_POD, programs::XDP_POD] {
-        for (p, nf, cost, ratio) in &s.new_flows {
+        for (p, _, cost, ratio) in &s.new_flows {
             if *p == program {
                 let _ = writeln!(
                     out,
-                    "| `{p}` ({}) | new allowed flow, TCP SYN, IPv4 ¹ | {} | **{}** |",
+                    "| `{p}` ({}) | {NEW_LABEL} | {} | **{}** |",
                     hook(p),
                     cost.value(1),
                     ratio.ratio()
                 );
-                let _ = nf;
             }
         }
         for r in s.rows.iter().filter(|r| r.program == program) {
@@ -310,9 +305,10 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
         .iter()
         .map(|(p, nf, _, _)| {
             format!(
-                "`{p}`: {} pairs, single-run new {:.0} ns, established {:.0} ns, empty {:.0} ns (medians), extra {:.1} ns [IQR {:.1}–{:.1}]",
-                nf.pairs, nf.single_new.median, nf.single_est.median, nf.single_empty.median,
-                nf.extra.median, nf.extra.q1, nf.extra.q3
+                "`{p}`: {} pairs; single runs (medians): new {:.0} ns, established {:.0} ns, denied {:.0} ns, empty {:.0} ns; \
+                 extra {:.0} ns [IQR {:.0}–{:.0}]",
+                nf.pairs, nf.single_new.median, nf.single_est.median, nf.single_denied.median,
+                nf.single_empty.median, nf.extra.median, nf.extra.q1, nf.extra.q3
             )
         })
         .collect::<Vec<_>>()
@@ -386,6 +382,7 @@ pub fn scale_identities(rules: usize) -> usize {
 /// slot, and every workload address plus the node's take one.
 pub const SCALE_MAX_IDENTITIES: usize = 50_000;
 
+#[expect(clippy::too_many_lines, reason = "one report, read top to bottom")]
 pub fn run_scale(cfg: &Config) -> Result<Section> {
     eprintln!(
         "scale: sizes {:?}, {} repeats × {} trials",
@@ -398,40 +395,27 @@ pub fn run_scale(cfg: &Config) -> Result<Section> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "The same programs and packets at growing policy sizes; for each size a fresh datapath is loaded and the generated \
-         policy installed (see [generated policies](#generated-policies)). `repeat = {}`, {} trials per cell; each cell is \
-         the median ratio to the empty program of the hook (trial by trial), and the last column divides it by the same \
-         cell at the smallest size (range: extremes of both).\n",
-        cfg.repeat, cfg.trials
+        "The same programs and packets at growing policy sizes: for each size a fresh datapath is loaded and the \
+         generated policy installed (see [generated policies](#generated-policies)); the flows under test are judged \
+         against all of it. `repeat = {}`, {} trials per figure. \"÷ empty\": median ratio to the empty program of the \
+         hook, trial by trial; \"÷ {} rules\": that ratio divided by the same packet's at the smallest size (range: \
+         from the extremes of both).\n",
+        cfg.repeat, cfg.trials, sizes[0].rules
     );
     let _ = writeln!(
         md,
-        "| packet | {} |",
-        sizes
-            .iter()
-            .map(|s| format!(
-                "{} rules / {} ids ({} entries)",
-                s.rules, s.identities, s.policy_entries
-            ))
-            .collect::<Vec<_>>()
-            .join(" | ")
+        "| packet | rules / identities (`POLICY` entries) | ns/packet | ÷ empty | ÷ {} rules |",
+        sizes[0].rules
     );
-    let _ = writeln!(md, "|---|{}", "---|".repeat(sizes.len()));
-    // Rows: per (program, label) across sizes; plus new flows.
+    let _ = writeln!(md, "|---|---|---|---|---|");
     let mut keys: Vec<(&'static str, String)> = sizes[0]
-        .rows
+        .new_flows
         .iter()
-        .map(|r| (r.program, r.label.clone()))
+        .map(|(p, ..)| (*p, NEW_LABEL.to_string()))
         .collect();
-    keys.splice(
-        0..0,
-        sizes[0]
-            .new_flows
-            .iter()
-            .map(|(p, ..)| (*p, "new allowed flow, TCP SYN, IPv4 ¹".to_string())),
-    );
+    keys.extend(sizes[0].rows.iter().map(|r| (r.program, r.label.clone())));
     let cell = |s: &SizeResult, program: &str, label: &str| -> Option<(Summary, Summary)> {
-        if label.starts_with("new allowed") {
+        if label == NEW_LABEL {
             s.new_flows
                 .iter()
                 .find(|(p, ..)| *p == program)
@@ -443,71 +427,77 @@ pub fn run_scale(cfg: &Config) -> Result<Section> {
                 .map(|r| (r.cost, r.ratio))
         }
     };
-    let mut growth: Vec<(String, Summary, usize)> = Vec::new();
+    // (packet, growth at the 10 000-rule size)
+    let mut growth: Vec<(String, Summary)> = Vec::new();
     for (program, label) in &keys {
-        let mut cells = Vec::new();
-        let base = cell(&sizes[0], program, label);
+        let Some((_, base)) = cell(&sizes[0], program, label) else {
+            continue;
+        };
         for s in &sizes {
-            match (cell(s, program, label), base) {
-                (Some((c, r)), Some((_, br))) => {
-                    let g = ratio_of(&r, &br);
-                    cells.push(format!(
-                        "{:.1} ns, {:.2}× empty; **{:.2}×** size {} ({:.2}–{:.2})",
-                        c.median, r.median, g.median, sizes[0].rules, g.min, g.max
-                    ));
-                    growth.push((format!("`{program}` {label}"), g, s.rules));
-                }
-                _ => cells.push("–".into()),
+            let Some((c, r)) = cell(s, program, label) else {
+                continue;
+            };
+            let g = ratio_of(&r, &base);
+            let _ = writeln!(
+                md,
+                "| `{program}` {label} | {} / {} ({}) | {:.1} | {:.2}× | **{}** |",
+                s.rules,
+                s.identities,
+                s.policy_entries,
+                c.median,
+                r.median,
+                g.ratio()
+            );
+            if s.rules == 10_000 {
+                growth.push((format!("`{program}` {label}"), g));
             }
         }
-        let _ = writeln!(md, "| `{program}` {label} | {} |", cells.join(" | "));
     }
     let _ = writeln!(
         md,
-        "\n¹ New allowed flows as in the `datapath` section (established cost + single-run extra), {} pairs per size.\n",
+        "\n¹ New allowed flows as in `datapath` (established cost + single-run extra, {} pairs per size).\n",
         cfg.pairs
     );
-    let over_cap: Vec<usize> = cfg
-        .sizes
-        .iter()
-        .copied()
-        .filter(|n| *n > SCALE_MAX_IDENTITIES)
-        .collect();
-    if !over_cap.is_empty() {
+    if cfg.sizes.iter().any(|n| *n > SCALE_MAX_IDENTITIES) {
         let _ = writeln!(
             md,
-            "Sizes above {SCALE_MAX_IDENTITIES} use {SCALE_MAX_IDENTITIES} identities: `IDENTITIES` holds {} entries per slot, \
-             so 100 000 identities cannot be installed (`Datapath::install` refuses with a capacity error before writing \
-             anything; see `controlplane`). The rules still grow to the full count (several rules per service).\n",
+            "Sizes above {SCALE_MAX_IDENTITIES} rules use {SCALE_MAX_IDENTITIES} identities (several rules per service): \
+             `IDENTITIES` holds {} entries per slot (`enforcer-common/src/maps.rs`), so 100 000 identities cannot be \
+             installed (`Datapath::install` refuses with a capacity error before writing anything).\n",
             enforcer_common::IDENTITY_CAPACITY
         );
     }
+    let _ = writeln!(
+        md,
+        "What grows: a packet of an established flow makes no policy lookup and stays flat. A new or denied flow makes \
+         two identity lookups (hash: flat) and one or two `POLICY` lookups; `POLICY` is an LPM trie, whose lookup walks \
+         more nodes as it fills, so the judgment is not O(1) in the number of rules. To see it: `perf record -a` while \
+         `ENFORCER_BENCH_ONLY='from_pod denied' bench datapath` runs (the variable selects rows) puts the kernel's \
+         `trie_lookup_elem` about as high as the program's own JITed code.\n"
+    );
     let mut goals = Vec::new();
-    if let Some(i10k) = sizes.iter().position(|s| s.rules == 10_000) {
-        let judged: Vec<&(String, Summary, usize)> =
-            growth.iter().filter(|(_, _, n)| *n == 10_000).collect();
-        let worst = judged
-            .iter()
-            .max_by(|a, b| a.1.median.total_cmp(&b.1.median));
-        if let Some((label, g, _)) = worst {
-            let _ = i10k;
-            goals.push(Goal {
-                name: format!("cost(10 000)/cost({}) ≤ 1.10", sizes[0].rules),
-                measured: format!(
-                    "worst packet kind: {label} {:.2}× ({:.2}–{:.2}); all kinds: {}",
-                    g.median,
-                    g.min,
-                    g.max,
-                    judged
-                        .iter()
-                        .map(|(_, g, _)| format!("{:.2}", g.median))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                met: g.median <= 1.10,
-                limit: String::new(),
-            });
-        }
+    if let Some((label, g)) = growth
+        .iter()
+        .max_by(|a, b| a.1.median.total_cmp(&b.1.median))
+    {
+        goals.push(Goal {
+            name: format!("cost(10 000 rules) ÷ cost({} rules) ≤ 1.10", sizes[0].rules),
+            measured: format!(
+                "worst: {label} {}; all packets: {}",
+                g.ratio(),
+                growth
+                    .iter()
+                    .map(|(l, g)| format!("{l} {:.2}×", g.median))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            met: g.median <= 1.10,
+            limit: if g.median <= 1.10 {
+                String::new()
+            } else {
+                "the `POLICY` LPM trie lookups of the judgment grow with the trie (established packets, which skip them, stay flat)".into()
+            },
+        });
     }
     let data = sizes
         .iter()
@@ -527,3 +517,5 @@ pub fn run_scale(cfg: &Config) -> Result<Section> {
         data,
     })
 }
+
+const NEW_LABEL: &str = "new allowed flow, TCP SYN, IPv4 ¹";

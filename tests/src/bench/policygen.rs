@@ -77,6 +77,7 @@ fn service_addr(s: usize, ep: &Endpoints) -> IpAddr {
 }
 
 /// Generate `rules` rules (at least 3) over `identities` services (at least 4).
+#[expect(clippy::too_many_lines, reason = "one generator, read top to bottom")]
 pub fn generate(rules: usize, identities: usize, ep: &Endpoints) -> Result<Generated> {
     let services = identities.max(4);
     let rules = rules.max(3);
@@ -91,7 +92,7 @@ pub fn generate(rules: usize, identities: usize, ep: &Endpoints) -> Result<Gener
         if peer == s {
             peer = (peer + 1) % services;
         }
-        let ingress = s % 2 == 0;
+        let ingress = s.is_multiple_of(2);
         let port = 1024 + u16::try_from(j % 60_000).expect("below 60000");
         per_service[s].push((ingress, peer, port));
         let (src, dst) = if ingress { (peer, s) } else { (s, peer) };
@@ -122,7 +123,7 @@ pub fn generate(rules: usize, identities: usize, ep: &Endpoints) -> Result<Gener
         "[{{protocol: TCP, port: {}}}, {{protocol: TCP, port: {}}}, {{protocol: UDP, port: {ALLOWED_UDP}}}]",
         ALLOWED_TCP[0], ALLOWED_TCP[1]
     );
-    for s in 0..services {
+    for (s, generic_rules) in per_service.iter().enumerate() {
         let mut addrs = vec![service_addr(s, ep).to_string()];
         match s {
             0 => addrs.push(format!("\"{}\"", ep.web[1])),
@@ -147,7 +148,7 @@ pub fn generate(rules: usize, identities: usize, ep: &Endpoints) -> Result<Gener
                 "{{from: [{{service: svc-0}}], ports: {web_api_ports}}}"
             ));
         }
-        for (is_ingress, peer, port) in &per_service[s] {
+        for (is_ingress, peer, port) in generic_rules {
             if *is_ingress {
                 ingress.push(format!(
                     "{{from: [{{service: svc-{peer}}}], ports: [{{protocol: TCP, port: {port}}}]}}"
@@ -201,7 +202,7 @@ pub fn api_policy_yaml(extra_tcp_port: Option<u16>) -> String {
 /// local.
 pub fn test_context(ep: &Endpoints) -> NodeContext {
     NodeContext {
-        host_addresses: Default::default(),
+        host_addresses: std::collections::BTreeSet::default(),
         local_addresses: ep
             .web
             .iter()

@@ -189,24 +189,14 @@ pub fn write(
         }
         fs::write(&svg_path, plot(&data))?;
     }
-    let report = assemble(cfg, machine, &dir, svg_link, svg_path.exists())?;
-    let out = if cfg.quick {
-        cfg.out.join("BENCHMARKS.md")
-    } else {
-        cfg.out.join("BENCHMARKS.md")
-    };
+    let report = assemble(cfg, machine, &dir, svg_link, svg_path.exists());
+    let out = cfg.out.join("BENCHMARKS.md");
     fs::write(&out, report).with_context(|| format!("write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
 
-fn assemble(
-    cfg: &Config,
-    machine: &Machine,
-    dir: &Path,
-    svg_link: &str,
-    has_plot: bool,
-) -> Result<String> {
+fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plot: bool) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     if cfg.quick {
@@ -302,7 +292,7 @@ fn assemble(
         }
     }
     md.push_str(GENERATED_POLICIES);
-    Ok(md)
+    md
 }
 
 const GENERATED_POLICIES: &str = "## Generated policies
@@ -325,6 +315,7 @@ dport` elements (and one rule looking up the reversed tuple for replies).
 
 /// Hand-written SVG: per-packet cost relative to no filter against rules, log-log, one panel
 /// per traffic kind, plus the `BPF_PROG_TEST_RUN` judgment cost of the enforcer.
+#[expect(clippy::too_many_lines, reason = "one drawing, read top to bottom")]
 pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
     let panels: [(&str, &str, bool); 3] = [
         ("udp", "UDP 64-byte packets/s: cost vs no filter", true),
@@ -346,8 +337,8 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">
-<rect width="100%" height="100%" fill="white"/>"##
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>"#
     );
     for (i, (prefix, title, invert)) in panels.iter().enumerate() {
         let x0 = pw * i as f64;
@@ -422,7 +413,7 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
         }
         let mut e = ymin;
         while e <= ymax + 1e-9 {
-            for m in [1.0, 2.0, 5.0] {
+            for (m, major) in [(1.0, true), (2.0, false), (5.0, false)] {
                 let v = m * 10f64.powf(e);
                 if v.log10() > ymax + 1e-9 {
                     continue;
@@ -430,8 +421,8 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
                 let y = sy(v);
                 let _ = writeln!(
                     svg,
-                    r##"<line x1="{left}" y1="{y}" x2="{right}" y2="{y}" stroke="{}"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-                    if m == 1.0 { "#ccc" } else { "#eee" },
+                    r#"<line x1="{left}" y1="{y}" x2="{right}" y2="{y}" stroke="{}"/><text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                    if major { "#ccc" } else { "#eee" },
                     left - 4.0,
                     y + 4.0,
                     fmt_value(v)
@@ -442,7 +433,7 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
         let _ = writeln!(
             svg,
             r#"<text x="{}" y="{}" text-anchor="middle">rules</text>"#,
-            (left + right) / 2.0,
+            f64::midpoint(left, right),
             bottom + 30.0
         );
         for (j, (name, values)) in series.iter().enumerate() {

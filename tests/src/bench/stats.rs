@@ -1,7 +1,5 @@
 //! Medians and spreads of repeated measurements.
 
-use std::fmt::Write as _;
-
 /// Median, quartiles and extremes of a set of samples.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Summary {
@@ -19,10 +17,15 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor();
-    let hi = pos.ceil();
-    let (l, h) = (sorted[lo as usize], sorted[hi as usize]);
-    l + (h - l) * (pos - lo)
+    // 0 ≤ pos ≤ len - 1: the casts neither truncate nor lose a sign.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "0 <= pos <= len - 1"
+    )]
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let (l, h) = (sorted[lo], sorted[hi]);
+    l + (h - l) * (pos - pos.floor())
 }
 
 pub fn summarize(samples: &[f64]) -> Summary {
@@ -59,25 +62,6 @@ impl Summary {
             d = digits
         )
     }
-
-    /// `12.3 [IQR 11.9–13.0]` with `digits` decimals.
-    pub fn value_iqr(&self, digits: usize) -> String {
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            "{:.d$} [IQR {:.d$}–{:.d$}]",
-            self.median,
-            self.q1,
-            self.q3,
-            d = digits
-        );
-        s
-    }
-}
-
-/// The median of `samples`.
-pub fn median(samples: &[f64]) -> f64 {
-    summarize(samples).median
 }
 
 /// The ratio of medians `a / b` with the widest range the extremes allow.

@@ -11,7 +11,6 @@ use aya::{
 };
 use enforcer::{datapath::Datapath, policy::Compiled};
 use enforcer_common::{maps::names, programs};
-use enforcer_tests::frames::{Frame, L4};
 
 use super::{
     policygen::Endpoints,
@@ -185,11 +184,8 @@ pub struct RowResult {
     pub program: &'static str,
     /// ns per packet.
     pub cost: Summary,
-    /// ns per packet of the empty program of the same hook.
-    pub empty: Summary,
     /// cost / empty, trial by trial.
     pub ratio: Summary,
-    pub cost_samples: Vec<f64>,
     pub empty_samples: Vec<f64>,
 }
 
@@ -224,9 +220,7 @@ pub fn measure_row(b: &mut Bench, row: &Row, repeat: u32, trials: usize) -> Resu
         label: row.label.clone(),
         program: row.program,
         cost: summarize(&costs),
-        empty: summarize(&empties),
         ratio: summarize(&ratios(&costs, &empties)),
-        cost_samples: costs,
         empty_samples: empties,
     })
 }
@@ -241,6 +235,8 @@ pub struct NewFlow {
     pub extra: Summary,
     pub single_new: Summary,
     pub single_est: Summary,
+    /// Single runs of a denied SYN (full judgment and event, no conntrack insert).
+    pub single_denied: Summary,
     pub single_empty: Summary,
     pub pairs: usize,
 }
@@ -249,12 +245,14 @@ pub fn measure_new_flows(
     b: &mut Bench,
     program: &'static str,
     established: &[u8],
+    denied: &[u8],
     new_flow: impl Fn(u16) -> Vec<u8>,
     pairs: usize,
 ) -> Result<NewFlow> {
     let empty = empty_of(hook_of(program));
     b.run(program, established, 1)?;
-    let (mut extra, mut new, mut est, mut emp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut extra, mut new, mut est, mut emp, mut den) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let ns = |d: Duration| d.as_secs_f64() * 1e9;
     for i in 0..pairs {
         let sport = 41_000 + u16::try_from(i % 24_000).expect("small");
@@ -262,14 +260,18 @@ pub fn measure_new_flows(
         let (r_new, d_new) = b.run(program, &frame, 1)?;
         let (r_est, d_est) = b.run(program, established, 1)?;
         let (_, d_emp) = b.run(empty, established, 1)?;
-        if r_new != TC_PASS || r_est != TC_PASS {
-            bail!("{program}: new flow returned {r_new}, established {r_est}; both should pass");
+        let (r_den, d_den) = b.run(program, denied, 1)?;
+        if r_new != TC_PASS || r_est != TC_PASS || r_den != TC_SHOT {
+            bail!(
+                "{program}: new flow returned {r_new}, established {r_est}, denied {r_den}: not the paths meant"
+            );
         }
+        den.push(ns(d_den));
         extra.push(ns(d_new) - ns(d_est));
         new.push(ns(d_new));
         est.push(ns(d_est));
         emp.push(ns(d_emp));
-        if i % 4_096 == 4_095 {
+        if i % 2_048 == 2_047 {
             b.drain();
         }
     }
@@ -278,6 +280,7 @@ pub fn measure_new_flows(
         extra: summarize(&extra),
         single_new: summarize(&new),
         single_est: summarize(&est),
+        single_denied: summarize(&den),
         single_empty: summarize(&emp),
         pairs,
     })
@@ -293,29 +296,5 @@ pub fn new_flow_cost(est: &Summary, nf: &NewFlow) -> Summary {
         q3: est.q3 + nf.extra.q3,
         min: est.min + nf.extra.q1,
         max: est.max + nf.extra.q3,
-    }
-}
-
-/// Frames of the benchmark flows.
-pub struct Frames {
-    pub ep: Endpoints,
-}
-
-impl Frames {
-    pub fn syn(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
-        Frame::tcp_syn(src, dst, sport, dport).build()
-    }
-
-    pub fn ack(&self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
-        Frame::new(
-            src,
-            dst,
-            L4::Tcp {
-                sport,
-                dport,
-                flags: 0x10,
-            },
-        )
-        .build()
     }
 }

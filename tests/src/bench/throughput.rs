@@ -11,7 +11,7 @@ use std::{
     fmt::Write as _,
     io::Write as _,
     net::IpAddr,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::Arc,
     thread,
     time::{Duration, Instant},
@@ -351,9 +351,9 @@ fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
                 };
                 let v = if udp {
                     let packets = json_number(sum, "packets").unwrap_or(f64::NAN);
-                    let lost = json_number(sum, "lost_packets").unwrap_or(0.0);
+                    let missing = json_number(sum, "lost_packets").unwrap_or(0.0);
                     let secs = json_number(sum, "seconds").unwrap_or(f64::NAN);
-                    (packets - lost) / secs
+                    (packets - missing) / secs
                 } else {
                     json_number(sum, "bits_per_second").unwrap_or(f64::NAN)
                 };
