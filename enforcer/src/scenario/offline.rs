@@ -236,7 +236,7 @@ pub fn evaluate_probe(scenario: &Scenario, set: &PolicySet, probe: &Probe) -> (O
         Verdict::Audit => Expect::Audit,
         Verdict::Allow => match probe.rate_per_second {
             None => Expect::Allow,
-            Some(rate) => match binding_rate_limit(set, &explanation, rate) {
+            Some(rate) => match binding_rate_limit(set, &explanation, rate, flow.dst.is_ipv6()) {
                 Some(limit) => {
                     detail = format!("{detail}, {}", describe_limit(&limit));
                     Expect::RateLimited
@@ -272,6 +272,7 @@ pub fn binding_rate_limit(
     set: &PolicySet,
     explanation: &Explanation,
     rate: u64,
+    ipv6: bool,
 ) -> Option<RateLimit> {
     let index: usize = explanation
         .rule
@@ -282,11 +283,15 @@ pub fn binding_rate_limit(
         .ok()?;
     let policy = set.policies.get(explanation.policy.as_deref()?)?;
     let limit = policy.ingress.as_ref()?.get(index)?.rate_limit?;
-    let binds = match limit.packets_per_second {
-        Some(pps) => u128::from(pps) * 20 <= u128::from(rate) * 21,
-        None => true,
-    };
-    binds.then_some(limit)
+    // The live runner sends UDP datagrams with 64-byte payloads: 92 IP bytes (112 over IPv6).
+    let packet_bytes: u128 = if ipv6 { 112 } else { 92 };
+    let binds_pps = limit
+        .packets_per_second
+        .is_some_and(|pps| u128::from(pps) * 20 <= u128::from(rate) * 21);
+    let binds_bps = limit
+        .bytes_per_second
+        .is_some_and(|bps| u128::from(bps) * 20 <= u128::from(rate) * packet_bytes * 21);
+    (binds_pps || binds_bps).then_some(limit)
 }
 
 #[cfg(test)]

@@ -395,20 +395,20 @@ fn read_rate_fields(
         ctx.int(n, &p.child("ratePerSecond"), 1, i128::from(u64::MAX))
             .and_then(|i| u64::try_from(i).ok())
     });
-    if expect == Some(Expect::RateLimited) {
+    // A rate probe (packets sent at a rate) needs both; `expect: rate_limited` needs a rate probe,
+    // and any other expectation may use one too (e.g. `allow`: a load under the limit passes).
+    let is_rate_probe = p.entry("packets").is_some() || p.entry("ratePerSecond").is_some();
+    if expect == Some(Expect::RateLimited) || is_rate_probe {
         for key in ["packets", "ratePerSecond"] {
             if p.entry(key).is_none() {
-                ctx.error(
-                    p.anchor(),
-                    format!("{path}: a rate_limited probe needs `{key}`"),
-                );
+                let what = if expect == Some(Expect::RateLimited) {
+                    "a rate_limited probe"
+                } else {
+                    "a rate probe"
+                };
+                ctx.error(p.anchor(), format!("{path}: {what} needs `{key}`"));
             }
         }
-    } else if let (Some(_), Some((key, _))) = (expect, p.entry("ratePerSecond")) {
-        ctx.error(
-            key.pos,
-            format!("{path}: ratePerSecond is only allowed with expect: rate_limited"),
-        );
     }
     (packets, rate)
 }
@@ -624,7 +624,7 @@ steps:
         rejects(
             &with_probes("      - {from: a, to: b, port: 80, expect: allow, ratePerSecond: 10}\n"),
             7,
-            "only allowed with expect: rate_limited",
+            "a rate probe needs `packets`",
         );
         rejects(&with_probes("      - {from: a, to: b, port: 80, expect: rate_limited, packets: 0, ratePerSecond: 5}\n"), 7, "out of range");
         rejects(
