@@ -538,8 +538,30 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     Ok(())
 }
 
-/// Every alert rule loads and evaluates against the real series; every dashboard query is valid
-/// `PromQL`, and the per-service ones find the api's denials.
+/// The example queries of docs/metrics.md: in `promql` code blocks, each after its `#` comment.
+fn doc_queries() -> Result<Vec<String>> {
+    let docs = std::fs::read_to_string(repo().join("docs/metrics.md"))?;
+    let mut out = Vec::new();
+    for block in docs.split("```promql\n").skip(1) {
+        let block = block.split("```").next().unwrap_or_default();
+        let mut query = String::new();
+        for line in block.lines().chain([""]) {
+            if line.trim().is_empty() || line.starts_with('#') {
+                if !query.trim().is_empty() {
+                    out.push(std::mem::take(&mut query));
+                }
+            } else {
+                query.push_str(line);
+                query.push('\n');
+            }
+        }
+    }
+    ensure!(out.len() >= 10, "few example queries found: {out:?}");
+    Ok(out)
+}
+
+/// Every alert rule loads and evaluates against the real series; every dashboard and docs query
+/// is valid `PromQL`, and the per-service ones find the api's denials.
 fn check_rules_and_dashboard(prom: &Prometheus) -> Result<()> {
     let unhealthy = wait_for(
         "the alert rules to evaluate",
@@ -562,7 +584,7 @@ fn check_rules_and_dashboard(prom: &Prometheus) -> Result<()> {
         },
     )?;
     ensure!(unhealthy.is_empty(), "rules failing: {unhealthy:?}");
-    for expr in dashboard_queries()? {
+    for expr in dashboard_queries()?.into_iter().chain(doc_queries()?) {
         let q = expr
             .replace("$__rate_interval", "1m")
             .replace("$__range", "5m")
