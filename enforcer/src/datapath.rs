@@ -12,7 +12,7 @@ use std::{
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapError, PerCpuArray},
     programs::{
-        links::{FdLink, PinnedLink},
+        links::{FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
         LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -190,13 +190,7 @@ impl Datapath {
         let pin = self.migrated_pin(ifindex, name)?;
         let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
-            let link: SchedClassifierLink =
-                adopt_link(path)?
-                    .try_into()
-                    .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+            let link: SchedClassifierLink = adopt_link(path)?;
             prog.attach_to_link(link).map_err(prog_err(name))?;
             return Ok(());
         }
@@ -208,22 +202,7 @@ impl Datapath {
             )
             .map_err(prog_err(name))?;
         if let Some(path) = pin {
-            let link = prog.take_link(id).map_err(prog_err(name))?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            fd.pin(&path).map_err(|e| DatapathError::Link {
-                path: path.clone(),
-                message: format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ),
-            })?;
+            pin_link(prog.take_link(id).map_err(prog_err(name))?, &path)?;
         }
         Ok(())
     }
@@ -249,13 +228,7 @@ impl Datapath {
         let pin = self.migrated_pin(ifindex, name)?;
         let prog: &mut Xdp = program(&mut self.ebpf, name)?;
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
-            let link: XdpLink =
-                adopt_link(path)?
-                    .try_into()
-                    .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
+            let link: XdpLink = adopt_link(path)?;
             prog.attach_to_link(link).map_err(prog_err(name))?;
             return Ok(());
         }
@@ -263,22 +236,7 @@ impl Datapath {
             .attach(ifname, XdpMode::default())
             .map_err(prog_err(name))?;
         if let Some(path) = pin {
-            let link = prog.take_link(id).map_err(prog_err(name))?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| DatapathError::Link {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            fd.pin(&path).map_err(|e| DatapathError::Link {
-                path: path.clone(),
-                message: format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ),
-            })?;
+            pin_link(prog.take_link(id).map_err(prog_err(name))?, &path)?;
         }
         Ok(())
     }
@@ -579,12 +537,26 @@ fn cidr_key(slot: u32, addr: &[u8; 16]) -> CidrKeyData {
     data
 }
 
-fn adopt_link(path: &Path) -> Result<FdLink> {
-    let pinned = PinnedLink::from_pin(path).map_err(|e| DatapathError::Link {
+/// A link error with its cause (aya's errors keep the OS error in `source()`).
+fn link_error(path: &Path, e: &dyn std::error::Error) -> DatapathError {
+    let cause = e.source().map(|c| format!(": {c}")).unwrap_or_default();
+    DatapathError::Link {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    Ok(FdLink::from(pinned))
+        message: format!("{e}{cause}"),
+    }
+}
+
+/// Open a pinned link as the link type of a program (to swap that program in).
+fn adopt_link<L: TryFrom<FdLink, Error = LinkError>>(path: &Path) -> Result<L> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| link_error(path, &e))?;
+    L::try_from(FdLink::from(pinned)).map_err(|e| link_error(path, &e))
+}
+
+/// Pin a link we just attached, so it outlives this process.
+fn pin_link<L: TryInto<FdLink, Error = LinkError>>(link: L, path: &Path) -> Result<()> {
+    let fd: FdLink = link.try_into().map_err(|e| link_error(path, &e))?;
+    fd.pin(path).map_err(|e| link_error(path, &e))?;
+    Ok(())
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>

@@ -40,6 +40,7 @@ pub mod ratelimit_bench;
 mod server;
 mod sock;
 mod stream;
+pub mod testrun;
 mod topology;
 
 pub use cmd::{run_checked, run_stdout};

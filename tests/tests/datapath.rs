@@ -1,12 +1,8 @@
 //! Datapath truth tables through `BPF_PROG_TEST_RUN`: hand-built frames through the real programs
 //! with a real compiled policy in the maps. Fast and exact; needs root (skipped otherwise).
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::net::IpAddr;
 
-use aya::{
-    programs::{SchedClassifier, Xdp},
-    TestRun, TestRunOptions,
-};
 use enforcer::{
     datapath::Datapath,
     policy::{compile, parse::parse_documents, NodeContext, PolicySet},
@@ -15,14 +11,10 @@ use enforcer_common::{
     counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_MALFORMED,
     REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_DENY,
 };
-use enforcer_tests::frames::{arp_request, icmp_unreachable, Frame, L4};
-
-const TC_PASS: u32 = u32::MAX; // TC_ACT_UNSPEC (-1): on to the next tcx program
-const TC_SHOT: u32 = 2;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-/// `BPF_PROG_TEST_RUN` runs the program as if on loopback.
-const TEST_IFINDEX: u32 = 1;
+use enforcer_tests::{
+    frames::{arp_request, icmp_unreachable, Frame, L4},
+    testrun::{run_tc, run_xdp, test_endpoints, TC_PASS, TC_SHOT, XDP_DROP, XDP_PASS},
+};
 
 const POLICY: &str = r#"
 apiVersion: enforcer/v1
@@ -84,49 +76,17 @@ impl Harness {
         let compiled = compile(&set, &NodeContext::default());
         let mut dp = Datapath::load(None).expect("load eBPF object");
         // Every workload address is "local" behind the test interface (loopback).
-        let endpoints: BTreeSet<(u32, IpAddr)> = set
-            .workloads
-            .values()
-            .flat_map(|w| w.addresses.iter().map(|a| (TEST_IFINDEX, *a)))
-            .collect();
+        let endpoints = test_endpoints(&set);
         dp.install(&compiled, &endpoints).expect("install policy");
         Some(Harness { dp })
     }
 
     fn tc(&self, name: &str, frame: &[u8]) -> u32 {
-        let prog: &SchedClassifier = self
-            .dp
-            .ebpf()
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
-        let mut out = vec![0u8; frame.len() + 64];
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("test run")
-        .return_value
+        run_tc(&self.dp, name, frame)
     }
 
     fn xdp(&self, name: &str, frame: &[u8]) -> u32 {
-        let prog: &Xdp = self
-            .dp
-            .ebpf()
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let mut out = vec![0u8; frame.len() + 64];
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("test run")
-        .return_value
+        run_xdp(&self.dp, name, frame)
     }
 
     /// Both sides of a new flow: the source's egress (`from_pod`), then the destination's ingress
@@ -442,11 +402,7 @@ fn a_new_generation_rejudges_established_flows() {
     let docs = parse_documents("test.yaml", &POLICY.replace("port: 8080", "port: 8081"))
         .expect("valid policy");
     let set = PolicySet::from_documents(docs).expect("valid set");
-    let endpoints: BTreeSet<(u32, IpAddr)> = set
-        .workloads
-        .values()
-        .flat_map(|w| w.addresses.iter().map(|a| (TEST_IFINDEX, *a)))
-        .collect();
+    let endpoints = test_endpoints(&set);
     h.dp.install(&compile(&set, &NodeContext::default()), &endpoints)
         .expect("install");
     assert_eq!(h.flow(&ack), TC_SHOT, "re-judged under the new generation");

@@ -3,10 +3,9 @@
 //! scenario's policy compiled into the maps — the source's egress in `from_pod`, the
 //! destination's ingress in `to_pod` — and must give the scenario's expected verdict.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use aya::{programs::SchedClassifier, TestRun, TestRunOptions};
 use enforcer::{
     datapath::Datapath,
     policy::{compile, PolicySet, Protocol},
@@ -17,26 +16,10 @@ use enforcer::{
     },
 };
 use enforcer_common::{programs, VERDICT_AUDIT};
-use enforcer_tests::frames::{Frame, L4};
-
-const TC_PASS: u32 = u32::MAX;
-const TEST_IFINDEX: u32 = 1;
-
-fn run_tc(dp: &Datapath, name: &str, frame: &[u8]) -> Result<u32> {
-    let prog: &SchedClassifier = dp
-        .ebpf()
-        .program(name)
-        .ok_or_else(|| anyhow!("no {name}"))?
-        .try_into()?;
-    let mut out = vec![0u8; frame.len() + 64];
-    Ok(prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })?
-        .return_value)
-}
+use enforcer_tests::{
+    frames::{Frame, L4},
+    testrun::{run_tc, test_endpoints, TC_PASS},
+};
 
 fn audit_packets(dp: &Datapath) -> Result<u64> {
     Ok(dp
@@ -58,12 +41,7 @@ impl Runner {
         let (flow, node) = probe_flow(scenario, probe).map_err(|e| anyhow!(e))?;
         let ctx = node_context(scenario, node);
         let compiled = compile(set, &ctx);
-        let endpoints: BTreeSet<(u32, IpAddr)> = set
-            .workloads
-            .values()
-            .flat_map(|w| w.addresses.iter().map(|a| (TEST_IFINDEX, *a)))
-            .collect();
-        self.dp.install(&compiled, &endpoints)?;
+        self.dp.install(&compiled, &test_endpoints(set))?;
         self.next_port = self.next_port.wrapping_add(1).max(20_000);
         let sport = self.next_port;
         let l4 = match probe.protocol {
@@ -87,10 +65,10 @@ impl Runner {
             |name: &str| matches!(scenario.endpoint(name), Some(Endpoint::Workload(_)));
         let audit_before = audit_packets(&self.dp)?;
         // The source's egress where its packet enters the node, then the destination's ingress.
-        if is_workload(&probe.from) && run_tc(&self.dp, programs::FROM_POD, &frame)? != TC_PASS {
+        if is_workload(&probe.from) && run_tc(&self.dp, programs::FROM_POD, &frame) != TC_PASS {
             return Ok(Expect::Deny);
         }
-        if is_workload(&probe.to) && run_tc(&self.dp, programs::TO_POD, &frame)? != TC_PASS {
+        if is_workload(&probe.to) && run_tc(&self.dp, programs::TO_POD, &frame) != TC_PASS {
             return Ok(Expect::Deny);
         }
         Ok(if audit_packets(&self.dp)? > audit_before {

@@ -10,11 +10,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
-use aya::{
-    maps::PerCpuArray,
-    programs::{SchedClassifier, Xdp},
-    TestRun, TestRunOptions,
-};
+use aya::maps::PerCpuArray;
 use enforcer::{
     datapath::Datapath,
     policy::{compile, parse::parse_documents, Compiled, NodeContext, PolicySet},
@@ -29,14 +25,8 @@ use enforcer_common::{
 use enforcer_tests::{
     frames::{Frame, L4},
     ratelimit_bench::{limit_yaml, RateLimitBed},
+    testrun::{run_tc, run_xdp, TC_PASS, TC_SHOT, TEST_IFINDEX, XDP_DROP, XDP_PASS},
 };
-
-const TC_PASS: u32 = u32::MAX; // TC_ACT_UNSPEC
-const TC_SHOT: u32 = 2;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-/// `BPF_PROG_TEST_RUN` runs the program as if on loopback.
-const TEST_IFINDEX: u32 = 1;
 
 /// Ports of the rules of `api`, in rule order.
 const PER_SOURCE: u16 = 5000;
@@ -125,39 +115,11 @@ impl Harness {
     }
 
     fn run_tc(&self, name: &str, frame: &[u8]) -> u32 {
-        let prog: &SchedClassifier = self
-            .dp
-            .ebpf()
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
-        let mut out = vec![0u8; frame.len() + 64];
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("test run")
-        .return_value
+        run_tc(&self.dp, name, frame)
     }
 
     fn run_xdp(&self, name: &str, frame: &[u8]) -> u32 {
-        let prog: &Xdp = self
-            .dp
-            .ebpf()
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let mut out = vec![0u8; frame.len() + 64];
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..Default::default()
-        })
-        .expect("test run")
-        .return_value
+        run_xdp(&self.dp, name, frame)
     }
 
     /// Send `frame` `n` times into the destination pod (`to_pod`); returns how many passed.

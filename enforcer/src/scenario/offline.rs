@@ -285,13 +285,13 @@ pub fn binding_rate_limit(
     let limit = policy.ingress.as_ref()?.get(index)?.rate_limit?;
     // The live runner sends UDP datagrams with 64-byte payloads: 92 IP bytes (112 over IPv6).
     let packet_bytes: u128 = if ipv6 { 112 } else { 92 };
-    let binds_pps = limit
+    let packets_bind = limit
         .packets_per_second
         .is_some_and(|pps| u128::from(pps) * 20 <= u128::from(rate) * 21);
-    let binds_bps = limit
+    let bytes_bind = limit
         .bytes_per_second
         .is_some_and(|bps| u128::from(bps) * 20 <= u128::from(rate) * packet_bytes * 21);
-    (binds_pps || binds_bps).then_some(limit)
+    (packets_bind || bytes_bind).then_some(limit)
 }
 
 #[cfg(test)]
