@@ -341,6 +341,13 @@ impl Datapath {
             let _ = eps.remove(&k);
         }
         self.prune_rule_buckets(compiled)?;
+        // Empty the previous slot once no packet can still be using it (programs run under RCU,
+        // a packet that read the old slot finishes within microseconds): the tries hold one
+        // generation, so lookups stay as fast as the policy allows.
+        if cfg.flags & CONFIG_ACTIVE != 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            self.clear_slot(cfg.slot)?;
+        }
         Ok(generation)
     }
 
