@@ -17,7 +17,7 @@ pub use verdict::*;
 
 /// Bumped whenever the layout of a pinned map changes; part of the bpffs pin path, so an agent never
 /// adopts maps whose layout it does not understand.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {

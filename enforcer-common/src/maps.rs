@@ -195,36 +195,43 @@ pub struct EndpointKey {
     pub addr: Addr,
 }
 
-/// Key of `CONNTRACK`: the flow in its original direction plus the side that judged it.
+/// Key of `CONNTRACK`: one entry per flow, whichever way a packet goes. The two ends are
+/// ordered, (`a`, `a_port`) ≤ (`b`, `b_port`), so a packet and its reply find the same entry with
+/// one lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
-    pub src: Addr,
-    pub dst: Addr,
-    /// Host byte order. For ICMP echo: the identifier in the request direction, else 0.
-    pub sport: u16,
-    /// Host byte order. For ICMP echo: 0 in the request direction, the identifier in replies.
-    pub dport: u16,
+    pub a: Addr,
+    pub b: Addr,
+    /// Host byte order. For ICMP echo: the identifier at the requester's end, 0 at the other.
+    pub a_port: u16,
+    pub b_port: u16,
     pub protocol: u8,
-    /// The policy direction judged: `DIR_EGRESS` (the source's egress policy, judged where the
-    /// packet left the source pod) or `DIR_INGRESS` (the destination's ingress policy).
-    pub direction: u8,
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 3],
 }
 
-/// Value of `CONNTRACK`.
+/// Value of `CONNTRACK`: what each side of the flow was judged, indexed by policy direction
+/// (`DIR_INGRESS` = the destination's ingress policy, `DIR_EGRESS` = the source's egress policy).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    /// Policy generation the flow was last judged under.
-    pub generation: u64,
-    /// Rule that allowed the flow (for per-rule counters).
-    pub rule: u32,
-    /// `CT_*` flags.
-    pub flags: u16,
+    /// Policy generation each side was last judged under; 0 = not judged (yet, or any more).
+    pub generation: [u64; 2],
+    /// Rule that allowed each side (for per-rule counters and rate-limit buckets).
+    pub rule: [u32; 2],
+    /// `CT_*` flags of each side.
+    pub flags: [u16; 2],
     /// The policy "port" the flow was judged with (the destination port, or the ICMP type).
     pub policy_port: u16,
+    /// `CT_ORIGIN_A` if end `a` opened the flow, `CT_ORIGIN_B` if `b` did.
+    pub origin: u8,
+    pub _pad: u8,
 }
+
+/// `CtValue::origin`: end `a` of the key opened the flow.
+pub const CT_ORIGIN_A: u8 = 1;
+/// `CtValue::origin`: end `b` of the key opened the flow.
+pub const CT_ORIGIN_B: u8 = 2;
 
 /// `CtValue::flags`: the flow passes only because its policy is in audit mode.
 pub const CT_AUDIT: u16 = 1;

@@ -4,6 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use enforcer_common::{
     identity, policy_key_data, Addr, CidrKeyData, Config, CtKey, CtValue, EndpointKey, Event,
+    CT_ORIGIN_A, CT_ORIGIN_B,
     IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CONFIG_RATE_LIMITS, CT_AUDIT,
     CT_RATE_LIMITED, DIR_EGRESS, DIR_INGRESS, IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS,
     REASON_CONTROL, REASON_ESTABLISHED, REASON_HOST, REASON_MALFORMED, REASON_NON_IP,
@@ -109,11 +110,22 @@ fn lookup_policy(
     POLICY.get(&key).copied()
 }
 
+/// A flow in its original direction, as the policy judges it.
+#[derive(Clone, Copy)]
+struct FlowRef<'a> {
+    src: &'a Addr,
+    dst: &'a Addr,
+    protocol: u8,
+    /// The destination port, or the ICMP type.
+    port: u16,
+}
+
 /// Judge a new flow `src → dst` for `direction` against the active policy.
 #[inline(always)]
-fn decide(cfg: &Config, direction: u8, t: &CtKey, policy_port: u16) -> Decision {
-    let src = identity_of(cfg.slot, &t.src);
-    let dst = identity_of(cfg.slot, &t.dst);
+fn decide(cfg: &Config, direction: u8, t: &FlowRef) -> Decision {
+    let policy_port = t.port;
+    let src = identity_of(cfg.slot, t.src);
+    let dst = identity_of(cfg.slot, t.dst);
     let mut d = Decision::new(VERDICT_ALLOW, REASON_NOT_ISOLATED);
     d.src_identity = src.id;
     d.dst_identity = dst.id;
@@ -220,41 +232,32 @@ pub fn uplink_rate_limit(p: &Packet, ifindex: u32) -> Action {
     }
     // The same lookups as `judge_active`, read-only: a reply passes, an established flow has its
     // bucket in conntrack, a new (or re-judged) flow gets the policy's.
-    let mut k = CtKey {
-        src: p.dst,
-        dst: p.src,
-        sport: p.dport,
-        dport: p.sport,
-        protocol: p.protocol,
-        direction: DIR_EGRESS,
-        _pad: [0; 2],
-    };
-    if CONNTRACK.get_ptr(&k).is_some() {
-        return Action::Pass;
-    }
-    k.src = p.src;
-    k.dst = p.dst;
-    k.sport = p.sport;
-    k.dport = p.dport;
-    k.direction = DIR_INGRESS;
+    let (k, src_is_a) = ct_key(p);
     let mut d = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
-    let tracked = match CONNTRACK.get_ptr(&k) {
-        Some(ct) => {
-            let (generation, rule, flags) = unsafe { ((*ct).generation, (*ct).rule, (*ct).flags) };
-            if generation == cfg.generation {
-                if flags & CT_RATE_LIMITED != 0 {
-                    d.rule = rule;
-                    d.ratelimit = rule;
-                }
-                true
-            } else {
-                false
+    let mut tracked = false;
+    if let Some(ct) = CONNTRACK.get_ptr(&k) {
+        let (origin, generation, rule, flags) = unsafe {
+            (
+                (*ct).origin,
+                (*ct).generation[DIR_INGRESS as usize],
+                (*ct).rule[DIR_INGRESS as usize],
+                (*ct).flags[DIR_INGRESS as usize],
+            )
+        };
+        if (origin == CT_ORIGIN_A) != src_is_a {
+            return Action::Pass; // a reply
+        }
+        if generation == cfg.generation {
+            tracked = true;
+            if flags & CT_RATE_LIMITED != 0 {
+                d.rule = rule;
+                d.ratelimit = rule;
             }
         }
-        None => false,
-    };
+    }
     if !tracked {
-        d = decide(&cfg, DIR_INGRESS, &k, policy_port(p));
+        let flow = FlowRef { src: &p.src, dst: &p.dst, protocol: p.protocol, port: policy_port(p) };
+        d = decide(&cfg, DIR_INGRESS, &flow);
         if d.verdict != VERDICT_ALLOW {
             return Action::Pass;
         }
@@ -293,71 +296,104 @@ fn rate_limited(
     Action::Drop
 }
 
+/// Whether end (`x`, `xp`) orders before (`y`, `yp`): addresses byte by byte, then ports.
+#[inline(always)]
+fn orders_before(x: &Addr, xp: u16, y: &Addr, yp: u16) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if x[i] != y[i] {
+            return x[i] < y[i];
+        }
+        i += 1;
+    }
+    xp <= yp
+}
+
+/// The conntrack key of a flow's packet, and whether its source is end `a` of the key.
+#[inline(always)]
+fn ct_key_of(src: &Addr, sport: u16, dst: &Addr, dport: u16, protocol: u8) -> (CtKey, bool) {
+    if orders_before(src, sport, dst, dport) {
+        let k = CtKey { a: *src, b: *dst, a_port: sport, b_port: dport, protocol, _pad: [0; 3] };
+        (k, true)
+    } else {
+        let k = CtKey { a: *dst, b: *src, a_port: dport, b_port: sport, protocol, _pad: [0; 3] };
+        (k, false)
+    }
+}
+
+#[inline(always)]
+fn ct_key(p: &Packet) -> (CtKey, bool) {
+    ct_key_of(&p.src, p.sport, &p.dst, p.dport, p.protocol)
+}
+
 #[inline(always)]
 fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
     let established = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
-    // One key, rewritten in place: the BPF stack is small.
-    let mut k = CtKey {
-        src: p.inner.src,
-        dst: p.inner.dst,
-        sport: p.inner.sport,
-        dport: p.inner.dport,
-        protocol: p.inner.protocol,
-        direction,
-        _pad: [0; 2],
-    };
     // ICMP errors about a tracked flow pass with it.
     if p.is_icmp_error {
-        if CONNTRACK.get_ptr(&k).is_some() {
-            return established;
-        }
-        k.direction = other(direction);
+        let i = &p.inner;
+        let (k, _) = ct_key_of(&i.src, i.sport, &i.dst, i.dport, i.protocol);
         if CONNTRACK.get_ptr(&k).is_some() {
             return established;
         }
     }
-    // A reply of a flow judged in the other direction.
-    k.src = p.dst;
-    k.dst = p.src;
-    k.sport = p.dport;
-    k.dport = p.sport;
-    k.protocol = p.protocol;
-    k.direction = other(direction);
-    if let Some(ct) = CONNTRACK.get_ptr_mut(&k) {
-        // Replies are not rate limited.
-        let mut d = revalidate(cfg, other(direction), &k, ct);
-        d.ratelimit = 0;
+    let (k, src_is_a) = ct_key(p);
+    let Some(ct) = CONNTRACK.get_ptr_mut(&k) else {
+        // A new flow.
+        let flow = FlowRef { src: &p.src, dst: &p.dst, protocol: p.protocol, port: policy_port(p) };
+        let d = decide(cfg, direction, &flow);
+        if d.verdict != VERDICT_DENY && opens_flow(p) {
+            let mut v = CtValue {
+                generation: [0; 2],
+                rule: [0; 2],
+                flags: [0; 2],
+                policy_port: flow.port,
+                origin: if src_is_a { CT_ORIGIN_A } else { CT_ORIGIN_B },
+                _pad: 0,
+            };
+            let side = usize::from(direction & 1);
+            v.generation[side] = cfg.generation;
+            v.rule[side] = d.rule;
+            v.flags[side] = ct_flags(&d);
+            let _ = CONNTRACK.insert(&k, &v, 0);
+        }
+        return d;
+    };
+    let origin_is_a = unsafe { (*ct).origin } == CT_ORIGIN_A;
+    let forward = origin_is_a == src_is_a;
+    // A packet of the flow's opener is judged by this hook's direction; a reply passes on the
+    // judgment of the other direction (made where the flow's packets went the other way).
+    let side = if forward { direction } else { other(direction) };
+    let judged = unsafe { (*ct).generation[usize::from(side & 1)] } != 0;
+    if judged {
+        let mut d = revalidate(cfg, side, &k, origin_is_a, ct);
+        if !forward {
+            d.ratelimit = 0; // replies are not rate limited
+        }
         return d;
     }
-    // A later packet of a flow judged here before.
-    k.src = p.src;
-    k.dst = p.dst;
-    k.sport = p.sport;
-    k.dport = p.dport;
-    k.direction = direction;
-    if let Some(ct) = CONNTRACK.get_ptr_mut(&k) {
-        return revalidate(cfg, direction, &k, ct);
-    }
-    // A new flow.
-    let port = policy_port(p);
-    let d = decide(cfg, direction, &k, port);
-    if d.verdict != VERDICT_DENY && opens_flow(p) {
-        let v = CtValue {
-            generation: cfg.generation,
-            rule: d.rule,
-            flags: ct_flags(&d),
-            policy_port: port,
-        };
-        let _ = CONNTRACK.insert(&k, &v, 0);
+    // Not judged on this side yet (the second hook on the way of a new flow, or a side cut by an
+    // earlier policy change): judge this packet as the start of a flow in its own direction.
+    let flow = FlowRef { src: &p.src, dst: &p.dst, protocol: p.protocol, port: policy_port(p) };
+    let d = decide(cfg, direction, &flow);
+    if forward && d.verdict != VERDICT_DENY && opens_flow(p) {
+        let s = usize::from(direction & 1);
+        unsafe {
+            (*ct).generation[s] = cfg.generation;
+            (*ct).rule[s] = d.rule;
+            (*ct).flags[s] = ct_flags(&d);
+        }
     }
     d
 }
 
-/// A tracked flow: pass it if it was judged under the active generation, else judge it again.
+/// A side of a tracked flow: pass it if it was judged under the active generation, else judge
+/// the flow (in its original direction) again.
 #[inline(always)]
-fn revalidate(cfg: &Config, direction: u8, key: &CtKey, ct: *mut CtValue) -> Decision {
+fn revalidate(cfg: &Config, side: u8, k: &CtKey, origin_is_a: bool, ct: *mut CtValue) -> Decision {
+    let s = usize::from(side & 1);
     let (generation, rule, flags, port) =
-        unsafe { ((*ct).generation, (*ct).rule, (*ct).flags, (*ct).policy_port) };
+        unsafe { ((*ct).generation[s], (*ct).rule[s], (*ct).flags[s], (*ct).policy_port) };
     if generation == cfg.generation {
         let mut d = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
         d.rule = rule;
@@ -370,14 +406,20 @@ fn revalidate(cfg: &Config, direction: u8, key: &CtKey, ct: *mut CtValue) -> Dec
         }
         return d;
     }
-    let d = decide(cfg, direction, key, port);
-    if d.verdict == VERDICT_DENY {
-        let _ = CONNTRACK.remove(key);
+    let flow = if origin_is_a {
+        FlowRef { src: &k.a, dst: &k.b, protocol: k.protocol, port }
     } else {
-        unsafe {
-            (*ct).generation = cfg.generation;
-            (*ct).rule = d.rule;
-            (*ct).flags = ct_flags(&d);
+        FlowRef { src: &k.b, dst: &k.a, protocol: k.protocol, port }
+    };
+    let d = decide(cfg, side, &flow);
+    unsafe {
+        if d.verdict == VERDICT_DENY {
+            // This side is cut; the next packet that needs it is judged as a new flow.
+            (*ct).generation[s] = 0;
+        } else {
+            (*ct).generation[s] = cfg.generation;
+            (*ct).rule[s] = d.rule;
+            (*ct).flags[s] = ct_flags(&d);
         }
     }
     d
