@@ -62,7 +62,21 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
             println!("\nscenarios (live): skipped, they need root");
         }
     }
-    // Later steps go here, each as `steps.run("name", || ...)?;`.
+    if is_root() {
+        // The demo must run to completion and leave nothing behind.
+        steps.run("demo", || {
+            cargo_step("run --quiet -p enforcer-tests --bin demo")
+        })?;
+        // The quick benchmarks, so they never rot (their output goes to bench/quick/).
+        steps.run("bench --quick", || {
+            cargo_step("run --quiet --release -p enforcer-tests --bin bench -- --quick")
+        })?;
+    } else {
+        println!(
+            "
+demo and bench --quick: skipped, they need root"
+        );
+    }
     Ok(())
 }
 
