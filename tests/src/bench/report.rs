@@ -157,7 +157,7 @@ pub fn write(
         if !s.data.is_empty() {
             let mut data = String::new();
             for (series, x, y) in &s.data {
-                let _ = writeln!(data, "{series}\t{x}\t{y}");
+                let _ = writeln!(data, "{series}\t{x}\t{}\t{}\t{}", y.median, y.min, y.max);
             }
             fs::write(dir.join(format!("{}.data", s.name)), data)?;
         }
@@ -169,14 +169,18 @@ pub fn write(
         )?;
     }
     // The plot, from whatever data is stored.
-    let mut data: BTreeMap<String, Vec<(usize, f64)>> = BTreeMap::new();
+    let mut data: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for name in NAMES {
         if let Ok(text) = fs::read_to_string(dir.join(format!("{name}.data"))) {
             for line in text.lines() {
                 let f: Vec<&str> = line.split('\t').collect();
-                if let [series, x, y] = f[..] {
-                    if let (Ok(x), Ok(y)) = (x.parse(), y.parse()) {
-                        data.entry(series.to_string()).or_default().push((x, y));
+                if let [series, x, y, lo, hi] = f[..] {
+                    if let (Ok(x), Ok(y), Ok(lo), Ok(hi)) =
+                        (x.parse(), y.parse(), lo.parse(), hi.parse())
+                    {
+                        data.entry(series.to_string())
+                            .or_default()
+                            .push((x, y, lo, hi));
                     }
                 }
             }
@@ -273,7 +277,8 @@ fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plo
             "![cost against rule count: enforcer, iptables, nftables]({svg_link})\n\n\
              [`{svg_link}`]({svg_link}): per-packet cost relative to no filter (no-filter throughput ÷ filtered \
              throughput, log scale; 1 = free) against the number of rules, for UDP 64-byte packets and TCP \
-             (`throughput`), and the enforcer's per-packet judgment cost from `scale` (÷ empty tc program).\n"
+             (`throughput`, median and min–max), and the enforcer's cost of judging a denied SYN (two `POLICY` trie \
+             lookups) from `scale` (÷ empty tc program; this panel goes on to the largest size that fits).\n"
         );
     }
     for name in NAMES {
@@ -299,7 +304,7 @@ const GENERATED_POLICIES: &str = "## Generated policies
 
 Every benchmark that needs a policy of N rules generates it (`tests/src/bench/policygen.rs`) as YAML in the policy \
 language and parses it like any policy file: S services (`svc-0` … `svc-{S-1}`, one workload and one identity each, \
-S = N up to 50 000), where `svc-0` (web, the client) may reach `svc-1` (api, the server) on TCP 8080, TCP 5201 and \
+S = N up to 10 000, then several rules per service), where `svc-0` (web, the client) may reach `svc-1` (api, the server) on TCP 8080, TCP 5201 and \
 UDP 5201 through one egress rule of web and one ingress rule of api, and `svc-2` (other) is a service web has no \
 rule for. The other N − 2 rules are spread over the services: rule g belongs to service s = 2 + g mod (S − 2), is an \
 ingress rule when s is even and an egress rule when odd, and allows one peer service on one TCP port. Every rule \
@@ -316,11 +321,15 @@ dport` elements (and one rule looking up the reversed tuple for replies).
 /// Hand-written SVG: per-packet cost relative to no filter against rules, log-log, one panel
 /// per traffic kind, plus the `BPF_PROG_TEST_RUN` judgment cost of the enforcer.
 #[expect(clippy::too_many_lines, reason = "one drawing, read top to bottom")]
-pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
+pub fn plot(data: &BTreeMap<String, Vec<Point>>) -> String {
     let panels: [(&str, &str, bool); 3] = [
         ("udp", "UDP 64-byte packets/s: cost vs no filter", true),
         ("tcp", "TCP throughput: cost vs no filter", true),
-        ("testrun", "enforcer judgment (TestRun): ÷ empty tc", false),
+        (
+            "testrun",
+            "enforcer, denied SYN (TestRun): ÷ empty tc",
+            false,
+        ),
     ];
     let (pw, ph) = (380.0_f64, 300.0_f64);
     let (ml, mr, mt, mb) = (56.0, 14.0, 34.0, 44.0);
@@ -342,7 +351,7 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
     );
     for (i, (prefix, title, invert)) in panels.iter().enumerate() {
         let x0 = pw * i as f64;
-        let series: Vec<(&String, &Vec<(usize, f64)>)> = data
+        let series: Vec<(&String, &Vec<Point>)> = data
             .iter()
             .filter(|(k, _)| k.split_whitespace().next() == Some(prefix))
             .collect();
@@ -363,7 +372,10 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
         let pts: Vec<(f64, f64)> = series
             .iter()
             .flat_map(|(_, v)| v.iter())
-            .map(|(x, y)| (*x as f64, if *invert { 1.0 / y } else { *y }))
+            .flat_map(|p| {
+                let (x, y, lo, hi) = shown(p, *invert);
+                [(x, y), (x, lo), (x, hi)]
+            })
             .filter(|(_, y)| y.is_finite() && *y > 0.0)
             .collect();
         let xmin = pts
@@ -442,29 +454,39 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
                 .iter()
                 .find(|(k, _)| *k == label)
                 .map_or("#666", |(_, c)| c);
-            let mut v: Vec<(f64, f64)> = values
+            let mut v: Vec<(f64, f64, f64, f64)> = values
                 .iter()
-                .map(|(x, y)| (*x as f64, if *invert { 1.0 / y } else { *y }))
-                .filter(|(_, y)| y.is_finite() && *y > 0.0)
+                .map(|p| shown(p, *invert))
+                .filter(|(_, y, lo, hi)| [y, lo, hi].iter().all(|v| v.is_finite() && **v > 0.0))
                 .collect();
             v.sort_by(|a, b| a.0.total_cmp(&b.0));
             let path: Vec<String> = v
                 .iter()
-                .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+                .map(|(x, y, _, _)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
                 .collect();
             let _ = writeln!(
                 svg,
                 r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
                 path.join(" ")
             );
-            for (x, y) in &v {
+            for (x, y, lo, hi) in &v {
                 let _ = writeln!(
                     svg,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{label}: {} rules → {:.2}</title></circle>"#,
+                    r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="1" opacity="0.6"/>"#,
+                    sx(*x),
+                    sy(*lo),
+                    sx(*x),
+                    sy(*hi)
+                );
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"><title>{label}: {} rules → {:.2} ({:.2}–{:.2})</title></circle>"#,
                     sx(*x),
                     sy(*y),
                     x,
-                    y
+                    y,
+                    lo,
+                    hi
                 );
             }
             let ly = top + 14.0 + 14.0 * j as f64;
@@ -480,6 +502,19 @@ pub fn plot(data: &BTreeMap<String, Vec<(usize, f64)>>) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// A plot point: rules, median, min, max.
+type Point = (usize, f64, f64, f64);
+
+/// The point as drawn: throughput ratios become costs (1 / ratio, so min and max swap).
+fn shown(p: &Point, invert: bool) -> (f64, f64, f64, f64) {
+    let (x, y, lo, hi) = *p;
+    if invert {
+        (x as f64, 1.0 / y, 1.0 / hi, 1.0 / lo)
+    } else {
+        (x as f64, y, lo, hi)
+    }
 }
 
 fn fmt_count(v: f64) -> String {

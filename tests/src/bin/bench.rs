@@ -5,6 +5,11 @@
 //! Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit` (default: all). Each
 //! benchmark keeps its rendered section under `bench/[quick/]sections/`, so running one
 //! benchmark refreshes its section and keeps the others. Needs root.
+//!
+//! For experiments (nothing is written then): `ENFORCER_BENCH_ONLY=TEXT` measures only the
+//! `datapath`/`scale` rows whose "program label" contains TEXT (to profile one kind of packet with
+//! `perf record -a`), and `ENFORCER_BENCH_SIZES=10,5000` overrides the policy sizes of `scale`
+//! and `controlplane`.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -82,8 +87,8 @@ pub struct Section {
     pub title: String,
     pub markdown: String,
     pub goals: Vec<Goal>,
-    /// Plot points: (series, rules, value).
-    pub data: Vec<(String, usize, f64)>,
+    /// Plot points: (series, rules, value with its spread).
+    pub data: Vec<(String, usize, stats::Summary)>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -137,10 +142,10 @@ fn main() -> Result<()> {
             repeat: 1_000_000,
             trials: 5,
             pairs: 20_000,
-            sizes: vec![10, 1_000, 10_000, 100_000],
+            sizes: vec![10, 1_000, 10_000, dpbench::LARGEST_RULES],
             throughput_sizes: vec![10, 1_000, 10_000],
             rounds: 5,
-            seconds: 2,
+            seconds: 3,
             out: root.clone(),
             command,
         }
@@ -181,7 +186,13 @@ fn main() -> Result<()> {
         sections.push((section, t.elapsed()));
     }
     let total = started.elapsed();
-    report::write(&cfg, &machine, &sections, total, names.len() == NAMES.len())?;
+    if std::env::var_os("ENFORCER_BENCH_ONLY").is_some()
+        || std::env::var_os("ENFORCER_BENCH_SIZES").is_some()
+    {
+        eprintln!("ENFORCER_BENCH_ONLY/ENFORCER_BENCH_SIZES set: an experiment, no report written");
+    } else {
+        report::write(&cfg, &machine, &sections, total, names.len() == NAMES.len())?;
+    }
     eprintln!("bench: done in {:.0} s", total.as_secs_f64());
     Ok(())
 }
