@@ -162,9 +162,13 @@ pub fn write(
             fs::write(dir.join(format!("{}.data", s.name)), data)?;
         }
     }
-    if all && cfg.quick {
+    if all {
         fs::write(
-            dir.join("quick-duration"),
+            dir.join(if cfg.quick {
+                "quick-duration"
+            } else {
+                "full-duration"
+            }),
             format!("{:.0}\t{}\n", total.as_secs_f64(), machine.date),
         )?;
     }
@@ -200,6 +204,7 @@ pub fn write(
     Ok(())
 }
 
+#[expect(clippy::too_many_lines, reason = "one document, read top to bottom")]
 fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plot: bool) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
@@ -229,21 +234,31 @@ fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plo
     let _ = writeln!(md, "| CPU | {} |", machine.cpu);
     let _ = writeln!(md, "| CPUs (nproc) | {} |", machine.nproc);
     let _ = writeln!(md, "| kernel (`uname -r`) | {} |", machine.kernel);
-    let _ = writeln!(md, "| last run | {} |", machine.date);
-    let _ = writeln!(md, "| command of the last run | `{}` |", cfg.command);
     let _ = writeln!(md, "| tools | {} |", machine.tools);
-    if let Ok(q) = fs::read_to_string(
-        cfg.out
-            .join(if cfg.quick { "" } else { "bench/quick" })
-            .join("sections")
-            .join("quick-duration"),
-    ) {
-        let f: Vec<&str> = q.trim().split('\t').collect();
-        if let [secs, date] = f[..] {
-            let _ = writeln!(
-                md,
-                "| `cargo xtask bench --quick` (all benchmarks) | {secs} s, measured {date} |"
-            );
+    let _ = writeln!(md, "| report assembled | {} |", machine.date);
+    let root = if cfg.quick {
+        cfg.out.join("../..")
+    } else {
+        cfg.out.clone()
+    };
+    for (file, what) in [
+        (
+            "bench/sections/full-duration",
+            "`cargo xtask bench` (all benchmarks, full mode)",
+        ),
+        (
+            "bench/quick/sections/quick-duration",
+            "`cargo xtask bench --quick` (all benchmarks)",
+        ),
+    ] {
+        if let Ok(q) = fs::read_to_string(root.join(file)) {
+            let f: Vec<&str> = q.trim().split('\t').collect();
+            if let [secs, date] = f[..] {
+                let _ = writeln!(
+                    md,
+                    "| {what} | took {secs} s (run at {date}; the release build comes on top) |"
+                );
+            }
         }
     }
     md.push('\n');

@@ -6,6 +6,8 @@
 //! benchmark keeps its rendered section under `bench/[quick/]sections/`, so running one
 //! benchmark refreshes its section and keeps the others. Needs root.
 //!
+//! `--assemble` rewrites the report from the stored sections without measuring anything.
+//!
 //! For experiments (nothing is written then): `ENFORCER_BENCH_ONLY=TEXT` measures only the
 //! `datapath`/`scale` rows whose "program label" contains TEXT (to profile one kind of packet with
 //! `perf record -a`), and `ENFORCER_BENCH_SIZES=10,5000` overrides the policy sizes of `scale`
@@ -104,14 +106,19 @@ fn main() -> Result<()> {
         return controlplane::rss_child(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // Rewrite the report from the stored sections, measuring nothing.
+    let assemble_only = args.iter().any(|a| a == "--assemble");
     let mut names: Vec<&str> = Vec::new();
-    for a in args.iter().filter(|a| *a != "--quick") {
+    for a in args
+        .iter()
+        .filter(|a| *a != "--quick" && *a != "--assemble")
+    {
         match NAMES.iter().find(|n| **n == a.as_str()) {
             Some(n) => names.push(n),
             None => bail!("unknown benchmark {a:?}: expected some of {NAMES:?} and/or --quick"),
         }
     }
-    if names.is_empty() {
+    if names.is_empty() && !assemble_only {
         names = NAMES.to_vec();
     }
     if !enforcer_tests::is_root() {
