@@ -253,8 +253,12 @@ pub fn compile(set: &PolicySet, ctx: &NodeContext) -> Compiled {
         ..Compiled::default()
     };
     let rule_ids = assign_rule_ids(set, &mut out.rules);
+    let mut by_service: HashMap<&str, Vec<&FlowPolicy>> = HashMap::new();
+    for p in set.policies.values() {
+        by_service.entry(p.service.as_str()).or_default().push(p);
+    }
     let mut compiler = TableCompiler {
-        set,
+        by_service,
         peers: PeerIndex::new(&ids),
         all_ids: ids.values().copied().collect::<BTreeSet<u32>>(),
         rule_ids: &rule_ids,
@@ -372,7 +376,8 @@ fn assign_rule_ids<'a>(
 
 /// Compiles the tables of each subject, sharing identical tables between peers.
 struct TableCompiler<'a> {
-    set: &'a PolicySet,
+    /// Policies by their `service` (`"*"` included), each list in name order.
+    by_service: HashMap<&'a str, Vec<&'a FlowPolicy>>,
     peers: PeerIndex<'a>,
     /// Every identity an address can have on this node.
     all_ids: BTreeSet<u32>,
@@ -381,7 +386,7 @@ struct TableCompiler<'a> {
     cache: HashMap<(String, Direction, Vec<usize>), Table>,
 }
 
-impl TableCompiler<'_> {
+impl<'a> TableCompiler<'a> {
     fn resolve(&self, peers: &[Peer]) -> Option<BTreeSet<u32>> {
         if peers.is_empty() {
             return None;
@@ -394,13 +399,24 @@ impl TableCompiler<'_> {
     }
 
     /// The entries of `subject` (an identity of `service`) in direction `dir`.
+    /// The policies that apply to `service` (its own and `"*"`'s), in name order as `explain`
+    /// sees them, without scanning every policy for every subject.
+    fn policies_for(&self, service: &str) -> Vec<&'a FlowPolicy> {
+        let own = self.by_service.get(service).map_or(&[][..], Vec::as_slice);
+        let any = if service == ANY_SERVICE {
+            &[][..]
+        } else {
+            self.by_service
+                .get(ANY_SERVICE)
+                .map_or(&[][..], Vec::as_slice)
+        };
+        let mut out: Vec<&'a FlowPolicy> = own.iter().chain(any).copied().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
     fn subject(&mut self, service: &str, subject: u32, dir: Direction, out: &mut Compiled) {
-        let policies: Vec<&FlowPolicy> = self
-            .set
-            .policies
-            .values()
-            .filter(|p| p.applies_to(service))
-            .collect();
+        let policies = self.policies_for(service);
         let isolated_enforce = policies
             .iter()
             .any(|p| p.mode == Mode::Enforce && p.isolates(dir));
