@@ -7,7 +7,7 @@
 //! [`super::parse`]); positions are then unknown (file `""`, line 0). Source positions are never
 //! serialized.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -834,8 +834,16 @@ impl PolicySet {
     pub fn from_documents(docs: Vec<Document>) -> Result<PolicySet, PolicyErrors> {
         let mut set = PolicySet::new();
         let mut errors = Vec::new();
+        // Addresses are checked with one index for all documents (not a scan per workload).
+        let mut held: HashMap<IpAddr, (String, Source)> = HashMap::new();
         for doc in docs {
-            if let Err(error) = set.insert(doc) {
+            if let Document::Workload(w) = &doc {
+                if let Err(error) = claim_addresses(&mut held, w) {
+                    errors.push(error);
+                    continue;
+                }
+            }
+            if let Err(error) = set.insert_named(doc) {
                 errors.push(error);
             }
         }
@@ -849,6 +857,16 @@ impl PolicySet {
     /// Adds a document. A name already used by a document of the same kind, or a workload
     /// address already held by another workload, is an error naming both locations.
     pub fn insert(&mut self, doc: Document) -> Result<(), PolicyError> {
+        if let Document::Workload(w) = &doc {
+            if !self.workloads.contains_key(&w.name) {
+                self.check_addresses(w)?;
+            }
+        }
+        self.insert_named(doc)
+    }
+
+    /// `insert` without the address check (done by the caller).
+    fn insert_named(&mut self, doc: Document) -> Result<(), PolicyError> {
         match doc {
             Document::Workload(w) => {
                 if let Some(existing) = self.workloads.get(&w.name) {
@@ -859,7 +877,6 @@ impl PolicySet {
                         &existing.source,
                     ));
                 }
-                self.check_addresses(&w)?;
                 self.workloads.insert(w.name.clone(), w);
             }
             Document::FlowPolicy(p) => {
@@ -878,26 +895,40 @@ impl PolicySet {
     }
 
     fn check_addresses(&self, workload: &Workload) -> Result<(), PolicyError> {
-        for addr in &workload.addresses {
-            if let Some(other) = self
-                .workloads
-                .values()
-                .find(|o| o.name != workload.name && o.addresses.contains(addr))
-            {
-                return Err(PolicyError::new(
-                    &workload.source.file,
-                    workload.source.line,
-                    0,
-                    format!(
-                        "address {addr} of Workload {:?} is already held by Workload {:?} ({})",
-                        workload.name, other.name, other.source
-                    ),
-                ));
-            }
+        let mut held = HashMap::new();
+        for o in self.workloads.values().filter(|o| o.name != workload.name) {
+            let _ = claim_addresses(&mut held, o);
         }
-        Ok(())
+        claim_addresses(&mut held, workload)
     }
+}
 
+/// Record `workload`'s addresses in `held`; an address another workload holds is an error
+/// naming both (and nothing of `workload` is recorded then).
+fn claim_addresses(
+    held: &mut HashMap<IpAddr, (String, Source)>,
+    workload: &Workload,
+) -> Result<(), PolicyError> {
+    for addr in &workload.addresses {
+        if let Some((other, source)) = held.get(addr).filter(|(o, _)| *o != workload.name) {
+            return Err(PolicyError::new(
+                &workload.source.file,
+                workload.source.line,
+                0,
+                format!(
+                    "address {addr} of Workload {:?} is already held by Workload {other:?} ({source})",
+                    workload.name
+                ),
+            ));
+        }
+    }
+    for addr in &workload.addresses {
+        held.insert(*addr, (workload.name.clone(), workload.source.clone()));
+    }
+    Ok(())
+}
+
+impl PolicySet {
     /// Removes every document named `name` (a Workload and a `FlowPolicy` may share a name).
     pub fn remove(&mut self, name: &str) -> Vec<Document> {
         let mut removed = Vec::new();
@@ -959,8 +990,19 @@ impl PolicySet {
             };
             outcomes.push((doc, outcome));
         }
+        let mut held: HashMap<IpAddr, (String, Source)> = HashMap::new();
+        for w in next.workloads.values() {
+            // The remaining workloads were valid together already.
+            let _ = claim_addresses(&mut held, w);
+        }
         for (doc, _) in &outcomes {
-            if let Err(error) = next.insert(doc.clone()) {
+            if let Document::Workload(w) = doc {
+                if let Err(error) = claim_addresses(&mut held, w) {
+                    errors.push(error);
+                    continue;
+                }
+            }
+            if let Err(error) = next.insert_named(doc.clone()) {
                 errors.push(error);
             }
         }

@@ -46,6 +46,13 @@ fn first_line(program: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// `/proc/loadavg`: the 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 impl Machine {
     pub fn probe() -> Machine {
         let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -60,9 +67,7 @@ impl Machine {
         let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        let load = fs::read_to_string("/proc/loadavg")
-            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default();
+        let load = load_average();
         let tools = [
             first_line("iperf3", &["--version"]),
             first_line("iptables-legacy", &["-V"]),
@@ -105,22 +110,24 @@ fn esc(s: &str) -> String {
 pub fn write(
     cfg: &Config,
     machine: &Machine,
-    sections: &[(Section, Duration)],
+    sections: &[(Section, Duration, String)],
     total: Duration,
     all: bool,
 ) -> Result<()> {
     let dir = sections_dir(cfg);
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    for (s, took) in sections {
+    for (s, took, load_after) in sections {
         let mut md = String::new();
         let _ = writeln!(md, "## {}\n", s.title);
         let _ = writeln!(
             md,
-            "Measured {} with `{}` ({:.0} s for this benchmark; load average before the run: {}).\n",
+            "Measured {} with `{}` ({:.0} s for this benchmark; load average (1, 5, 15 min) before the run: {}, \
+             after this benchmark: {}, which counts the benchmark's own processes too).\n",
             machine.date,
             cfg.command,
             took.as_secs_f64(),
-            machine.load
+            machine.load,
+            load_after
         );
         if !s.goals.is_empty() {
             let _ = writeln!(md, "| goal | measured | verdict |\n|---|---|---|");

@@ -190,7 +190,7 @@ fn main() -> Result<()> {
             _ => unreachable!("names are checked above"),
         };
         eprintln!("{name}: {:.0} s", t.elapsed().as_secs_f64());
-        sections.push((section, t.elapsed()));
+        sections.push((section, t.elapsed(), report::load_average()));
     }
     let total = started.elapsed();
     if std::env::var_os("ENFORCER_BENCH_ONLY").is_some()
