@@ -31,6 +31,7 @@
 
 pub mod cluster;
 mod cmd;
+pub mod fixtures;
 pub mod frames;
 pub mod live;
 mod load;

@@ -14,31 +14,13 @@ use std::{
 use anyhow::Result;
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
+    fixtures::{API_INGRESS_TCP_8080, WEB_API_WORKLOADS},
     probe_tcp, spawn_tcp_echo, ProbeOptions, StreamOptions, TcpEchoStream, Topology, ANY,
 };
 
-const WORKLOADS: &str = r"
-apiVersion: enforcer/v1
-kind: Workload
-metadata: {name: web-0}
-spec: {service: web, addresses: [10.10.1.10]}
----
-apiVersion: enforcer/v1
-kind: Workload
-metadata: {name: api-0}
-spec: {service: api, addresses: [10.10.2.10]}
-";
+const WORKLOADS: &str = WEB_API_WORKLOADS;
 
-const POLICY: &str = r"
-apiVersion: enforcer/v1
-kind: FlowPolicy
-metadata: {name: api-ingress}
-spec:
-  service: api
-  ingress:
-    - from: [{service: web}]
-      ports: [{protocol: TCP, port: 8080}]
-";
+const POLICY: &str = API_INGRESS_TCP_8080;
 
 /// A policy with an error on line 9 (port out of range).
 const BAD_POLICY: &str = r"apiVersion: enforcer/v1

@@ -5,29 +5,9 @@ use std::{net::IpAddr, time::Duration};
 
 use enforcer_tests::{
     cluster::{AgentProcess, WorkDir},
+    fixtures::{API_INGRESS_TCP_8080, WEB_API_WORKLOADS},
     probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
 };
-
-const POLICY: &str = r"
-apiVersion: enforcer/v1
-kind: Workload
-metadata: {name: web-0}
-spec: {service: web, addresses: [10.10.1.10]}
----
-apiVersion: enforcer/v1
-kind: Workload
-metadata: {name: api-0}
-spec: {service: api, addresses: [10.10.2.10]}
----
-apiVersion: enforcer/v1
-kind: FlowPolicy
-metadata: {name: api-ingress}
-spec:
-  service: api
-  ingress:
-    - from: [{service: web}]
-      ports: [{protocol: TCP, port: 8080}]
-";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
@@ -52,7 +32,10 @@ fn tcp_allowed_and_dropped_between_pods() -> anyhow::Result<()> {
     // Before any policy: both pass.
     assert!(probe_tcp(&web_ns, "10.10.2.10:9090".parse()?, &opts)?.is_answered());
 
-    let result = agent.apply("policy.yaml", POLICY)?;
+    let result = agent.apply(
+        "policy.yaml",
+        &format!("{WEB_API_WORKLOADS}---{API_INGRESS_TCP_8080}"),
+    )?;
     assert!(result.generation > 0);
     let denied_before = agent.packets("denied")?;
     assert!(
