@@ -252,6 +252,15 @@ impl Setup {
 /// established rows of `from_pod` and `to_pod`); refresh when the datapath changes.
 const ADDED_US: f64 = 0.22;
 
+/// The extra sender time per packet a throughput ratio implies, at `base_pps` without a filter.
+fn per_packet_us(ratio: f64, base_pps: f64) -> String {
+    if ratio >= 1.0 {
+        "no measurable time".into()
+    } else {
+        format!("{:.2} µs", (1.0 / ratio - 1.0) * 1e6 / base_pps)
+    }
+}
+
 /// Longest an iptables/nftables command may take.
 const FIREWALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -765,19 +774,16 @@ pub fn run(cfg: &Config) -> Result<Section> {
                 "each packet passes `from_pod` on the client's veth and `to_pod` on the server's as an established flow: \
                  about {ADDED_US} µs together in `datapath` (\"added\" column, hot caches), ~{:.0} % of the {:.1} µs the \
                  sending CPU spends per 64-byte UDP packet without a filter. Measured here, the UDP loss amounts to \
-                 {:.2} µs per packet (nftables' set lookup: {}): between two packets the rest of the stack evicts the \
-                 maps' cache lines, so the real per-packet cost is a multiple of the `BPF_PROG_TEST_RUN` figure. TCP \
+                 {} per packet (nftables' set lookup: {}): between two packets the rest of the stack evicts the \
+                 maps' cache lines, so the real per-packet cost can be a multiple of the `BPF_PROG_TEST_RUN` figure. TCP \
                  (64 KB GSO packets) mostly hides it. On this shared 2-CPU VM the no-filter runs alone spread {:.1}–{:.1} \
                  Gbit/s (TCP) and {:.0}–{:.0} kpps (UDP)",
                 ADDED_US / (1e6 / bu.median) * 100.0,
                 1e6 / bu.median,
-                (1.0 / u.median - 1.0) * 1e6 / bu.median,
+                per_packet_us(u.median, bu.median),
                 get(Filter::Nftables { rules: largest }).map_or_else(
                     || "not measured".to_string(),
-                    |n| format!(
-                        "{:.2} µs",
-                        (1.0 / summary(&n.udp_ratio).median - 1.0) * 1e6 / bu.median
-                    )
+                    |n| per_packet_us(summary(&n.udp_ratio).median, bu.median)
                 ),
                 bt.min / 1e9,
                 bt.max / 1e9,
