@@ -86,6 +86,20 @@ impl Env {
         Ok(p.display().to_string())
     }
 
+    /// An allowed connection web-0 → api-0:8080 streaming echo round trips every 20 ms; a round
+    /// trip slower than `timeout` ends it.
+    fn stream_to_api(&self, timeout: Duration) -> Result<TcpEchoStream> {
+        TcpEchoStream::start(
+            &self.web_ns,
+            "10.10.2.10:8080".parse()?,
+            &StreamOptions {
+                interval: Duration::from_millis(20),
+                timeout,
+                source: None,
+            },
+        )
+    }
+
     fn reaches(&self, port: u16) -> Result<bool> {
         let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
         Ok(probe_tcp(&self.web_ns, format!("10.10.2.10:{port}").parse()?, &opts)?.is_answered())
@@ -302,15 +316,7 @@ fn sigkill_restart_keeps_enforcing_without_a_gap() -> Result<()> {
     e.agent.apply("policy.yaml", POLICY)?;
     let generation = e.agent.status()?.generation;
     // An allowed connection streaming data.
-    let stream = TcpEchoStream::start(
-        &e.web_ns,
-        "10.10.2.10:8080".parse()?,
-        &StreamOptions {
-            interval: Duration::from_millis(20),
-            timeout: Duration::from_secs(2),
-            source: None,
-        },
-    )?;
+    let stream = e.stream_to_api(Duration::from_secs(2))?;
     assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
     // A denied flow attempted over and over.
     let attacker = Attacker::start(&e.web_ns, "10.10.2.10:9090");
@@ -370,15 +376,7 @@ fn upgrade_across_a_layout_change_migrates_without_a_gap() -> Result<()> {
     }
     let mut e = env("layout")?;
     e.agent.apply("policy.yaml", POLICY)?;
-    let stream = TcpEchoStream::start(
-        &e.web_ns,
-        "10.10.2.10:8080".parse()?,
-        &StreamOptions {
-            interval: Duration::from_millis(20),
-            timeout: Duration::from_secs(2),
-            source: None,
-        },
-    )?;
+    let stream = e.stream_to_api(Duration::from_secs(2))?;
     assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
     e.agent.kill()?;
     // What an older agent (layout v0) would have left: the same pins under another version.
@@ -421,15 +419,7 @@ fn a_policy_change_cuts_an_established_connection() -> Result<()> {
     }
     let e = env("cut")?;
     e.agent.apply("policy.yaml", POLICY)?;
-    let stream = TcpEchoStream::start(
-        &e.web_ns,
-        "10.10.2.10:8080".parse()?,
-        &StreamOptions {
-            interval: Duration::from_millis(20),
-            timeout: Duration::from_millis(800),
-            source: None,
-        },
-    )?;
+    let stream = e.stream_to_api(Duration::from_millis(800))?;
     assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
     // Another policy generation that still allows 8080 leaves the connection alone.
     e.agent.apply(
