@@ -15,6 +15,12 @@ use crate::{
     policy::{compile::RuleInfo, Peer, PolicySet, Section},
 };
 
+/// Default port of `/metrics`, `/healthz` and `/readyz`, bound on 127.0.0.1 unless configured.
+/// Chosen clear of Cilium (agent 9962, operator 9963, envoy 9964, hubble 9965, hubble-relay
+/// 9966), Calico (felix 9091, typha 9093, kube-controllers 9094) and node-exporter (9100), which
+/// all run with hostNetwork on the same nodes.
+pub const DEFAULT_METRICS_PORT: u16 = 9967;
+
 /// Counters kept by the agent itself.
 #[derive(Default)]
 pub struct Metrics {

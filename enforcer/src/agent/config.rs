@@ -39,7 +39,7 @@ impl Default for AgentConfig {
             policy_dir: None,
             interfaces: "ep*".into(),
             uplink: None,
-            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9963)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT)),
             socket: PathBuf::from(crate::api::DEFAULT_SOCKET),
             bpffs: PathBuf::from("/sys/fs/bpf/enforcer"),
             state_dir: PathBuf::from("/var/lib/enforcer"),

@@ -22,7 +22,7 @@ pub struct AgentArgs {
     /// The node's uplink interface.
     #[arg(long)]
     pub uplink: Option<String>,
-    /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:9963].
+    /// Address of /metrics, /healthz and /readyz [default: 127.0.0.1:9967].
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
     /// Pin maps and links under this bpffs directory [default: /sys/fs/bpf/enforcer].
