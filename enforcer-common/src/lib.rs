@@ -33,6 +33,8 @@ mod user {
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragValue {}
     unsafe impl aya::Pod for super::RateLimitKey {}
     unsafe impl aya::Pod for super::RateLimitConfig {}
     unsafe impl aya::Pod for super::BucketKey {}

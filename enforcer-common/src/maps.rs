@@ -14,6 +14,9 @@ pub const CIDR_CAPACITY: u32 = 16_384;
 pub const POLICY_CAPACITY: u32 = 262_144;
 /// Capacity of `CONNTRACK` (LRU: the least recently used flow is evicted when full).
 pub const CONNTRACK_CAPACITY: u32 = 262_144;
+/// Capacity of `FRAGMENTS` (LRU: the least recently used datagram is forgotten when full, and
+/// its later fragments are then dropped as orphans).
+pub const FRAGMENT_CAPACITY: u32 = 8_192;
 /// Capacity of `ENDPOINTS` (pod interface, address) pairs for anti-spoofing.
 pub const ENDPOINT_CAPACITY: u32 = 16_384;
 /// Number of rule ids; rule counters are indexed by rule id.
@@ -41,6 +44,8 @@ pub mod names {
     pub const RULE_BUCKETS: &str = "RULE_BUCKETS";
     /// Per-CPU counters about the buckets (`crate::ratelimit::rate_stat`).
     pub const RATE_STATS: &str = "RATE_STATS";
+    /// Ports of first fragments that passed, per (direction, datagram); LRU, not pinned.
+    pub const FRAGMENTS: &str = "FRAGMENTS";
     /// Every map that is pinned (and so survives agent restarts).
     pub const PINNED: &[&str] = &[
         CONFIG,
@@ -238,6 +243,32 @@ pub const CT_AUDIT: u16 = 1;
 /// `CtValue::flags`: the deciding rule has a rate limit (its bucket id is `CtValue::rule`), so
 /// later packets in the original direction are charged to it.
 pub const CT_RATE_LIMITED: u16 = 2;
+
+/// Key of `FRAGMENTS`: one IP datagram as one hook direction saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// IPv4 identification (16 bits) or IPv6 fragment identification.
+    pub id: u32,
+    pub protocol: u8,
+    /// `DIR_*` of the hook that judged the first fragment.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `FRAGMENTS`: the layer 4 facts of the datagram's first fragment (host byte order),
+/// which its later fragments are judged with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub tcp_flags: u8,
+    pub _pad: [u8; 2],
+}
 
 /// A flow or drop event in the `EVENTS` ring buffer.
 #[repr(C)]

@@ -33,6 +33,8 @@ pub const REASON_MALFORMED: u8 = 8;
 pub const REASON_CONTROL: u8 = 9;
 /// Passed: no policy installed yet.
 pub const REASON_NO_POLICY: u8 = 10;
+/// Denied: a later IP fragment whose first fragment was not seen passing (or was denied).
+pub const REASON_FRAGMENT: u8 = 11;
 pub const REASONS: u32 = 16;
 
 /// Index into `COUNTERS` for a (direction, verdict, reason) triple.
@@ -58,6 +60,7 @@ pub const fn reason_name(reason: u8) -> &'static str {
         REASON_MALFORMED => "malformed",
         REASON_CONTROL => "control",
         REASON_NO_POLICY => "no_policy",
+        REASON_FRAGMENT => "fragment",
         _ => "unknown",
     }
 }

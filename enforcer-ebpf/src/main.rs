@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod fragment;
 mod maps;
 mod parse;
 mod policy;

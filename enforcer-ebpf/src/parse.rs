@@ -38,7 +38,24 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// The flow an ICMP error reports about, in its original direction.
     pub inner: Tuple,
+    /// `FRAG_NONE`, `FRAG_FIRST` (offset 0, more to come) or `FRAG_LATER` (no layer 4 header:
+    /// ports, type and flags are those of its first fragment, see `fragment`).
+    pub fragment: u8,
+    /// IPv4 identification or IPv6 fragment header identification (0 if not a fragment).
+    pub frag_id: u32,
 }
+
+/// `Packet::fragment`: a whole packet.
+pub const FRAG_NONE: u8 = 0;
+/// `Packet::fragment`: the first fragment of a datagram (it has the layer 4 header).
+pub const FRAG_FIRST: u8 = 1;
+/// `Packet::fragment`: a later fragment (offset > 0).
+pub const FRAG_LATER: u8 = 2;
+
+/// Later fragments starting in the first 24 bytes of a datagram are dropped: they could
+/// overwrite the layer 4 header the first fragment was judged by (RFC 1858 overlap attacks), and
+/// no real stack sends fragments that small.
+const MIN_LATER_FRAGMENT_OFFSET: u16 = 3;
 
 /// A flow's 5-tuple.
 #[derive(Clone, Copy, Default)]
@@ -158,11 +175,12 @@ pub fn parse(data: usize, data_end: usize, p: &mut Packet) -> Result<Parsed, Mal
 fn parse_ipv4(c: &mut Cursor, p: &mut Packet) -> Result<(), Malformed> {
     let start = c.pos;
     let ip: *const Ipv4Hdr = c.take()?;
-    let (vihl, protocol, frags, tot_len, src, dst) = unsafe {
+    let (vihl, protocol, frags, id, tot_len, src, dst) = unsafe {
         (
             (*ip).vihl,
             (*ip).proto,
             u16::from_be_bytes((*ip).frags),
+            u16::from_be_bytes((*ip).id),
             u16::from_be_bytes((*ip).tot_len),
             (*ip).src_addr,
             (*ip).dst_addr,
@@ -172,17 +190,44 @@ fn parse_ipv4(c: &mut Cursor, p: &mut Packet) -> Result<(), Malformed> {
     if vihl >> 4 != 4 || ihl < size_of::<Ipv4Hdr>() || usize::from(tot_len) < ihl {
         return Err(Malformed);
     }
-    // Non-first fragments carry no layer 4 header: they cannot be judged by port.
-    if frags & 0x1fff != 0 {
-        return Err(Malformed);
-    }
     c.pos = start;
     c.skip(ihl)?;
     p.src = from_v4(src);
     p.dst = from_v4(dst);
     p.protocol = protocol;
     p.len = u32::from(tot_len);
-    parse_l4(c, p, false)
+    p.frag_id = u32::from(id);
+    let offset = frags & 0x1fff;
+    p.fragment = if offset != 0 {
+        FRAG_LATER
+    } else if frags & 0x2000 != 0 {
+        FRAG_FIRST
+    } else {
+        FRAG_NONE
+    };
+    parse_l4_or_fragment(c, p, false, offset)
+}
+
+/// A later fragment has no layer 4 header (its first fragment's is used); anything else has one.
+#[inline(always)]
+fn parse_l4_or_fragment(
+    c: &mut Cursor,
+    p: &mut Packet,
+    v6: bool,
+    offset: u16,
+) -> Result<(), Malformed> {
+    if p.fragment != FRAG_LATER {
+        return parse_l4(c, p, v6);
+    }
+    if offset < MIN_LATER_FRAGMENT_OFFSET {
+        return Err(Malformed);
+    }
+    p.icmp_type = 0;
+    p.tcp_flags = 0;
+    p.is_icmp_error = false;
+    p.sport = 0;
+    p.dport = 0;
+    Ok(())
 }
 
 #[inline(always)]
@@ -202,14 +247,19 @@ fn parse_ipv6(c: &mut Cursor, p: &mut Packet) -> Result<(), Malformed> {
         p.src = (*ip).src_addr;
         p.dst = (*ip).dst_addr;
     }
-    p.protocol = skip_ext_headers(c, next)?;
+    p.fragment = FRAG_NONE;
+    p.frag_id = 0;
+    let (protocol, offset) = skip_ext_headers(c, next, p)?;
+    p.protocol = protocol;
     p.len = u32::from(payload_len) + size_of::<Ipv6Hdr>() as u32;
-    parse_l4(c, p, true)
+    parse_l4_or_fragment(c, p, true, offset)
 }
 
-/// Skip IPv6 extension headers (bounded); returns the upper-layer protocol.
+/// Skip IPv6 extension headers (bounded); returns the upper-layer protocol and the fragment
+/// offset (in 8-byte units; 0 unless `p` is a later fragment). A fragment header sets
+/// `p.fragment` and `p.frag_id`; after the one of a later fragment comes no header, only data.
 #[inline(always)]
-fn skip_ext_headers(c: &mut Cursor, mut next: u8) -> Result<u8, Malformed> {
+fn skip_ext_headers(c: &mut Cursor, mut next: u8, p: &mut Packet) -> Result<(u8, u16), Malformed> {
     for _ in 0..MAX_EXT_HEADERS {
         match next {
             // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
@@ -223,13 +273,23 @@ fn skip_ext_headers(c: &mut Cursor, mut next: u8) -> Result<u8, Malformed> {
             }
             // Fragment header: 8 bytes; only the first fragment has the layer 4 header.
             44 => {
-                let start = c.pos;
                 let h: *const [u8; 8] = c.take()?;
-                let (n, off) = unsafe { ((*h)[0], u16::from_be_bytes([(*h)[2], (*h)[3]])) };
-                if off & 0xfff8 != 0 {
-                    return Err(Malformed);
+                let (n, off, id) = unsafe {
+                    (
+                        (*h)[0],
+                        u16::from_be_bytes([(*h)[2], (*h)[3]]),
+                        u32::from_be_bytes([(*h)[4], (*h)[5], (*h)[6], (*h)[7]]),
+                    )
+                };
+                p.frag_id = id;
+                let offset = off >> 3;
+                if offset != 0 {
+                    p.fragment = FRAG_LATER;
+                    return Ok((n, offset));
                 }
-                c.pos = start + 8;
+                if off & 1 != 0 {
+                    p.fragment = FRAG_FIRST;
+                }
                 next = n;
             }
             // Authentication header: (len + 2) * 4 bytes.
@@ -241,7 +301,7 @@ fn skip_ext_headers(c: &mut Cursor, mut next: u8) -> Result<u8, Malformed> {
                 c.skip((usize::from(len) + 2) * 4)?;
                 next = n;
             }
-            _ => return Ok(next),
+            _ => return Ok((next, 0)),
         }
     }
     // Too many extension headers to judge.

@@ -4,12 +4,11 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use enforcer_common::{
     identity, policy_key_data, Addr, CidrKeyData, Config, CtKey, CtValue, EndpointKey, Event,
-    CT_ORIGIN_A, CT_ORIGIN_B,
     IdentityKey, IdentityValue, PolicyValue, CONFIG_ACTIVE, CONFIG_RATE_LIMITS, CT_AUDIT,
-    CT_RATE_LIMITED, DIR_EGRESS, DIR_INGRESS, IDF_HOST, IDF_LOCAL, POLICY_KEY_FULL_BITS,
-    REASON_CONTROL, REASON_ESTABLISHED, REASON_HOST, REASON_MALFORMED, REASON_NON_IP,
-    REASON_NOT_ISOLATED, REASON_NO_POLICY, REASON_RATE_LIMITED, REASON_SPOOFED, VERDICT_ALLOW,
-    VERDICT_AUDIT, VERDICT_DENY,
+    CT_ORIGIN_A, CT_ORIGIN_B, CT_RATE_LIMITED, DIR_EGRESS, DIR_INGRESS, IDF_HOST, IDF_LOCAL,
+    POLICY_KEY_FULL_BITS, REASON_CONTROL, REASON_ESTABLISHED, REASON_HOST, REASON_MALFORMED,
+    REASON_NON_IP, REASON_NOT_ISOLATED, REASON_NO_POLICY, REASON_RATE_LIMITED, REASON_SPOOFED,
+    VERDICT_ALLOW, VERDICT_AUDIT, VERDICT_DENY,
 };
 
 use crate::{
@@ -17,7 +16,10 @@ use crate::{
         CIDR_IDENTITIES, CONFIG, CONNTRACK, COUNTERS, ENDPOINTS, EVENTS, EVENT_STATS, IDENTITIES,
         POLICY, RULE_COUNTERS, SCRATCH,
     },
-    parse::{is_link_control, opens_flow, Malformed, Packet, Parsed, IPPROTO_ICMP, IPPROTO_ICMPV6},
+    parse::{
+        is_link_control, opens_flow, Malformed, Packet, Parsed, FRAG_LATER, IPPROTO_ICMP,
+        IPPROTO_ICMPV6,
+    },
     ratelimit::{self, Charge},
 };
 
@@ -42,7 +44,7 @@ pub struct Decision {
 
 impl Decision {
     #[inline(always)]
-    const fn new(verdict: u8, reason: u8) -> Self {
+    pub const fn new(verdict: u8, reason: u8) -> Self {
         Self {
             verdict,
             reason,
@@ -189,13 +191,8 @@ fn policy_port(p: &Packet) -> u16 {
     }
 }
 
-/// Judge a parsed IP packet for `direction` (tc hooks): conntrack, then policy.
-#[inline(always)]
-pub fn judge(p: &Packet, direction: u8, ifindex: u32) -> Action {
-    judge_segs(p, direction, ifindex, 1)
-}
-
-/// `judge` for a packet of `segs` segments (a GSO aggregate counts each against rate limits).
+/// Judge a parsed IP packet of `segs` segments (a GSO aggregate counts each against rate limits)
+/// for `direction` (tc hooks): conntrack, then policy. Fragments go through `fragment::judge`.
 #[inline(always)]
 pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32) -> Action {
     let cfg = config();
@@ -224,7 +221,8 @@ pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32) -> Action 
 #[inline(always)]
 pub fn uplink_rate_limit(p: &Packet, ifindex: u32) -> Action {
     let cfg = config();
-    if cfg.flags & CONFIG_RATE_LIMITS == 0 || p.is_icmp_error {
+    // A later fragment has no ports to find its bucket by: `to_pod` judges and charges it.
+    if cfg.flags & CONFIG_RATE_LIMITS == 0 || p.is_icmp_error || p.fragment == FRAG_LATER {
         return Action::Pass;
     }
     if identity_of(cfg.slot, &p.dst).flags & IDF_LOCAL == 0 {
@@ -256,7 +254,12 @@ pub fn uplink_rate_limit(p: &Packet, ifindex: u32) -> Action {
         }
     }
     if !tracked {
-        let flow = FlowRef { src: &p.src, dst: &p.dst, protocol: p.protocol, port: policy_port(p) };
+        let flow = FlowRef {
+            src: &p.src,
+            dst: &p.dst,
+            protocol: p.protocol,
+            port: policy_port(p),
+        };
         d = decide(&cfg, DIR_INGRESS, &flow);
         if d.verdict != VERDICT_ALLOW {
             return Action::Pass;
@@ -313,10 +316,24 @@ fn orders_before(x: &Addr, xp: u16, y: &Addr, yp: u16) -> bool {
 #[inline(always)]
 fn ct_key_of(src: &Addr, sport: u16, dst: &Addr, dport: u16, protocol: u8) -> (CtKey, bool) {
     if orders_before(src, sport, dst, dport) {
-        let k = CtKey { a: *src, b: *dst, a_port: sport, b_port: dport, protocol, _pad: [0; 3] };
+        let k = CtKey {
+            a: *src,
+            b: *dst,
+            a_port: sport,
+            b_port: dport,
+            protocol,
+            _pad: [0; 3],
+        };
         (k, true)
     } else {
-        let k = CtKey { a: *dst, b: *src, a_port: dport, b_port: sport, protocol, _pad: [0; 3] };
+        let k = CtKey {
+            a: *dst,
+            b: *src,
+            a_port: dport,
+            b_port: sport,
+            protocol,
+            _pad: [0; 3],
+        };
         (k, false)
     }
 }
@@ -328,19 +345,18 @@ fn ct_key(p: &Packet) -> (CtKey, bool) {
 
 #[inline(always)]
 fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
-    let established = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
-    // ICMP errors about a tracked flow pass with it.
-    if p.is_icmp_error {
-        let i = &p.inner;
-        let (k, _) = ct_key_of(&i.src, i.sport, &i.dst, i.dport, i.protocol);
-        if CONNTRACK.get_ptr(&k).is_some() {
-            return established;
-        }
+    if p.is_icmp_error && related_error(p, cfg) {
+        return Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
     }
     let (k, src_is_a) = ct_key(p);
     let Some(ct) = CONNTRACK.get_ptr_mut(&k) else {
         // A new flow.
-        let flow = FlowRef { src: &p.src, dst: &p.dst, protocol: p.protocol, port: policy_port(p) };
+        let flow = FlowRef {
+            src: &p.src,
+            dst: &p.dst,
+            protocol: p.protocol,
+            port: policy_port(p),
+        };
         let d = decide(cfg, direction, &flow);
         if d.verdict != VERDICT_DENY && opens_flow(p) {
             let mut v = CtValue {
@@ -374,7 +390,12 @@ fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
     }
     // Not judged on this side yet (the second hook on the way of a new flow, or a side cut by an
     // earlier policy change): judge this packet as the start of a flow in its own direction.
-    let flow = FlowRef { src: &p.src, dst: &p.dst, protocol: p.protocol, port: policy_port(p) };
+    let flow = FlowRef {
+        src: &p.src,
+        dst: &p.dst,
+        protocol: p.protocol,
+        port: policy_port(p),
+    };
     let d = decide(cfg, direction, &flow);
     if forward && d.verdict != VERDICT_DENY && opens_flow(p) {
         let s = usize::from(direction & 1);
@@ -387,13 +408,41 @@ fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
     d
 }
 
+/// Whether an ICMP error is related to a flow allowed under the active generation, as Linux's
+/// `nf_conntrack_inet_error` decides it: the quoted packet must belong to a tracked flow, and the
+/// error must be addressed to the quoted packet's source (its outer source may be any router on
+/// the path, so it is not checked). Without the destination check a pod could send "errors"
+/// quoting any tracked flow to a pod it may not reach. An error that is not related is judged
+/// as a new ICMP flow.
+#[inline(always)]
+fn related_error(p: &Packet, cfg: &Config) -> bool {
+    let i = &p.inner;
+    if p.dst != i.src {
+        return false;
+    }
+    let (k, _) = ct_key_of(&i.src, i.sport, &i.dst, i.dport, i.protocol);
+    let Some(ct) = CONNTRACK.get_ptr(&k) else {
+        return false;
+    };
+    // SAFETY: `ct` is a non-null pointer to a live `CtValue` returned by the map lookup; the
+    // fields are plain integers read by value.
+    let (ingress, egress) = unsafe { ((*ct).generation[0], (*ct).generation[1]) };
+    ingress == cfg.generation || egress == cfg.generation
+}
+
 /// A side of a tracked flow: pass it if it was judged under the active generation, else judge
 /// the flow (in its original direction) again.
 #[inline(always)]
 fn revalidate(cfg: &Config, side: u8, k: &CtKey, origin_is_a: bool, ct: *mut CtValue) -> Decision {
     let s = usize::from(side & 1);
-    let (generation, rule, flags, port) =
-        unsafe { ((*ct).generation[s], (*ct).rule[s], (*ct).flags[s], (*ct).policy_port) };
+    let (generation, rule, flags, port) = unsafe {
+        (
+            (*ct).generation[s],
+            (*ct).rule[s],
+            (*ct).flags[s],
+            (*ct).policy_port,
+        )
+    };
     if generation == cfg.generation {
         let mut d = Decision::new(VERDICT_ALLOW, REASON_ESTABLISHED);
         d.rule = rule;
@@ -407,9 +456,19 @@ fn revalidate(cfg: &Config, side: u8, k: &CtKey, origin_is_a: bool, ct: *mut CtV
         return d;
     }
     let flow = if origin_is_a {
-        FlowRef { src: &k.a, dst: &k.b, protocol: k.protocol, port }
+        FlowRef {
+            src: &k.a,
+            dst: &k.b,
+            protocol: k.protocol,
+            port,
+        }
     } else {
-        FlowRef { src: &k.b, dst: &k.a, protocol: k.protocol, port }
+        FlowRef {
+            src: &k.b,
+            dst: &k.a,
+            protocol: k.protocol,
+            port,
+        }
     };
     let d = decide(cfg, side, &flow);
     unsafe {

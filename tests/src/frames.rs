@@ -32,8 +32,12 @@ pub struct Frame {
     pub vlans: Vec<u16>,
     /// IPv6 extension headers to insert before L4: (next-header code, total length in bytes).
     pub ipv6_ext: Vec<u8>,
-    /// IPv4 fragment offset in 8-byte units (non-zero = non-first fragment).
+    /// Fragment offset in 8-byte units (non-zero = non-first fragment: no layer 4 header).
     pub fragment_offset: u16,
+    /// More-fragments flag.
+    pub more_fragments: bool,
+    /// IPv4 identification (low 16 bits) or IPv6 fragment identification.
+    pub frag_id: u32,
     pub payload: usize,
 }
 
@@ -46,6 +50,8 @@ impl Frame {
             vlans: Vec::new(),
             ipv6_ext: Vec::new(),
             fragment_offset: 0,
+            more_fragments: false,
+            frag_id: 1,
             payload: 0,
         }
     }
@@ -87,6 +93,28 @@ impl Frame {
     pub fn fragment(mut self, offset: u16) -> Self {
         self.fragment_offset = offset;
         self
+    }
+
+    /// The first fragment of datagram `id` (offset 0, more fragments follow).
+    #[must_use]
+    pub fn first_fragment(mut self, id: u32) -> Self {
+        self.fragment_offset = 0;
+        self.more_fragments = true;
+        self.frag_id = id;
+        self
+    }
+
+    /// A later fragment of datagram `id` at `offset` (8-byte units): payload bytes only.
+    #[must_use]
+    pub fn later_fragment(mut self, id: u32, offset: u16, more: bool) -> Self {
+        self.fragment_offset = offset;
+        self.more_fragments = more;
+        self.frag_id = id;
+        self
+    }
+
+    fn is_fragment(&self) -> bool {
+        self.fragment_offset != 0 || self.more_fragments
     }
 
     /// Serialize to bytes.
@@ -132,6 +160,10 @@ impl Frame {
             }
         };
         l4.extend(std::iter::repeat_n(0xab, self.payload));
+        if self.fragment_offset != 0 {
+            // A later fragment carries only data.
+            l4 = vec![0xab; self.payload.max(8)];
+        }
         let mut out = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
         for id in &self.vlans {
             out.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -143,26 +175,39 @@ impl Frame {
                 let total = u16::try_from(20 + l4.len()).unwrap_or(u16::MAX);
                 out.extend_from_slice(&[0x45, 0]);
                 out.extend_from_slice(&total.to_be_bytes());
-                out.extend_from_slice(&[0, 1]);
-                out.extend_from_slice(&(self.fragment_offset & 0x1fff).to_be_bytes());
+                #[allow(clippy::cast_possible_truncation)] // IPv4 ids are 16 bits
+                out.extend_from_slice(&(self.frag_id as u16).to_be_bytes());
+                let more = if self.more_fragments { 0x2000 } else { 0 };
+                out.extend_from_slice(&((self.fragment_offset & 0x1fff) | more).to_be_bytes());
                 out.extend_from_slice(&[64, proto, 0, 0]);
                 out.extend_from_slice(&s.octets());
                 out.extend_from_slice(&d.octets());
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 out.extend_from_slice(&0x86DDu16.to_be_bytes());
-                let ext_len = self.ipv6_ext.len() * 8;
-                let payload = u16::try_from(ext_len + l4.len()).unwrap_or(u16::MAX);
+                let mut ext = self.ipv6_ext.clone();
+                if self.is_fragment() {
+                    ext.push(44);
+                }
+                let payload = u16::try_from(ext.len() * 8 + l4.len()).unwrap_or(u16::MAX);
                 out.extend_from_slice(&[0x60, 0, 0, 0]);
                 out.extend_from_slice(&payload.to_be_bytes());
-                out.push(self.ipv6_ext.first().copied().unwrap_or(proto));
+                out.push(ext.first().copied().unwrap_or(proto));
                 out.push(64);
                 out.extend_from_slice(&s.octets());
                 out.extend_from_slice(&d.octets());
-                for (i, _) in self.ipv6_ext.iter().enumerate() {
-                    let next = self.ipv6_ext.get(i + 1).copied().unwrap_or(proto);
-                    // 8 bytes: next header, length 0 (= 8 bytes), PadN option.
-                    out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                for (i, code) in ext.iter().enumerate() {
+                    let next = ext.get(i + 1).copied().unwrap_or(proto);
+                    if *code == 44 {
+                        let more = u16::from(self.more_fragments);
+                        let off = (self.fragment_offset << 3) | more;
+                        out.extend_from_slice(&[next, 0]);
+                        out.extend_from_slice(&off.to_be_bytes());
+                        out.extend_from_slice(&self.frag_id.to_be_bytes());
+                    } else {
+                        // 8 bytes: next header, length 0 (= 8 bytes), PadN option.
+                        out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                    }
                 }
             }
             _ => panic!("source and destination of a frame must be of one family"),

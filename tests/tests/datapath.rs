@@ -8,8 +8,8 @@ use enforcer::{
     policy::{compile, parse::parse_documents, NodeContext, PolicySet},
 };
 use enforcer_common::{
-    counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_MALFORMED,
-    REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_DENY,
+    counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_FRAGMENT,
+    REASON_MALFORMED, REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{arp_request, icmp_unreachable, Frame, L4},
@@ -270,11 +270,12 @@ fn truncated_and_fragmented_packets_are_dropped_as_malformed() {
         .ipv6_ext(0)
         .build();
     assert_eq!(h.tc(programs::FROM_POD, &v6[..14 + 40 + 4]), TC_SHOT);
-    // A non-first fragment has no ports to judge.
-    let frag = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 44002, 8080)
-        .fragment(100)
+    // A later fragment starting inside the first 24 bytes could rewrite the TCP header the
+    // first fragment was judged by (RFC 1858).
+    let overlap = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 44002, 8080)
+        .later_fragment(9, 1, true)
         .build();
-    assert_eq!(h.tc(programs::FROM_POD, &frag), TC_SHOT);
+    assert_eq!(h.tc(programs::FROM_POD, &overlap), TC_SHOT);
     assert_eq!(h.xdp(programs::XDP_POD, &full[..14 + 12]), XDP_DROP);
     assert_eq!(h.xdp(programs::XDP_POD, &full[..14 + 20 + 10]), XDP_DROP);
     assert_eq!(
@@ -406,4 +407,146 @@ fn a_new_generation_rejudges_established_flows() {
     h.dp.install(&compile(&set, &NodeContext::default()), &endpoints)
         .expect("install");
     assert_eq!(h.flow(&ack), TC_SHOT, "re-judged under the new generation");
+}
+
+#[test]
+fn icmp_errors_must_be_addressed_to_the_quoted_packets_source() {
+    let Some(h) = Harness::new() else { return };
+    // A tracked flow web → api:8080.
+    let allowed = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 49000, 8080);
+    assert_eq!(h.flow(&allowed), TC_PASS);
+    // web may not reach db (db denies web). A forged "error" web → db quoting web's own tracked
+    // flow is not related (db is not the quoted packet's source): judged as new, denied.
+    let forged = icmp_unreachable(ip("10.10.1.10"), ip("10.10.3.10"), &allowed.build());
+    assert_eq!(
+        h.tc(programs::TO_POD, &forged),
+        TC_SHOT,
+        "forged error into db"
+    );
+    // The same from a router (any address) to api, quoting web's packet: api is not its source.
+    let forged = icmp_unreachable(ip("10.99.0.1"), ip("10.10.2.10"), &allowed.build());
+    assert_eq!(
+        h.tc(programs::TO_POD, &forged),
+        TC_SHOT,
+        "forged error into api"
+    );
+    // A genuine error: a router on the path reports api's reply (api → web) back to api. The
+    // outer source is unknown (world, which api's ingress denies), yet it is related.
+    let reply = Frame::new(
+        ip("10.10.2.10"),
+        ip("10.10.1.10"),
+        L4::Tcp {
+            sport: 8080,
+            dport: 49000,
+            flags: 0x12,
+        },
+    );
+    let genuine = icmp_unreachable(ip("10.99.0.1"), ip("10.10.2.10"), &reply.build());
+    assert_eq!(
+        h.tc(programs::TO_POD, &genuine),
+        TC_PASS,
+        "error to the reply's source"
+    );
+    // The same quoting a flow that is not tracked: judged as new ICMP from world, denied.
+    let untracked = Frame::new(
+        ip("10.10.2.10"),
+        ip("10.10.1.10"),
+        L4::Tcp {
+            sport: 8080,
+            dport: 49001,
+            flags: 0x12,
+        },
+    );
+    let stray = icmp_unreachable(ip("10.99.0.1"), ip("10.10.2.10"), &untracked.build());
+    assert_eq!(
+        h.tc(programs::TO_POD, &stray),
+        TC_SHOT,
+        "error about no tracked flow"
+    );
+    // IPv6: forged (router → api quoting web's packet) and genuine (quoting api's reply).
+    let allowed6 = Frame::tcp_syn(ip("fd00:10::10"), ip("fd00:10::20"), 49002, 8080);
+    assert_eq!(h.flow(&allowed6), TC_PASS);
+    let forged6 = icmp_unreachable(ip("fd00:99::1"), ip("fd00:10::20"), &allowed6.build());
+    assert_eq!(
+        h.tc(programs::TO_POD, &forged6),
+        TC_SHOT,
+        "forged v6 error into api"
+    );
+    let reply6 = Frame::new(
+        ip("fd00:10::20"),
+        ip("fd00:10::10"),
+        L4::Tcp {
+            sport: 8080,
+            dport: 49002,
+            flags: 0x12,
+        },
+    );
+    let genuine6 = icmp_unreachable(ip("fd00:99::1"), ip("fd00:10::20"), &reply6.build());
+    assert_eq!(
+        h.tc(programs::TO_POD, &genuine6),
+        TC_PASS,
+        "v6 error to the reply's source"
+    );
+}
+
+/// Both hooks of one frame, as `Harness::flow` but for raw bytes.
+fn both(h: &Harness, bytes: &[u8]) -> (u32, u32) {
+    (
+        h.tc(programs::FROM_POD, bytes),
+        h.tc(programs::TO_POD, bytes),
+    )
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment() {
+    let Some(h) = Harness::new() else { return };
+    for (web, api, id) in [
+        (ip("10.10.1.10"), ip("10.10.2.10"), 0x1234),
+        (ip("fd00:10::10"), ip("fd00:10::20"), 0x0001_1234),
+    ] {
+        let frag_before = h.counter(DIR_EGRESS, VERDICT_DENY, REASON_FRAGMENT)
+            + h.counter(DIR_INGRESS, VERDICT_DENY, REASON_FRAGMENT);
+        // Allowed datagram (web → api TCP 8080): every fragment passes both hooks.
+        let first = Frame::tcp_syn(web, api, 50000, 8080).first_fragment(id);
+        assert_eq!(
+            both(&h, &first.build()),
+            (TC_PASS, TC_PASS),
+            "allowed first"
+        );
+        let middle = first.clone().later_fragment(id, 185, true).build();
+        let last = first.clone().later_fragment(id, 370, false).build();
+        assert_eq!(both(&h, &middle), (TC_PASS, TC_PASS), "allowed middle");
+        assert_eq!(both(&h, &last), (TC_PASS, TC_PASS), "allowed last");
+        // Denied datagram (port 8081): its later fragments never pass the hook that denied it.
+        let denied = Frame::tcp_syn(web, api, 50001, 8081).first_fragment(id + 1);
+        assert_eq!(
+            h.tc(programs::TO_POD, &denied.build()),
+            TC_SHOT,
+            "denied first"
+        );
+        let later = denied.clone().later_fragment(id + 1, 185, false).build();
+        assert_eq!(h.tc(programs::TO_POD, &later), TC_SHOT, "denied later");
+        // An orphan (no first fragment seen) is dropped by both hooks.
+        let orphan = Frame::tcp_syn(web, api, 50002, 8080)
+            .later_fragment(id + 2, 185, false)
+            .build();
+        assert_eq!(both(&h, &orphan), (TC_SHOT, TC_SHOT), "orphan");
+        // A denied first fragment reusing an allowed datagram's id erases it: its later
+        // fragments do not ride on the earlier datagram's ports.
+        let reused = Frame::tcp_syn(web, api, 50003, 8081).first_fragment(id);
+        assert_eq!(
+            h.tc(programs::TO_POD, &reused.build()),
+            TC_SHOT,
+            "denied reuse"
+        );
+        assert_eq!(
+            h.tc(programs::TO_POD, &last),
+            TC_SHOT,
+            "later of the denied reuse"
+        );
+        let frag_after = h.counter(DIR_EGRESS, VERDICT_DENY, REASON_FRAGMENT)
+            + h.counter(DIR_INGRESS, VERDICT_DENY, REASON_FRAGMENT);
+        // later of denied (1) + orphan (2) + later of the reuse (1).
+        assert_eq!(frag_after, frag_before + 4, "fragment drops counted");
+    }
 }

@@ -5,8 +5,9 @@ use enforcer_common::DIR_EGRESS;
 
 use super::{pull_headers, skb_ifindex, tc_action};
 use crate::{
+    fragment,
     parse::parse,
-    policy::{scratch_packet, judge, precheck, spoofed_from_pod, verdict_without_policy, Action, SPOOFED},
+    policy::{precheck, scratch_packet, spoofed_from_pod, verdict_without_policy, Action, SPOOFED},
 };
 
 #[classifier]
@@ -28,5 +29,5 @@ fn try_from_pod(ctx: &TcContext) -> Action {
     if spoofed_from_pod(p, ifindex) {
         return verdict_without_policy(Some(p), DIR_EGRESS, ifindex, SPOOFED);
     }
-    judge(p, DIR_EGRESS, ifindex)
+    fragment::judge(p, DIR_EGRESS, ifindex, 1)
 }

@@ -6,8 +6,9 @@ use enforcer_common::DIR_INGRESS;
 
 use super::{pull_headers, skb_ifindex, tc_action};
 use crate::{
+    fragment,
     parse::parse,
-    policy::{judge_segs, precheck, scratch_packet, verdict_without_policy, Action},
+    policy::{precheck, scratch_packet, verdict_without_policy, Action},
 };
 
 #[classifier]
@@ -28,5 +29,5 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     }
     // A GSO aggregate counts as its segments against packet rate limits.
     let segs = unsafe { (*ctx.skb.skb).gso_segs };
-    judge_segs(p, DIR_INGRESS, ifindex, segs.max(1))
+    fragment::judge(p, DIR_INGRESS, ifindex, segs.max(1))
 }

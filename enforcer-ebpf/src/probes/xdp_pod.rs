@@ -6,9 +6,7 @@ use enforcer_common::{DIR_EGRESS, VERDICT_DENY};
 
 use crate::{
     parse::parse,
-    policy::{
-        precheck, scratch_packet, spoofed_from_pod, verdict_without_policy, Action, SPOOFED,
-    },
+    policy::{precheck, scratch_packet, spoofed_from_pod, verdict_without_policy, Action, SPOOFED},
 };
 
 #[xdp]
@@ -28,7 +26,9 @@ fn try_xdp_pod(ctx: &XdpContext) -> Action {
     let parsed = parse(ctx.data(), ctx.data_end(), p);
     match precheck(&parsed, p) {
         // Drops are final and counted here; passes are counted by the tc hook.
-        Some(d) if d.verdict == VERDICT_DENY => verdict_without_policy(None, DIR_EGRESS, ifindex, d),
+        Some(d) if d.verdict == VERDICT_DENY => {
+            verdict_without_policy(None, DIR_EGRESS, ifindex, d)
+        }
         Some(_) => Action::Pass,
         None if spoofed_from_pod(p, ifindex) => {
             verdict_without_policy(Some(p), DIR_EGRESS, ifindex, SPOOFED)
