@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod datapath;
+pub mod kube;
 pub mod metrics;
 pub mod node;
 pub mod policy;

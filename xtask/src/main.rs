@@ -6,9 +6,11 @@
 mod bench;
 mod build;
 mod demo;
+mod manifests;
 mod scenario;
 mod setup;
 mod test;
+mod tools;
 mod util;
 
 use std::path::PathBuf;
@@ -33,8 +35,14 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Setup, then fmt check, clippy, tests and scenarios; stops at the first failure
+    /// Setup, then fmt check, clippy, manifests, tests and scenarios; stops at the first failure
     Test,
+    /// Render the kustomize overlays and validate them offline (Kubernetes schemas, CRDs)
+    Manifests {
+        /// Regenerate the Prometheus rule object from deploy/prometheus/alerts.yaml, not check it
+        #[arg(long)]
+        write: bool,
+    },
     /// Build enforcer and the scenario runner, then run scenario files (live, or `--offline`)
     Scenario {
         /// Evaluate the probes with the policy engine alone (no namespaces, no root)
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|_| ()),
         Command::Build { release } => build::build(release).map(|_| ()),
         Command::Test => test::test(),
+        Command::Manifests { write } => manifests::manifests(write),
         Command::Scenario {
             offline,
             release,

@@ -36,6 +36,8 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "prometheus",
     "bpftool",
+    // The virtualenv of the manifest tools (xtask/src/tools.rs).
+    "python3-venv",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -167,6 +169,7 @@ pub fn ensure() -> Result<EbpfToolchain> {
     let started = Instant::now();
     apt_packages()?;
     bpf_linker()?;
+    crate::tools::ensure()?;
     let toolchain = EbpfToolchain::detect()?;
     let why = match toolchain {
         _ if env::var_os(TOOLCHAIN_ENV).is_some() => "set by $ENFORCER_EBPF_TOOLCHAIN",

@@ -37,6 +37,7 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     steps.run("clippy", || {
         cargo_step("clippy --workspace --all-targets -- -D warnings")
     })?;
+    steps.run("manifests", || crate::manifests::manifests(false))?;
     steps.run("clean stale network namespaces", clean_stale_netns)?;
     // The end-to-end tests start the agent binary.
     let runner = steps.run("build enforcer and the scenario runner", || {

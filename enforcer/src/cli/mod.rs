@@ -85,6 +85,12 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "yaml")]
         output: Format,
     },
+    /// Print the custom resource definitions of the enforcer policy objects as YAML.
+    Crds {
+        /// Write one file per CRD into DIR instead (deploy/kubernetes/base/crds).
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+    },
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -204,6 +210,7 @@ pub fn run(cli: Cli) -> Result<bool> {
                 format: output,
             },
         )?,
+        Command::Crds { write } => crate::kube::print_crds(write.as_deref())?,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -65,7 +65,7 @@ pub fn read_documents(ctx: &mut Ctx, nodes: &[Node]) -> Vec<Document> {
 const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_FIELDS: &[&str] = &["name", "labels", "annotations"];
 const WORKLOAD_FIELDS: &[&str] = &["service", "addresses"];
-const FLOW_POLICY_FIELDS: &[&str] = &[
+pub const FLOW_POLICY_FIELDS: &[&str] = &[
     "service",
     "mode",
     "ingress",
@@ -73,9 +73,9 @@ const FLOW_POLICY_FIELDS: &[&str] = &[
     "ingressDeny",
     "egressDeny",
 ];
-const PEER_FIELDS: &[&str] = &["service", "cidr", "except"];
-const PORT_FIELDS: &[&str] = &["protocol", "port", "endPort"];
-const RATE_LIMIT_FIELDS: &[&str] = &["packetsPerSecond", "bytesPerSecond", "burst", "per"];
+pub const PEER_FIELDS: &[&str] = &["service", "cidr", "except"];
+pub const PORT_FIELDS: &[&str] = &["protocol", "port", "endPort"];
+pub const RATE_LIMIT_FIELDS: &[&str] = &["packetsPerSecond", "bytesPerSecond", "burst", "per"];
 
 /// Reads one document (a mapping). Returns `None` if it has any error.
 pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
