@@ -31,6 +31,7 @@
 
 pub mod cluster;
 mod cmd;
+pub mod evidence;
 pub mod fixtures;
 pub mod frames;
 pub mod live;
@@ -67,13 +68,47 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// For tests: returns `true` when the test must be skipped because the process is not root, after
-/// printing why. Use as `if skip_unless_root() { return; }`.
+/// The environment variable naming a file where skipped tests are listed (one line per skip:
+/// test name, a tab, the reason); `cargo xtask test` sets it and counts the lines.
+pub const SKIP_LOG_ENV: &str = "ENFORCER_SKIP_LOG";
+
+/// Whether we run under CI (`CI=true`, or `CI=1`): a test that cannot run must then fail.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// For tests: returns `true` when the test must be skipped because the process is not root.
+/// Use as `if skip_unless_root() { return; }`. Under CI (`CI=true`) it panics instead: CI must
+/// not pass by skipping. See [`skip`].
 pub fn skip_unless_root() -> bool {
-    if is_root() {
-        false
-    } else {
-        eprintln!("skipped: needs root (network namespaces)");
-        true
+    !is_root() && skip("needs root (network namespaces, eBPF)")
+}
+
+/// Skips the calling test for `reason` (returns `true`): prints it and appends it to the file
+/// named by [`SKIP_LOG_ENV`]. Under CI (`CI=true`) it panics with the reason instead.
+///
+/// # Panics
+///
+/// Under CI, always.
+pub fn skip(reason: &str) -> bool {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed test");
+    assert!(
+        !under_ci(),
+        "{test}: cannot run here ({reason}), and CI=true forbids skipping"
+    );
+    eprintln!("skipped: {reason}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV) {
+        use std::io::Write as _;
+        let line = format!("{test}\t{reason}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot record the skip in {}: {e}", path.to_string_lossy());
+        }
     }
+    true
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -55,6 +55,23 @@ impl Worker {
                 Ok(Ok(())) => Err(anyhow!("worker in netns {ns} exited during setup")),
                 Err(_) => Err(anyhow!("worker in netns {ns} panicked during setup")),
             },
+        }
+    }
+
+    /// Whether the thread still runs (a worker only ends by itself on an error).
+    pub(crate) fn running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// `Ok` while the thread runs; once it has ended by itself, its error (or "exited"). A server
+    /// that died turns later probes into non-answers: callers fail the run instead.
+    pub(crate) fn check(&mut self) -> Result<()> {
+        if self.running() {
+            return Ok(());
+        }
+        match self.stop() {
+            Ok(()) => Err(anyhow!("the server thread exited")),
+            Err(e) => Err(e),
         }
     }
 
@@ -210,17 +227,27 @@ impl TcpEchoServer {
         self.peers.snapshot()
     }
 
+    /// `Ok` while the server runs; once its thread ended by itself (an accept error, for
+    /// instance), that error.
+    pub fn check(&mut self) -> Result<()> {
+        self.worker.check()
+    }
+
     /// Stops the server and closes its connections.
     pub fn stop(mut self) -> Result<()> {
         self.worker.stop()
     }
 }
 
+/// Arrival times of datagrams, with their source address.
+pub(crate) type Arrivals = Mutex<Vec<(IpAddr, Instant)>>;
+
 /// A UDP echo server running inside a namespace; stopped on drop.
 #[derive(Debug)]
 pub struct UdpEchoServer {
     port: u16,
     peers: Arc<PeerLog>,
+    arrivals: Arc<Arrivals>,
     worker: Worker,
 }
 
@@ -242,6 +269,8 @@ pub(crate) fn bind_udp_pair(port: u16) -> Result<(UdpSocket, UdpSocket, u16)> {
 pub fn spawn_udp_echo(ns: &str, port: u16) -> Result<UdpEchoServer> {
     let peers = Arc::new(PeerLog::default());
     let log = Arc::clone(&peers);
+    let arrivals = Arc::new(Arrivals::default());
+    let times = Arc::clone(&arrivals);
     let (worker, port) = Worker::start(ns, move |stop, ready| {
         let (v4, v6, port) = match bind_udp_pair(port).context("UDP echo server") {
             Ok(t) => t,
@@ -257,10 +286,16 @@ pub fn spawn_udp_echo(ns: &str, port: u16) -> Result<UdpEchoServer> {
         while !stop.load(Ordering::SeqCst) {
             let ready = sock::poll(&fds, libc::POLLIN, TICK)?;
             for (s, _) in socks.iter().zip(ready).filter(|(_, r)| *r) {
-                // Errors on one datagram (e.g. a queued ICMP error) must not kill the server.
+                // Errors on one received datagram (e.g. a queued ICMP error) must not kill the
+                // server; an echo it cannot send does: later probes would read it as a drop.
                 if let Ok((n, from, dst)) = sock::recv_with_dst(s, &mut buf) {
                     log.record(from.ip());
-                    let _ = sock::send_from(s, &buf[..n], from, dst);
+                    times
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((from.ip().to_canonical(), Instant::now()));
+                    sock::send_from(s, &buf[..n], from, dst)
+                        .with_context(|| format!("UDP echo server: reply to {from}"))?;
                 }
             }
         }
@@ -269,6 +304,7 @@ pub fn spawn_udp_echo(ns: &str, port: u16) -> Result<UdpEchoServer> {
     Ok(UdpEchoServer {
         port,
         peers,
+        arrivals,
         worker,
     })
 }
@@ -282,6 +318,22 @@ impl UdpEchoServer {
     /// Source addresses of received datagrams with the number of datagrams from each.
     pub fn peers(&self) -> HashMap<IpAddr, u64> {
         self.peers.snapshot()
+    }
+
+    /// Datagrams from `src` that arrived in `[from, to]` (receiver clock).
+    pub fn arrivals_between(&self, src: IpAddr, from: Instant, to: Instant) -> u64 {
+        let src = src.to_canonical();
+        let list = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = list
+            .iter()
+            .filter(|(ip, t)| *ip == src && *t >= from && *t <= to)
+            .count();
+        u64::try_from(n).unwrap_or(u64::MAX)
+    }
+
+    /// `Ok` while the server runs; its error once it died (see [`TcpEchoServer::check`]).
+    pub fn check(&mut self) -> Result<()> {
+        self.worker.check()
     }
 
     /// Stops the server.

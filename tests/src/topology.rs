@@ -851,6 +851,20 @@ impl Topology {
         Ok(self.pod(pod)?.addresses())
     }
 
+    /// Namespace of the pod or external that holds address `addr`.
+    pub fn netns_holding(&self, addr: IpAddr) -> Option<&str> {
+        self.pods
+            .iter()
+            .find(|p| p.addresses().contains(&addr))
+            .map(Pod::netns)
+            .or_else(|| {
+                self.externals
+                    .iter()
+                    .find(|e| e.addresses().contains(&addr))
+                    .map(External::netns)
+            })
+    }
+
     /// Namespace of a pod, external or node called `name` (looked up in that order).
     pub fn netns_of(&self, name: &str) -> Result<&str> {
         if let Ok(p) = self.pod(name) {

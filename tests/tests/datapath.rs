@@ -67,8 +67,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Option<Self> {
-        if !enforcer_tests::is_root() {
-            eprintln!("skipping: datapath tests need root");
+        if enforcer_tests::skip_unless_root() {
             return None;
         }
         let docs = parse_documents("test.yaml", POLICY).expect("valid policy");

@@ -92,8 +92,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Option<Self> {
-        if !enforcer_tests::is_root() {
-            eprintln!("skipping: rate-limit tests need root");
+        if enforcer_tests::skip_unless_root() {
             return None;
         }
         let mut dp = Datapath::load(None).expect("load eBPF object");

@@ -8,6 +8,7 @@ mod build;
 mod demo;
 mod manifests;
 mod scenario;
+mod selftest;
 mod setup;
 mod test;
 mod tools;
@@ -43,6 +44,8 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Deliberately broken runs proving each guard of the test suite (needs root)
+    Selftest,
     /// Build enforcer and the scenario runner, then run scenario files (live, or `--offline`)
     Scenario {
         /// Evaluate the probes with the policy engine alone (no namespaces, no root)
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Build { release } => build::build(release).map(|_| ()),
         Command::Test => test::test(),
         Command::Manifests { write } => manifests::manifests(write),
+        Command::Selftest => selftest::selftest(),
         Command::Scenario {
             offline,
             release,

@@ -1,27 +1,46 @@
-//! `cargo xtask test`: everything CI checks, in order, stopping at the first failure.
+//! `cargo xtask test`: everything CI checks, in order, stopping at the first failure. It ends
+//! with what it ran, what it skipped and why (steps, and integration tests that skipped
+//! themselves because they need root).
+//!
+//! Under CI (`CI=true`) nothing may be skipped: without root the command fails at once, and a
+//! test that cannot run fails (`enforcer_tests::skip`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::scenario::{build_runner, run_scenarios, scenario_files};
 use crate::setup;
-use crate::util::{banner, cargo, is_root, output, run};
+use crate::util::{banner, cargo, is_root, run, target_dir};
 
-/// Network namespaces whose names start with this belong to our tests; stale ones from aborted runs
-/// are deleted.
-const NETNS_PREFIX: &str = "enf-";
+/// The file where integration tests list their skips (`enforcer_tests::SKIP_LOG_ENV`).
+const SKIP_LOG_ENV: &str = "ENFORCER_SKIP_LOG";
+
+/// Whether we run under CI (`CI=true` or `CI=1`).
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
 
 pub fn test() -> Result<()> {
+    if under_ci() && !is_root() {
+        bail!(
+            "CI=true and not root: the datapath, end-to-end and live scenario tests need root, \
+             and CI must not pass by skipping them"
+        );
+    }
     let started = Instant::now();
     let mut steps = Steps::default();
     let result = all_steps(&mut steps);
+    steps.summary();
     let elapsed = started.elapsed();
-    let passed = steps.passed;
+    let passed = steps.ran.len();
     match &result {
-        Ok(()) => banner(&format!("test: all {passed} steps passed in {elapsed:.1?}")),
+        Ok(()) => banner(&format!(
+            "test: all {passed} steps passed, {} skipped, in {elapsed:.1?}",
+            steps.skipped.len()
+        )),
         Err(_) => banner(&format!(
             "test: FAILED after {passed} passed steps, in {elapsed:.1?}"
         )),
@@ -38,89 +57,97 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
         cargo_step("clippy --workspace --all-targets -- -D warnings")
     })?;
     steps.run("manifests", || crate::manifests::manifests(false))?;
-    steps.run("clean stale network namespaces", clean_stale_netns)?;
     // The end-to-end tests start the agent binary.
     let runner = steps.run("build enforcer and the scenario runner", || {
         build_runner(false)
     })?;
+    let root = is_root();
+    if root {
+        steps.run("clean orphaned network namespaces", || {
+            run(Command::new(&runner).arg("--clean-orphans"))
+        })?;
+    }
     // The integration tests need root and create network namespaces: one at a time.
+    let skip_log = target_dir().join("xtask-test-skips.tsv");
+    let _ = std::fs::remove_file(&skip_log);
     steps.run("cargo test", || {
-        cargo_step("test --workspace -- --test-threads=1")
+        run(cargo()
+            .args(["test", "--workspace", "--", "--test-threads=1"])
+            .env(SKIP_LOG_ENV, &skip_log))
     })?;
+    steps.skipped_tests = read_skips(&skip_log);
 
     let scenarios = scenario_files(Path::new("tests/scenarios"))?;
     if scenarios.is_empty() {
-        println!("\nno tests/scenarios/*.yaml: scenario steps skipped");
-    } else {
-        steps.run("scenarios (offline)", || {
-            run_scenarios(&runner, true, &scenarios)
-        })?;
-        if is_root() {
-            steps.run("scenarios (live)", || {
-                run_scenarios(&runner, false, &scenarios)
-            })?;
-        } else {
-            println!("\nscenarios (live): skipped, they need root");
+        bail!("no tests/scenarios/*.yaml");
+    }
+    steps.run("scenarios (offline)", || {
+        run_scenarios(&runner, true, &scenarios)
+    })?;
+    if !root {
+        for name in ["scenarios (live)", "demo", "bench --quick", "selftest"] {
+            steps.skip(name, "needs root (network namespaces, eBPF)");
         }
+        return Ok(());
     }
-    if is_root() {
-        // The demo must run to completion and leave nothing behind.
-        steps.run("demo", || {
-            cargo_step("run --quiet -p enforcer-tests --bin demo")
-        })?;
-        // The quick benchmarks, so they never rot (their output goes to bench/quick/).
-        steps.run("bench --quick", || {
-            cargo_step("run --quiet --release -p enforcer-tests --bin bench -- --quick")
-        })?;
-    } else {
-        println!(
-            "
-demo and bench --quick: skipped, they need root"
-        );
-    }
+    steps.run("scenarios (live)", || {
+        run_scenarios(&runner, false, &scenarios)
+    })?;
+    // The demo must run to completion and leave nothing behind.
+    steps.run("demo", || {
+        cargo_step("run --quiet -p enforcer-tests --bin demo")
+    })?;
+    // The quick benchmarks, so they never rot (they write under target/bench/quick/ only).
+    steps.run("bench --quick", || {
+        cargo_step("run --quiet --release -p enforcer-tests --bin bench -- --quick")
+    })?;
+    // The guards of the test suite catch deliberate sabotage.
+    steps.run("selftest", crate::selftest::selftest)?;
     Ok(())
+}
+
+/// `(test, reason)` lines of the skip log.
+fn read_skips(path: &PathBuf) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(t, r)| (t.to_string(), r.to_string()))
+        .collect()
 }
 
 #[derive(Default)]
 struct Steps {
-    passed: usize,
+    ran: Vec<String>,
+    skipped: Vec<(String, String)>,
+    skipped_tests: Vec<(String, String)>,
 }
 
 impl Steps {
     /// Run one step under a banner; its error names the step.
     fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
-        banner(&format!("[{}] {name}", self.passed + 1));
+        banner(&format!("[{}] {name}", self.ran.len() + 1));
         let started = Instant::now();
         let value = step().with_context(|| format!("step `{name}` failed"))?;
-        self.passed += 1;
         println!("--- {name}: ok ({:.1?})", started.elapsed());
+        self.ran.push(format!("{name} ({:.1?})", started.elapsed()));
         Ok(value)
     }
-}
 
-/// Delete every network namespace named `enf-*`, left over by an aborted test run.
-fn clean_stale_netns() -> Result<()> {
-    let list =
-        output(Command::new("ip").args(["netns", "list"])).context("`ip netns list` failed")?;
-    // Lines look like `enf-n1 (id: 3)` or `enf-n1`.
-    let stale: Vec<&str> = list
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| name.starts_with(NETNS_PREFIX))
-        .collect();
-    if stale.is_empty() {
-        println!("no stale {NETNS_PREFIX}* namespaces");
-        return Ok(());
+    fn skip(&mut self, name: &str, why: &str) {
+        println!("\n--- {name}: SKIPPED ({why})");
+        self.skipped.push((name.into(), why.into()));
     }
-    if !is_root() {
-        println!(
-            "stale namespaces not deleted (needs root): {}",
-            stale.join(" ")
-        );
-        return Ok(());
+
+    /// What ran, what was skipped and why.
+    fn summary(&self) {
+        banner("summary");
+        println!("ran: {}", self.ran.join(", "));
+        for (name, why) in &self.skipped {
+            println!("skipped step: {name}: {why}");
+        }
+        println!("skipped integration tests: {}", self.skipped_tests.len());
+        for (test, why) in &self.skipped_tests {
+            println!("  {test}: {why}");
+        }
     }
-    for name in stale {
-        run(Command::new("ip").args(["netns", "delete", name]))?;
-    }
-    Ok(())
 }

@@ -157,8 +157,12 @@ pub struct Probe {
     pub family: Family,
     /// Packets to send (required for `rate_limited`).
     pub packets: Option<u32>,
-    /// The rate expected to pass (required for `rate_limited`, only allowed there).
+    /// The rate the packets are sent at (required with `packets`).
     pub rate_per_second: Option<u64>,
+    /// The rate a `rate_limited` probe expects to get through, in packets per second, measured
+    /// at the receiver (`admittedPerSecond`; when omitted, the live runner takes the binding
+    /// rule's `rateLimit`).
+    pub admitted_per_second: Option<u64>,
     pub line: usize,
 }
 

@@ -24,6 +24,7 @@ const PROBE_FIELDS: &[&str] = &[
     "family",
     "packets",
     "ratePerSecond",
+    "admittedPerSecond",
 ];
 
 /// Parses one scenario file.
@@ -364,6 +365,7 @@ fn read_probe(ctx: &mut Ctx, node: &Node, path: &str, scenario: &Scenario) -> Op
         }
     }
     let (packets, rate) = read_rate_fields(ctx, &p, path, expect);
+    let admitted = read_admitted(ctx, &p, path, expect);
     if ctx.errors.len() != errors_before {
         return None;
     }
@@ -376,8 +378,23 @@ fn read_probe(ctx: &mut Ctx, node: &Node, path: &str, scenario: &Scenario) -> Op
         family,
         packets,
         rate_per_second: rate,
+        admitted_per_second: admitted,
         line: node.pos.line,
     })
+}
+
+/// `admittedPerSecond` of a probe: the rate a `rate_limited` probe expects to get through (only
+/// allowed there).
+fn read_admitted(ctx: &mut Ctx, p: &MapReader, path: &str, expect: Option<Expect>) -> Option<u64> {
+    let (key, n) = p.entry("admittedPerSecond")?;
+    if expect != Some(Expect::RateLimited) {
+        ctx.error(
+            key.pos,
+            format!("{path}: `admittedPerSecond` is only for `expect: rate_limited`"),
+        );
+    }
+    ctx.int(n, &p.child("admittedPerSecond"), 1, i128::from(u64::MAX))
+        .and_then(|i| u64::try_from(i).ok())
 }
 
 /// `packets` and `ratePerSecond` of a probe (both required for `rate_limited`).
@@ -535,7 +552,7 @@ steps:
     #[test]
     fn defaults() {
         let s = parse(&with_probes(
-            "      - {from: a, to: b, port: 80, expect: audit}\n      - {from: b, to: a, protocol: udp, port: 53, expect: rate_limited, packets: 100, ratePerSecond: 10, family: ipv4}\n",
+            "      - {from: a, to: b, port: 80, expect: audit}\n      - {from: b, to: a, protocol: udp, port: 53, expect: rate_limited, packets: 100, ratePerSecond: 10, admittedPerSecond: 5, family: ipv4}\n",
         ))
         .expect("valid");
         assert_eq!(s.nodes, vec!["n1"]);
@@ -547,6 +564,8 @@ steps:
         assert_eq!(probes[1].expect, Expect::RateLimited);
         assert_eq!(probes[1].packets, Some(100));
         assert_eq!(probes[1].rate_per_second, Some(10));
+        assert_eq!(probes[1].admitted_per_second, Some(5));
+        assert_eq!(probes[0].admitted_per_second, None);
         let s = parse(&with_probes(
             "      - {from: host, to: a, protocol: ICMP, expect: allow, family: ipv6}\n",
         ))
@@ -620,6 +639,16 @@ steps:
             &with_probes("      - {from: a, to: b, port: 80, expect: rate_limited, packets: 10}\n"),
             7,
             "needs `ratePerSecond`",
+        );
+        rejects(
+            &with_probes("      - {from: a, to: b, port: 80, expect: allow, packets: 10, ratePerSecond: 10, admittedPerSecond: 5}\n"),
+            7,
+            "`admittedPerSecond` is only for `expect: rate_limited`",
+        );
+        rejects(
+            &with_probes("      - {from: a, to: b, port: 80, expect: rate_limited, packets: 10, ratePerSecond: 10, admittedPerSecond: 0}\n"),
+            7,
+            "out of range",
         );
         rejects(
             &with_probes("      - {from: a, to: b, port: 80, expect: allow, ratePerSecond: 10}\n"),

@@ -360,6 +360,7 @@ mod tests {
             family: Family::Ipv4,
             packets: None,
             rate_per_second: None,
+            admitted_per_second: None,
             line,
         }
     }

@@ -385,6 +385,23 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
     })
 }
 
+/// Figures of this run's `datapath` that other sections of the same run quote (never typed in:
+/// a section run without `datapath` says it did not measure them).
+#[derive(Debug, Clone, Copy)]
+pub struct DatapathFigures {
+    /// ns `from_pod` and `to_pod` add together to a packet of an established flow.
+    pub established_added_ns: f64,
+    /// ns `xdp_pod` adds to a packet.
+    pub xdp_pod_added_ns: f64,
+}
+
+/// Set by [`run_datapath`] for the rest of the run.
+pub static MEASURED: std::sync::OnceLock<DatapathFigures> = std::sync::OnceLock::new();
+
+/// The command that profiles the established-flow row by hand (perf cannot run in every bench).
+pub const PERF_COMMAND: &str = "ENFORCER_BENCH_ONLY='from_pod established flow, TCP ACK, IPv4' \
+     perf record -a -g -- cargo xtask bench datapath";
+
 /// What the established-flow cost is made of, from this run's rows.
 fn established_limit(s: &SizeResult) -> String {
     let (Some(fwd), Some(reply), Some(xdp)) = (
@@ -394,25 +411,23 @@ fn established_limit(s: &SizeResult) -> String {
     ) else {
         return String::new();
     };
+    let to_pod = find(s, programs::TO_POD, "established flow, TCP ACK, IPv4")
+        .map_or(0.0, |t| t.cost.median - s.empty_tc.median);
+    let _ = MEASURED.set(DatapathFigures {
+        established_added_ns: fwd.cost.median - s.empty_tc.median + to_pod,
+        xdp_pod_added_ns: xdp.cost.median - s.empty_xdp.median,
+    });
     format!(
         "the empty program is little more than the test loop ({:.0} ns), while `from_pod` adds {:.0} ns to a packet of \
          an established flow ({:.0} ns to a reply): parsing into the per-CPU scratch, the anti-spoofing `ENDPOINTS` \
          hash lookup (parsing plus that lookup alone: `xdp_pod` adds {:.0} ns), the `CONNTRACK` lookup and the \
-         counters. `perf record -a` while only this row runs (`ENFORCER_BENCH_ONLY='from_pod established flow, TCP \
-         ACK, IPv4'`) shows where: {PERF_ESTABLISHED}",
+         counters. Where the time goes needs a profile, taken by hand (see \"Measured by hand\" at the end).",
         s.empty_tc.median,
         fwd.cost.median - s.empty_tc.median,
         reply.cost.median - s.empty_tc.median,
         xdp.cost.median - s.empty_xdp.median,
     )
 }
-
-/// Measured by hand (see `established_limit`), not by every run: refresh when the datapath
-/// changes.
-const PERF_ESTABLISHED: &str = "the program's own JITed code takes the most samples (~20 %), the kernel's \
-     hash-map lookups for `ENDPOINTS` and `CONNTRACK` (`htab_map_hash`, `lookup_nulls_elem_raw`, \
-     `__htab_map_lookup_elem`) ~13 %, an out-of-line `memset` BPF subprogram the program calls ~2 %, and the \
-     test loop itself ~14 % (measured by hand on 2026-11-23)";
 
 /// What the new-flow cost is made of, from this run's rows.
 fn new_flow_limit(s: &SizeResult) -> String {

@@ -1,5 +1,5 @@
-//! Writing the results: one markdown section per benchmark (kept between runs, so running one
-//! benchmark refreshes only its section), assembled into `BENCHMARKS.md`, and the SVG plot.
+//! Writing the results of one run: one markdown section per benchmark of the run, assembled into
+//! `BENCHMARKS.md`, and the SVG plot. Nothing is kept from earlier runs.
 
 use std::{
     collections::BTreeMap,
@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{Config, Section, NAMES};
+use super::{Config, Goal, Section, NAMES};
 
 /// What the numbers were measured on.
 #[derive(Debug, Clone)]
@@ -86,149 +86,133 @@ impl Machine {
     }
 }
 
-fn sections_dir(cfg: &Config) -> PathBuf {
-    if cfg.quick {
-        cfg.out.join("sections")
-    } else {
-        cfg.out.join("bench").join("sections")
-    }
-}
-
-fn plot_path(cfg: &Config) -> (PathBuf, &'static str) {
-    if cfg.quick {
-        (cfg.out.join("scale.svg"), "scale.svg")
-    } else {
-        (cfg.out.join("bench").join("scale.svg"), "bench/scale.svg")
-    }
-}
-
 fn esc(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// Store this run's sections, then assemble the report from every stored section.
+/// Where a run writes: the workspace root (`BENCHMARKS.md`, `bench/scale.svg`) for a full run of
+/// every benchmark, else `target/bench/quick/` or `target/bench/partial/` (never a tracked file).
+pub fn out_dir(root: &Path, quick: bool, all: bool) -> PathBuf {
+    match (quick, all) {
+        (false, true) => root.to_path_buf(),
+        (true, _) => root.join("target").join("bench").join("quick"),
+        (false, false) => root.join("target").join("bench").join("partial"),
+    }
+}
+
+/// The commit the measured code comes from (`git describe --always --dirty`).
+fn commit() -> String {
+    let c = first_line("git", &["describe", "--always", "--dirty", "--abbrev=12"]);
+    if c.is_empty() {
+        "unknown".into()
+    } else {
+        c
+    }
+}
+
+/// One benchmark's section of this run, with its header line and goal table.
+fn section_markdown(s: &Section, took: Duration, load_after: &str) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## {}\n", s.title);
+    let _ = writeln!(
+        md,
+        "{:.0} s for this benchmark; load average (1, 5, 15 min) after it: {load_after} (counts the benchmark's \
+         own processes too).\n",
+        took.as_secs_f64(),
+    );
+    if !s.goals.is_empty() {
+        let _ = writeln!(md, "| goal | measured | verdict |\n|---|---|---|");
+        for g in &s.goals {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                esc(&g.name),
+                esc(&g.measured),
+                verdict(g)
+            );
+        }
+        md.push('\n');
+    }
+    md.push_str(&s.markdown);
+    md
+}
+
+fn verdict(g: &Goal) -> String {
+    format!(
+        "{}{}",
+        if g.met { "**met**" } else { "**not met**" },
+        if g.limit.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", esc(&g.limit))
+        }
+    )
+}
+
+/// Write the report of this run (and its plot): every figure in it comes from this run.
 pub fn write(
     cfg: &Config,
     machine: &Machine,
     sections: &[(Section, Duration, String)],
     total: Duration,
-    all: bool,
 ) -> Result<()> {
-    let dir = sections_dir(cfg);
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    for (s, took, load_after) in sections {
-        let mut md = String::new();
-        let _ = writeln!(md, "## {}\n", s.title);
-        let _ = writeln!(
-            md,
-            "Measured {} with `{}` ({:.0} s for this benchmark; load average (1, 5, 15 min) before the run: {}, \
-             after this benchmark: {}, which counts the benchmark's own processes too).\n",
-            machine.date,
-            cfg.command,
-            took.as_secs_f64(),
-            machine.load,
-            load_after
-        );
-        if !s.goals.is_empty() {
-            let _ = writeln!(md, "| goal | measured | verdict |\n|---|---|---|");
-            for g in &s.goals {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {}{} |",
-                    esc(&g.name),
-                    esc(&g.measured),
-                    if g.met { "**met**" } else { "**not met**" },
-                    if g.limit.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", esc(&g.limit))
-                    }
-                );
-            }
-            md.push('\n');
-        }
-        md.push_str(&s.markdown);
-        fs::write(dir.join(format!("{}.md", s.name)), md)?;
-        let mut goals = String::new();
-        for g in &s.goals {
-            let _ = writeln!(
-                goals,
-                "{}\t{}\t{}\t{}",
-                if g.met { "met" } else { "not met" },
-                esc(&g.name),
-                esc(&g.measured),
-                esc(&g.limit)
-            );
-        }
-        fs::write(dir.join(format!("{}.goals", s.name)), goals)?;
-        if !s.data.is_empty() {
-            let mut data = String::new();
-            for (series, x, y) in &s.data {
-                let _ = writeln!(data, "{series}\t{x}\t{}\t{}\t{}", y.median, y.min, y.max);
-            }
-            fs::write(dir.join(format!("{}.data", s.name)), data)?;
-        }
-    }
-    if all {
-        fs::write(
-            dir.join(if cfg.quick {
-                "quick-duration"
-            } else {
-                "full-duration"
-            }),
-            format!("{:.0}\t{}\n", total.as_secs_f64(), machine.date),
-        )?;
-    }
-    // The plot, from whatever data is stored.
+    fs::create_dir_all(&cfg.out).with_context(|| format!("create {}", cfg.out.display()))?;
     let mut data: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-    for name in NAMES {
-        if let Ok(text) = fs::read_to_string(dir.join(format!("{name}.data"))) {
-            for line in text.lines() {
-                let f: Vec<&str> = line.split('\t').collect();
-                if let [series, x, y, lo, hi] = f[..] {
-                    if let (Ok(x), Ok(y), Ok(lo), Ok(hi)) =
-                        (x.parse(), y.parse(), lo.parse(), hi.parse())
-                    {
-                        data.entry(series.to_string())
-                            .or_default()
-                            .push((x, y, lo, hi));
-                    }
-                }
-            }
+    for (s, ..) in sections {
+        for (series, x, y) in &s.data {
+            data.entry(series.clone())
+                .or_default()
+                .push((*x, y.median, y.min, y.max));
         }
     }
-    let (svg_path, svg_link) = plot_path(cfg);
+    let svg_link = if cfg.out.join("bench").is_dir() {
+        "bench/scale.svg"
+    } else {
+        "scale.svg"
+    };
+    let svg_path = cfg.out.join(svg_link);
     if !data.is_empty() {
-        if let Some(parent) = svg_path.parent() {
-            fs::create_dir_all(parent)?;
-        }
         fs::write(&svg_path, plot(&data))?;
     }
-    let report = assemble(cfg, machine, &dir, svg_link, svg_path.exists());
+    let report = assemble(
+        cfg,
+        machine,
+        sections,
+        total,
+        (!data.is_empty()).then_some(svg_link),
+    );
     let out = cfg.out.join("BENCHMARKS.md");
     fs::write(&out, report).with_context(|| format!("write {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
 
-#[expect(clippy::too_many_lines, reason = "one document, read top to bottom")]
-fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plot: bool) -> String {
+fn assemble(
+    cfg: &Config,
+    machine: &Machine,
+    sections: &[(Section, Duration, String)],
+    total: Duration,
+    svg_link: Option<&str>,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     if cfg.quick {
         let _ = writeln!(
             md,
-            "**Quick mode** (`--quick`): reduced repeats, sizes and durations, for CI. The reference figures are in the \
-             repository's top-level `BENCHMARKS.md` (full mode).\n"
+            "**Quick mode** (`--quick`): reduced repeats, sizes and durations, for CI; written under `target/`. The \
+             reference figures are in the repository's top-level `BENCHMARKS.md` (full mode).\n"
         );
     }
     let _ = writeln!(
         md,
-        "Generated by `cargo xtask bench [NAME...] [--quick]` (the `bench` binary of `enforcer-tests`, \
-         `tests/src/bin/bench.rs` and `tests/src/bench/`); do not edit by hand. Names: {}. Full mode writes this file and \
-         `bench/scale.svg`; `--quick` writes `bench/quick/`. Running some benchmarks refreshes their sections and keeps \
-         the others (each section says when and how it was measured).\n",
-        NAMES.map(|n| format!("`{n}`")).join(", ")
+        "Generated by `{}` on {} in **one run** of commit `{}` ({:.0} s; the release build comes on top): every \
+         figure below comes from that run; do not edit by hand. The generator is the `bench` binary of \
+         `enforcer-tests` (`tests/src/bin/bench.rs`, `tests/src/bench/`). Only a full run of every benchmark \
+         (`cargo xtask bench`) writes this file; `--quick` and runs of some benchmarks write under `target/bench/`.\n",
+        cfg.command,
+        machine.date,
+        commit(),
+        total.as_secs_f64()
     );
     let _ = writeln!(
         md,
@@ -242,58 +226,32 @@ fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plo
     let _ = writeln!(md, "| CPUs (nproc) | {} |", machine.nproc);
     let _ = writeln!(md, "| kernel (`uname -r`) | {} |", machine.kernel);
     let _ = writeln!(md, "| tools | {} |", machine.tools);
-    let _ = writeln!(md, "| report assembled | {} |", machine.date);
-    let root = if cfg.quick {
-        cfg.out.join("../..")
-    } else {
-        cfg.out.clone()
-    };
-    for (file, what) in [
-        (
-            "bench/sections/full-duration",
-            "`cargo xtask bench` (all benchmarks, full mode)",
-        ),
-        (
-            "bench/quick/sections/quick-duration",
-            "`cargo xtask bench --quick` (all benchmarks)",
-        ),
-    ] {
-        if let Ok(q) = fs::read_to_string(root.join(file)) {
-            let f: Vec<&str> = q.trim().split('\t').collect();
-            if let [secs, date] = f[..] {
-                let _ = writeln!(
-                    md,
-                    "| {what} | took {secs} s (run at {date}; the release build comes on top) |"
-                );
-            }
-        }
-    }
+    let _ = writeln!(md, "| measured | {} |", machine.date);
+    let _ = writeln!(
+        md,
+        "| load average (1, 5, 15 min) before the run | {} |",
+        machine.load
+    );
     md.push('\n');
     let _ = writeln!(md, "## Goals\n");
     let _ = writeln!(
         md,
         "| benchmark | goal | measured | verdict |\n|---|---|---|---|"
     );
-    for name in NAMES {
-        if let Ok(goals) = fs::read_to_string(dir.join(format!("{name}.goals"))) {
-            for line in goals.lines() {
-                let f: Vec<&str> = line.split('\t').collect();
-                if let [met, goal, measured, limit] = f[..] {
-                    let _ = writeln!(
-                        md,
-                        "| `{name}` | {goal} | {measured} | **{met}**{} |",
-                        if limit.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {limit}")
-                        }
-                    );
-                }
-            }
+    for (s, ..) in sections {
+        for g in &s.goals {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} |",
+                s.name,
+                esc(&g.name),
+                esc(&g.measured),
+                verdict(g)
+            );
         }
     }
     md.push('\n');
-    if has_plot {
+    if let Some(svg_link) = svg_link {
         let _ = writeln!(
             md,
             "![cost against rule count: enforcer, iptables, nftables]({svg_link})\n\n\
@@ -304,23 +262,36 @@ fn assemble(cfg: &Config, machine: &Machine, dir: &Path, svg_link: &str, has_plo
         );
     }
     for name in NAMES {
-        match fs::read_to_string(dir.join(format!("{name}.md"))) {
-            Ok(s) => {
-                md.push_str(&s);
+        match sections.iter().find(|(s, ..)| s.name == name) {
+            Some((s, took, load_after)) => {
+                md.push_str(&section_markdown(s, *took, load_after));
                 md.push('\n');
             }
-            Err(_) => {
-                let _ = writeln!(
-                    md,
-                    "## `{name}`\n\nNot measured yet: `cargo xtask bench {name}{}`.\n",
-                    if cfg.quick { " --quick" } else { "" }
-                );
+            None => {
+                let _ = writeln!(md, "## `{name}`\n\nNot measured in this run.\n");
             }
         }
     }
     md.push_str(GENERATED_POLICIES);
+    md.push_str(&by_hand());
     md
 }
+
+/// The one figure that is not measured by every run: a CPU profile, taken by hand.
+fn by_hand() -> String {
+    format!(
+        "\n## Measured by hand on {PROFILE_DATE} (not by this run)\n\n\
+         A CPU profile cannot be taken by every run. Command: `{}`. Result then: {PROFILE_RESULT}\n",
+        super::dpbench::PERF_COMMAND
+    )
+}
+
+/// When [`PROFILE_RESULT`] was measured.
+const PROFILE_DATE: &str = "2026-11-23";
+/// A `perf` profile of `from_pod` on an established flow, as read by hand on [`PROFILE_DATE`].
+const PROFILE_RESULT: &str = "the program's own JITed code took the most samples (~20 %), the kernel's hash-map \
+     lookups for `ENDPOINTS` and `CONNTRACK` (`htab_map_hash`, `lookup_nulls_elem_raw`, `__htab_map_lookup_elem`) \
+     ~13 %, an out-of-line `memset` BPF subprogram the program calls ~2 %, and the test loop itself ~14 %.";
 
 const GENERATED_POLICIES: &str = "## Generated policies
 

@@ -248,9 +248,36 @@ impl Setup {
     }
 }
 
-/// µs the two tc programs add to an established packet (`datapath`, "added" column of the
-/// established rows of `from_pod` and `to_pod`); refresh when the datapath changes.
-const ADDED_US: f64 = 0.22;
+/// What the two tc programs add to an established packet, as this run's `datapath` measured it
+/// ("added" column of the established rows of `from_pod` and `to_pod`), with its share of
+/// `per_packet_us` µs; said so when `datapath` did not run in this run.
+fn datapath_share(per_packet_us: f64) -> String {
+    match super::dpbench::MEASURED.get() {
+        Some(m) => format!(
+            "about {:.2} µs together in `datapath` of this run (\"added\" column, hot caches), ~{:.0} % of the \
+             {per_packet_us:.1} µs",
+            m.established_added_ns / 1e3,
+            m.established_added_ns / 1e3 / per_packet_us * 100.0
+        ),
+        None => format!(
+            "their cost in `datapath` was not measured in this run (run `datapath` with `throughput`) — compare \
+             with the {per_packet_us:.1} µs"
+        ),
+    }
+}
+
+/// `xdp_pod`'s cost per packet as this run's `datapath` measured it.
+fn xdp_pod_cost() -> String {
+    super::dpbench::MEASURED.get().map_or_else(
+        || "not measured in this run".into(),
+        |m| {
+            format!(
+                "{:.0} ns per packet in `datapath` of this run",
+                m.xdp_pod_added_ns
+            )
+        },
+    )
+}
 
 /// The extra sender time per packet a throughput ratio implies, at `base_pps` without a filter.
 fn per_packet_us(ratio: f64, base_pps: f64) -> String {
@@ -735,7 +762,7 @@ pub fn run(cfg: &Config) -> Result<Section> {
             md,
             "\n**XDP on the pod veths.** With `xdp_pod` attached as well, TCP keeps {} of no filter and UDP {}; an \
              *empty* XDP program on the same veths alone keeps {} and {}. The loss comes from running XDP on a veth at \
-             all, not from `xdp_pod`'s code (which costs ~70 ns per packet in `datapath`): with an XDP program on the \
+             all, not from `xdp_pod`'s code (which costs {}): with an XDP program on the \
              receiving veth, every packet goes through veth's NAPI/XDP receive path, and (per the kernel's veth driver, \
              `veth_convert_skb_to_xdp_buff`) every non-linear skb, such as TCP's 64 KB GSO packets, is first copied into \
              an XDP buffer. Keep `xdp_pods` off on veths unless early drops matter more than \
@@ -743,7 +770,8 @@ pub fn run(cfg: &Config) -> Result<Section> {
             summary(&e.tcp_ratio).ratio(),
             summary(&e.udp_ratio).ratio(),
             summary(&x.tcp_ratio).ratio(),
-            summary(&x.udp_ratio).ratio()
+            summary(&x.udp_ratio).ratio(),
+            xdp_pod_cost()
         );
     }
     if let Some(note) = samples.iter().find_map(|(f, e)| {
@@ -772,14 +800,12 @@ pub fn run(cfg: &Config) -> Result<Section> {
             met: t.median >= 0.95 && u.median >= 0.95,
             limit: format!(
                 "each packet passes `from_pod` on the client's veth and `to_pod` on the server's as an established flow: \
-                 about {ADDED_US} µs together in `datapath` (\"added\" column, hot caches), ~{:.0} % of the {:.1} µs the \
-                 sending CPU spends per 64-byte UDP packet without a filter. Measured here, the UDP loss amounts to \
+                 {} the sending CPU spends per 64-byte UDP packet without a filter. Measured here, the UDP loss amounts to \
                  {} per packet (nftables' set lookup: {}): between two packets the rest of the stack evicts the \
                  maps' cache lines, so the real per-packet cost can be a multiple of the `BPF_PROG_TEST_RUN` figure. TCP \
                  (64 KB GSO packets) mostly hides it. On this shared 2-CPU VM the no-filter runs alone spread {:.1}–{:.1} \
                  Gbit/s (TCP) and {:.0}–{:.0} kpps (UDP)",
-                ADDED_US / (1e6 / bu.median) * 100.0,
-                1e6 / bu.median,
+                datapath_share(1e6 / bu.median),
                 per_packet_us(u.median, bu.median),
                 get(Filter::Nftables { rules: largest }).map_or_else(
                     || "not measured".to_string(),

@@ -1,12 +1,9 @@
 //! `cargo xtask bench [NAME...] [--quick]`: benchmarks of the enforcer against a baseline measured
-//! in the same run, written to `BENCHMARKS.md` (full mode) or `bench/quick/BENCHMARKS.md`
-//! (`--quick`, for CI), with the plot `bench/scale.svg`.
-//!
-//! Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit` (default: all). Each
-//! benchmark keeps its rendered section under `bench/[quick/]sections/`, so running one
-//! benchmark refreshes its section and keeps the others. Needs root.
-//!
-//! `--assemble` rewrites the report from the stored sections without measuring anything.
+//! in the same run. A full run of every benchmark writes `BENCHMARKS.md` and `bench/scale.svg`;
+//! `--quick` (for CI) writes `target/bench/quick/`, a run of some benchmarks
+//! `target/bench/partial/` (see `report::out_dir`). Every report holds only figures of its own
+//! run. Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit` (default: all).
+//! Needs root.
 //!
 //! For experiments (nothing is written then): `ENFORCER_BENCH_ONLY=TEXT` measures only the
 //! `datapath`/`scale` rows whose "program label" contains TEXT (to profile one kind of packet with
@@ -66,7 +63,8 @@ pub struct Config {
     pub rounds: usize,
     /// Seconds per iperf3 run.
     pub seconds: u32,
-    /// Output directory (workspace root or `bench/quick`).
+    /// Output directory ([`report::out_dir`]: the workspace root for a full run of everything,
+    /// else under `target/bench/`).
     pub out: PathBuf,
     /// The command, as a user would type it.
     pub command: String,
@@ -106,21 +104,17 @@ fn main() -> Result<()> {
         return controlplane::rss_child(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // Rewrite the report from the stored sections, measuring nothing.
-    let assemble_only = args.iter().any(|a| a == "--assemble");
     let mut names: Vec<&str> = Vec::new();
-    for a in args
-        .iter()
-        .filter(|a| *a != "--quick" && *a != "--assemble")
-    {
+    for a in args.iter().filter(|a| *a != "--quick") {
         match NAMES.iter().find(|n| **n == a.as_str()) {
             Some(n) => names.push(n),
             None => bail!("unknown benchmark {a:?}: expected some of {NAMES:?} and/or --quick"),
         }
     }
-    if names.is_empty() && !assemble_only {
+    if names.is_empty() {
         names = NAMES.to_vec();
     }
+    let all = names.len() == NAMES.len();
     if !enforcer_tests::is_root() {
         bail!("benchmarks need root (BPF, network namespaces, iptables)");
     }
@@ -140,7 +134,7 @@ fn main() -> Result<()> {
             throughput_sizes: vec![10, 1_000, 10_000],
             rounds: 3,
             seconds: 1,
-            out: root.join("bench").join("quick"),
+            out: report::out_dir(&root, quick, all),
             command,
         }
     } else {
@@ -153,7 +147,7 @@ fn main() -> Result<()> {
             throughput_sizes: vec![10, 1_000, 10_000],
             rounds: 5,
             seconds: 3,
-            out: root.clone(),
+            out: report::out_dir(&root, quick, all),
             command,
         }
     };
@@ -198,7 +192,7 @@ fn main() -> Result<()> {
     {
         eprintln!("ENFORCER_BENCH_ONLY/ENFORCER_BENCH_SIZES set: an experiment, no report written");
     } else {
-        report::write(&cfg, &machine, &sections, total, names.len() == NAMES.len())?;
+        report::write(&cfg, &machine, &sections, total)?;
     }
     eprintln!("bench: done in {:.0} s", total.as_secs_f64());
     Ok(())

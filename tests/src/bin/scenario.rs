@@ -2,6 +2,10 @@
 //! per node, real traffic) or offline (the policy engine alone). One line per probe, a final
 //! `N passed, M failed`, exit 1 on any mismatch. Live runs also evaluate every probe offline and
 //! report any probe where the two modes disagree.
+//!
+//! `scenario --clean-orphans` deletes the harness namespaces whose owning process is dead (what
+//! an aborted run left behind) and leaves those of running tests alone; `cargo xtask test` uses
+//! it.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -13,8 +17,9 @@ fn main() -> ExitCode {
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--offline" => offline_only = true,
+            "--clean-orphans" => return clean_orphans(),
             "-h" | "--help" => {
-                println!("usage: scenario [--offline] FILE...");
+                println!("usage: scenario [--offline] FILE... | scenario --clean-orphans");
                 return ExitCode::SUCCESS;
             }
             _ => files.push(PathBuf::from(arg)),
@@ -61,5 +66,23 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Delete the namespaces of dead harness processes, naming each.
+fn clean_orphans() -> ExitCode {
+    match enforcer_tests::netns::cleanup_orphans() {
+        Ok(deleted) if deleted.is_empty() => {
+            println!("no orphaned namespaces");
+            ExitCode::SUCCESS
+        }
+        Ok(deleted) => {
+            println!("deleted orphaned namespaces: {}", deleted.join(" "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cleaning orphaned namespaces: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
