@@ -104,6 +104,9 @@ pub struct Status {
     pub policies: usize,
     pub workloads: usize,
     pub bpffs: String,
+    /// Why the agent is not ready (empty: ready; `/readyz` gives the same list).
+    #[serde(default)]
+    pub not_ready: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

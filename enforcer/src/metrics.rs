@@ -1,7 +1,13 @@
 //! Prometheus metrics (names and labels per DESIGN.md). Packet counters live in per-CPU BPF maps
 //! and are summed at scrape time: no per-packet work in userspace.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+};
 
 use anyhow::Result;
 use enforcer_common::{
@@ -11,6 +17,7 @@ use enforcer_common::{
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
+    agent::{counters::CounterMaps, view::View},
     datapath::Datapath,
     policy::{compile::RuleInfo, Peer, PolicySet, Section},
 };
@@ -26,6 +33,10 @@ pub const DEFAULT_METRICS_PORT: u16 = 9967;
 pub struct Metrics {
     apply_success: AtomicU64,
     apply_failure: AtomicU64,
+    /// Corrupt state files quarantined.
+    pub quarantined: AtomicU64,
+    /// Installs refused because a map would overflow, by map.
+    map_full: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -41,6 +52,25 @@ impl Metrics {
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// An install refused because `map` would overflow.
+    pub fn map_full(&self, map: &'static str) {
+        *self
+            .map_full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(map)
+            .or_default() += 1;
+    }
+
+    fn map_full_counts(&self) -> Vec<(&'static str, u64)> {
+        self.map_full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(m, n)| (*m, *n))
+            .collect()
+    }
 }
 
 /// The drop reason label of a datapath reason code.
@@ -54,14 +84,11 @@ pub fn drop_reason(reason: u8) -> &'static str {
     }
 }
 
-/// What a scrape needs besides the datapath.
+/// What a scrape reads: the published view, the counter maps and the agent's own counters.
 pub struct ScrapeInput<'a> {
-    pub dp: &'a Datapath,
-    pub rules: &'a [crate::policy::compile::RuleInfo],
-    /// The policy set in force (for the service and peers of each rule).
-    pub policies: &'a PolicySet,
+    pub view: &'a View,
+    pub maps: &'a CounterMaps,
     pub metrics: &'a Metrics,
-    pub attached: usize,
 }
 
 fn counter_vec(
@@ -87,7 +114,19 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge> {
     Ok(g)
 }
 
-/// Render the text exposition format.
+fn counter(registry: &Registry, name: &str, help: &str, value: u64) -> Result<()> {
+    let c = prometheus::IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    c.inc_by(value);
+    Ok(())
+}
+
+fn int(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// Render the text exposition format. The work is bounded by the number of rules in force: one
+/// map read per counter, no walk of the policy maps, no lock of the agent.
 pub fn render(input: &ScrapeInput<'_>) -> Result<String> {
     let registry = Registry::new();
     let packets = counter_vec(
@@ -102,7 +141,7 @@ pub fn render(input: &ScrapeInput<'_>) -> Result<String> {
         "Packets dropped by the datapath, by policy direction and reason.",
         &["direction", "reason"],
     )?;
-    for ((d, v, r), n) in input.dp.counters()? {
+    for ((d, v, r), n) in input.maps.packets() {
         if n == 0 {
             continue;
         }
@@ -124,17 +163,13 @@ pub fn render(input: &ScrapeInput<'_>) -> Result<String> {
             drops.with_label_values(&[d, r]).inc_by(0);
         }
     }
-    register_rules_and_maps(&registry, input)?;
+    register_rules(&registry, input)?;
+    register_maps(&registry, input)?;
+    register_agent(&registry, input)?;
+    register_health(&registry, input)?;
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)
-}
-
-/// Per-rule counters, map pressure, generation, applies, events lost, build info.
-fn register_rules_and_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
-    register_rules(registry, input)?;
-    register_maps(registry, input)?;
-    register_agent(registry, input)
 }
 
 /// Per-rule counters and metadata.
@@ -159,36 +194,30 @@ fn register_rules(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
             "rate_limited",
         ],
     )?;
-    for r in input.rules {
-        let n = input.dp.rule_packets(r.id).unwrap_or(0);
-        let policy = r.policy_name();
+    for r in input.view.rules.iter() {
         rules
-            .with_label_values(&[policy, &r.rule, r.verdict])
-            .inc_by(n);
-        let i = rule_info(r, input.policies);
+            .with_label_values(&[&r.policy, &r.rule, r.verdict])
+            .inc_by(input.maps.rule_packets(r.id));
+        let rate_limited = if r.rate_limited { "true" } else { "false" };
         info.with_label_values(&[
-            policy,
+            &r.policy,
             &r.rule,
-            &i.service,
-            i.direction,
-            &i.peers,
-            if r.rate_limit.is_some() {
-                "true"
-            } else {
-                "false"
-            },
+            &r.labels.service,
+            r.labels.direction,
+            &r.labels.peers,
+            rate_limited,
         ])
         .set(1);
     }
     Ok(())
 }
 
-/// Entries and capacity of the BPF maps.
+/// Entries and capacity of the BPF maps; installs refused for a full map.
 fn register_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
     let entries = gauge_vec(
         registry,
         "enforcer_bpf_map_entries",
-        "Entries in a BPF map (both policy slots).",
+        "Entries in a BPF map (both policy slots), counted after the last install.",
         &["map"],
     )?;
     let capacity = gauge_vec(
@@ -197,23 +226,28 @@ fn register_maps(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
         "Capacity of a BPF map.",
         &["map"],
     )?;
-    for u in crate::agent::map_usage(input.dp) {
-        entries
-            .with_label_values(&[&u.map])
-            .set(i64::try_from(u.entries).unwrap_or(i64::MAX));
+    for u in input.view.maps.iter() {
+        entries.with_label_values(&[&u.map]).set(int(u.entries));
         capacity
             .with_label_values(&[&u.map])
             .set(i64::from(u.capacity));
     }
     // Per-source rate-limit buckets (an LRU: when full, evicted sources restart with a full burst).
-    if let Ok(rl) = input.dp.rate_limit_stats() {
-        let map = enforcer_common::maps::names::RATE_BUCKETS;
-        entries
-            .with_label_values(&[map])
-            .set(i64::try_from(rl.source_buckets).unwrap_or(i64::MAX));
-        capacity
-            .with_label_values(&[map])
-            .set(i64::from(rl.source_capacity));
+    let map = enforcer_common::maps::names::RATE_BUCKETS;
+    entries
+        .with_label_values(&[map])
+        .set(int(input.maps.rate_buckets()));
+    capacity
+        .with_label_values(&[map])
+        .set(i64::from(enforcer_common::ratelimit::RATE_BUCKET_CAPACITY));
+    let full = counter_vec(
+        registry,
+        "enforcer_bpf_map_full_total",
+        "Policy installs refused because a map would overflow (nothing was applied).",
+        &["map"],
+    )?;
+    for (map, n) in input.metrics.map_full_counts() {
+        full.with_label_values(&[map]).inc_by(n);
     }
     Ok(())
 }
@@ -225,7 +259,7 @@ fn register_agent(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
         "enforcer_policy_generation",
         "The policy generation in force.",
     )?
-    .set(i64::try_from(input.dp.config()?.generation).unwrap_or(i64::MAX));
+    .set(int(input.view.generation));
     let apply = counter_vec(
         registry,
         "enforcer_policy_apply_total",
@@ -238,25 +272,25 @@ fn register_agent(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
     apply
         .with_label_values(&["failure"])
         .inc_by(input.metrics.apply_failure.load(Ordering::Relaxed));
-    let lost = prometheus::IntCounter::new(
+    counter(
+        registry,
         "enforcer_events_lost_total",
         "Flow events lost because the ring buffer was full.",
+        input.maps.events_lost(),
     )?;
-    registry.register(Box::new(lost.clone()))?;
-    lost.inc_by(input.dp.events_lost().unwrap_or(0));
-    let sampled = prometheus::IntCounter::new(
+    counter(
+        registry,
         "enforcer_events_sampled_out_total",
         "Drop events not reported because of sampling (rate-limit drops: one event per bucket \
          and interval); the packets are still counted.",
+        input.maps.events_sampled_out(),
     )?;
-    registry.register(Box::new(sampled.clone()))?;
-    sampled.inc_by(events_sampled_out(input.dp));
     gauge(
         registry,
         "enforcer_attached_interfaces",
         "Interfaces the datapath is attached to.",
     )?
-    .set(i64::try_from(input.attached).unwrap_or(i64::MAX));
+    .set(int(input.view.attached));
     gauge_vec(
         registry,
         "enforcer_build_info",
@@ -268,18 +302,29 @@ fn register_agent(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Events skipped by sampling, summed over CPUs (0 if the map cannot be read).
-fn events_sampled_out(dp: &Datapath) -> u64 {
-    use aya::maps::PerCpuArray;
-    dp.ebpf()
-        .map(enforcer_common::maps::names::EVENT_STATS)
-        .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
-        .and_then(|m| {
-            m.get(&enforcer_common::event_stat::SAMPLED_OUT, 0)
-                .ok()
-                .map(|v| v.iter().sum())
-        })
-        .unwrap_or(0)
+/// Readiness, the policy directory and quarantined state files.
+fn register_health(registry: &Registry, input: &ScrapeInput<'_>) -> Result<()> {
+    gauge(
+        registry,
+        "enforcer_ready",
+        "1 when the agent is ready (/readyz answers 200), 0 otherwise (enforcer status says why).",
+    )?
+    .set(i64::from(input.view.reasons.is_empty()));
+    if let Some(valid) = input.view.policy_dir_valid {
+        gauge(
+            registry,
+            "enforcer_policy_dir_valid",
+            "1 when the policy directory parses, 0 when it is rejected (the last good policy \
+             stays in force).",
+        )?
+        .set(i64::from(valid));
+    }
+    counter(
+        registry,
+        "enforcer_state_quarantined_total",
+        "Corrupt state files moved aside at startup (the last good policy stays in force).",
+        input.metrics.quarantined.load(Ordering::Relaxed),
+    )
 }
 
 /// Where each rule's counter must come from after an install: `(new id, old id)` for every rule
@@ -334,7 +379,7 @@ pub fn rebase_rule_counters(dp: &mut Datapath, old: &[RuleInfo], new: &[RuleInfo
 }
 
 /// What a rule protects, besides its policy and rule labels.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleLabels {
     /// The service the rule protects (`*` = every service).
     pub service: String,

@@ -2,7 +2,6 @@
 //! time is printed (the benchmark `cargo xtask bench controlplane` measures it properly).
 
 use std::{
-    fmt::Write as _,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -12,41 +11,6 @@ use enforcer_tests::{
     cluster::{AgentProcess, WorkDir},
     probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
 };
-
-/// 1 000 services with one workload each, 1 000 policies of 10 ingress rules (10 000 rules), and
-/// the rule under test: api admits web on TCP 8080.
-fn generate() -> String {
-    let mut y = String::new();
-    let doc = |y: &mut String, body: &str| {
-        y.push_str("---\napiVersion: enforcer/v1\n");
-        y.push_str(body);
-    };
-    doc(
-        &mut y,
-        "kind: Workload\nmetadata: {name: web-0}\nspec: {service: web, addresses: [10.10.1.10]}\n",
-    );
-    doc(
-        &mut y,
-        "kind: Workload\nmetadata: {name: api-0}\nspec: {service: api, addresses: [10.10.2.10]}\n",
-    );
-    for i in 0..1000u32 {
-        doc(&mut y, &format!("kind: Workload\nmetadata: {{name: svc-{i}-0}}\nspec: {{service: svc-{i}, addresses: [10.20.{}.{}]}}\n", i / 200, i % 200 + 1));
-    }
-    for i in 0..1000u32 {
-        let mut body = format!("kind: FlowPolicy\nmetadata: {{name: svc-{i}-ingress}}\nspec:\n  service: svc-{i}\n  ingress:\n");
-        for j in 0..10u32 {
-            let peer = (i + j + 1) % 1000;
-            let _ = writeln!(
-                body,
-                "    - from: [{{service: svc-{peer}}}]\n      ports: [{{protocol: TCP, port: {}}}]",
-                1000 + j
-            );
-        }
-        doc(&mut y, &body);
-    }
-    doc(&mut y, "kind: FlowPolicy\nmetadata: {name: api-ingress}\nspec:\n  service: api\n  ingress:\n    - from: [{service: web}]\n      ports: [{protocol: TCP, port: 8080}]\n");
-    y
-}
 
 #[test]
 fn ten_thousand_rules_applied_and_enforced() -> Result<()> {
@@ -65,7 +29,7 @@ fn ten_thousand_rules_applied_and_enforced() -> Result<()> {
         spawn_tcp_echo(&api_ns, ANY, 8080)?,
         spawn_tcp_echo(&api_ns, ANY, 9090)?,
     ];
-    let yaml = generate();
+    let yaml = enforcer_tests::fixtures::ten_thousand_rules();
     let started = Instant::now();
     let result = agent.apply("generated.yaml", &yaml)?;
     eprintln!(

@@ -1,101 +1,136 @@
-//! A minimal HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz` (one request per
-//! connection; Prometheus and kubelet probes need nothing more).
+//! `/metrics`, `/healthz` and `/readyz` over HTTP/1.1 (hyper). Hardened for a listener other
+//! processes can reach: a connection cap (extra connections are closed at once), a deadline for
+//! the request head and one for the whole connection, no keep-alive, a backoff on accept errors
+//! (EMFILE must not spin), and bounded work per request: probes and scrapes read the agent's
+//! published view and its own handles on the counter maps, never the agent's lock.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+use http_body_util::Full;
+use hyper::{
+    body::Bytes, header, server::conn::http1, service::service_fn, Method, Request, Response,
+    StatusCode,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::{debug, warn};
 
 use super::Agent;
 use crate::metrics::{render, ScrapeInput};
 
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A client must send its request head within this time.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection lasts at most this long.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head read.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Waits after a failed accept (doubling up to the maximum).
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
-        match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok((stream, _)) => {
-                let agent = agent.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(agent, stream).await {
-                        debug!("http: {e}");
-                    }
-                });
+                backoff = ACCEPT_BACKOFF.0;
+                stream
             }
-            Err(e) => warn!("http accept: {e}"),
-        }
+            Err(e) => {
+                warn!("http accept: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!("http: {MAX_CONNECTIONS} connections open, closing a new one");
+            drop(stream);
+            continue;
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(agent.clone(), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+                Ok(Err(e)) => debug!("http: {e}"),
+                Err(_) => debug!("http: connection closed after {CONNECTION_TIMEOUT:?}"),
+                Ok(Ok(())) => {}
+            }
+            drop(permit);
+        });
     }
 }
 
-async fn handle(agent: Arc<Agent>, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    // Read the request head (we ignore any body).
-    while len < buf.len() {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut words = head.split_whitespace();
-    let method = words.next().unwrap_or("");
-    let path = words.next().unwrap_or("").split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => {
-            let a = agent.clone();
-            let body = tokio::task::spawn_blocking(move || {
-                let inner = a.lock();
-                render(&ScrapeInput {
-                    dp: &inner.dp,
-                    rules: &inner.compiled.rules,
-                    policies: &inner.in_force,
-                    metrics: &a.metrics,
-                    attached: inner.attached.len(),
-                })
-            })
-            .await;
-            match body {
-                Ok(Ok(text)) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
-                Ok(Err(e)) => (
-                    "500 Internal Server Error",
-                    "text/plain",
-                    format!("{e:#}\n"),
-                ),
-                Err(e) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
-            }
-        }
-        ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
-        ("GET", "/readyz") => {
-            let inner = agent.lock();
-            let generation = inner.installed.generation;
-            if let Some((name, why)) = inner.attach_errors.iter().next() {
-                let body = format!("not attached to {name}: {why}\n");
-                ("503 Service Unavailable", "text/plain", body)
-            } else if generation > 0 {
-                let body = format!("ready (generation {generation})\n");
-                ("200 OK", "text/plain", body)
-            } else {
-                let body = "no policy installed yet\n".to_string();
-                ("503 Service Unavailable", "text/plain", body)
-            }
-        }
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n".into(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    r
+}
+
+async fn respond(
+    agent: Arc<Agent>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => metrics(agent).await,
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => readyz(&agent),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    })
+}
+
+fn readyz(agent: &Agent) -> Response<Full<Bytes>> {
+    let view = agent.view();
+    if view.reasons.is_empty() {
+        let generation = view.generation;
+        return text(StatusCode::OK, format!("ready (generation {generation})\n"));
+    }
+    let mut body = String::from("not ready:\n");
+    for r in &view.reasons {
+        body.push_str(r);
+        body.push('\n');
+    }
+    text(StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+async fn metrics(agent: Arc<Agent>) -> Response<Full<Bytes>> {
+    let body = tokio::task::spawn_blocking(move || {
+        let view = agent.view();
+        render(&ScrapeInput {
+            view: &view,
+            maps: &agent.counters,
+            metrics: &agent.metrics,
+        })
+    })
+    .await;
+    match body {
+        Ok(Ok(body)) => {
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
 }

@@ -3,11 +3,17 @@
 //! Prometheus on HTTP, and streams flow events. Maps and links are pinned, so the datapath keeps
 //! enforcing while the agent restarts (fail-static).
 
+pub mod caps;
 pub mod config;
+pub mod counters;
 pub mod events;
+pub mod health;
 pub mod http;
+pub mod pins;
 pub mod server;
+pub mod startup;
 pub mod state;
+pub mod view;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -21,10 +27,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use tracing::{info, warn};
 
 pub use self::config::AgentConfig;
-use self::state::{Documents, Installed, StateDir};
+use self::{
+    health::Health,
+    state::{DirSnapshot, Documents, Installed, StateDir},
+    view::{Published, View},
+};
 use crate::{
     api::{Applied, ApplyResult, Interface, MapUsage, Status},
-    datapath::{Datapath, PinLayout},
+    datapath::{Datapath, DatapathError, PinLayout},
     metrics::Metrics,
     node,
     policy::{compile, parse::parse_documents, Compiled, NodeContext, PolicySet},
@@ -52,6 +62,8 @@ pub struct Inner {
     pub attached: BTreeMap<u32, (String, Role)>,
     /// Interfaces we should be attached to but are not: name → why (`/readyz` fails).
     pub attach_errors: BTreeMap<String, String>,
+    /// Why the agent is not ready, besides attach errors.
+    pub health: Health,
 }
 
 /// The agent, shared by its tasks.
@@ -62,10 +74,15 @@ pub struct Agent {
     pub started: Instant,
     pub metrics: Metrics,
     pub events: events::EventHub,
+    /// What probes and scrapes read, without `inner`'s lock.
+    view: Published,
+    pub counters: counters::CounterMaps,
 }
 
 impl Agent {
     /// Load (adopting pinned maps and links), restore the persisted policy and reconcile once.
+    /// Only a datapath that cannot load is fatal; every other input that fails is reported and
+    /// the generation pinned in the datapath stays in force.
     pub fn start(config: AgentConfig) -> Result<Arc<Agent>> {
         let pins = PinLayout::new(&config.bpffs);
         let dp = Datapath::load(Some(pins.clone())).with_context(|| {
@@ -74,30 +91,14 @@ impl Agent {
                 pins.root.display()
             )
         })?;
+        let counters = counters::CounterMaps::open(&pins.maps())?;
         let state = StateDir {
             dir: config.state_dir.clone(),
         };
-        let mut docs = Documents {
-            cli: state
-                .load_applied()
-                .context("restoring the applied policy")?,
-            ..Documents::default()
-        };
         let metrics = Metrics::new();
-        if let Some(dir) = &config.policy_dir {
-            let (files, fingerprint) = state::read_policy_dir(dir)?;
-            docs.dir_fingerprint = fingerprint;
-            match state::parse_policy_dir(&files) {
-                Ok(parsed) => docs.dir = parsed,
-                // Not fatal: a crash loop would help nobody. The pinned datapath keeps the last
-                // policy until the directory is fixed.
-                Err(e) => {
-                    metrics.apply_result(false);
-                    warn!(dir = %dir.display(), "policy directory rejected, nothing from it is applied:\n{e}");
-                }
-            }
-        }
-        let installed = state.load_installed();
+        let mut health = Health::default();
+        let (docs, installed) =
+            startup::restore(config.policy_dir.as_deref(), &state, &metrics, &mut health);
         let inner = Inner {
             dp,
             docs,
@@ -108,6 +109,7 @@ impl Agent {
             installed,
             attached: BTreeMap::new(),
             attach_errors: BTreeMap::new(),
+            health,
         };
         let agent = Arc::new(Agent {
             config,
@@ -116,14 +118,65 @@ impl Agent {
             started: Instant::now(),
             metrics,
             events: events::EventHub::new(),
+            view: Published::default(),
+            counters,
         });
-        agent.reconcile()?;
+        if let Err(e) = agent.reconcile() {
+            warn!("startup: {e:#}; the pinned policy stays in force, retrying every resync");
+        }
         // An upgrade across a layout change: our programs now hold the links (moved from the
         // old version's directory and swapped), so the old version's maps can go.
         for old in crate::datapath::remove_old_layouts(&pins).context("removing old layout pins")? {
             info!(dir = %old.display(), "removed the pins of an older layout version");
         }
+        {
+            let inner = agent.lock();
+            let present = node::interfaces();
+            let failed = inner
+                .attach_errors
+                .keys()
+                .filter_map(|name| present.get(name).copied())
+                .collect();
+            for stale in pins::sweep(&pins, &inner.attached, &failed, agent.config.xdp_pods) {
+                info!(pin = %stale.display(), "removed a stale pin");
+            }
+        }
         Ok(agent)
+    }
+
+    /// What `/readyz` and `/metrics` read.
+    pub fn view(&self) -> Arc<View> {
+        self.view.get()
+    }
+
+    /// Publish the view after a change (the rules and map counts only when the generation or
+    /// the rules changed).
+    fn publish(&self, inner: &Inner) {
+        let old = self.view.get();
+        let generation = inner.dp.config().map_or(old.generation, |c| c.generation);
+        let new_rules =
+            old.generation != generation || old.rules.len() != inner.compiled.rules.len();
+        let view = View {
+            generation,
+            reasons: inner.health.reasons(&inner.attach_errors, generation),
+            rules: if new_rules {
+                Arc::new(view::rule_rows(&inner.compiled.rules, &inner.in_force))
+            } else {
+                old.rules.clone()
+            },
+            maps: if new_rules || old.maps.is_empty() {
+                Arc::new(map_usage(&inner.dp))
+            } else {
+                old.maps.clone()
+            },
+            attached: inner.attached.len(),
+            policy_dir_valid: self
+                .config
+                .policy_dir
+                .as_ref()
+                .map(|_| inner.health.policy_dir.is_none()),
+        };
+        self.view.set(view);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -139,33 +192,37 @@ impl Agent {
     pub fn reconcile(&self) -> Result<()> {
         let mut inner = self.lock();
         if let Some(dir) = &self.config.policy_dir {
-            match state::read_policy_dir(dir) {
-                Ok((files, fp)) if fp != inner.docs.dir_fingerprint => {
-                    match state::parse_policy_dir(&files) {
-                        Ok(parsed) => {
-                            inner.docs.dir = parsed;
-                            inner.docs.dir_fingerprint = fp;
-                            info!(dir = %dir.display(), "policy directory changed");
-                        }
-                        Err(e) => {
-                            inner.docs.dir_fingerprint = fp;
-                            self.metrics.apply_result(false);
-                            warn!(dir = %dir.display(), "policy directory rejected, the policy in force stays:\n{e}");
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => warn!("{e:#}"),
-            }
+            self.reread_policy_dir(&mut inner, dir);
         }
         let cli = inner.docs.cli.clone();
-        let installed = self.install(&mut inner, &cli, false);
+        let installed = self.install(&mut inner, &cli, false, false);
+        inner.health.install = installed.as_ref().err().map(|e| format!("{e:#}"));
         self.reconcile_interfaces(&mut inner);
-        match installed {
-            Ok(_) => Ok(()),
+        self.publish(&inner);
+        installed.map(|_| ())
+    }
+
+    /// Re-read the policy directory if its files changed. A directory that does not parse
+    /// changes nothing but the reported health.
+    fn reread_policy_dir(&self, inner: &mut Inner, dir: &Path) {
+        let read = state::read_and_parse_dir(dir);
+        if read.fingerprint == inner.docs.dir_fingerprint && read.fingerprint != 0 {
+            return;
+        }
+        inner.docs.dir_fingerprint = read.fingerprint;
+        match read.parsed {
+            Ok((files, parsed)) => {
+                inner.docs.set_dir(files, parsed);
+                inner.health.policy_dir = None;
+                inner.health.hold_dir = false;
+                info!(dir = %dir.display(), "policy directory changed");
+            }
             Err(e) => {
-                warn!("{e:#}");
-                Err(e)
+                if inner.health.policy_dir.as_ref() != Some(&e) {
+                    self.metrics.apply_result(false);
+                    warn!(dir = %dir.display(), "policy directory rejected, the policy in force stays:\n{e}");
+                }
+                inner.health.policy_dir = Some(e);
             }
         }
     }
@@ -244,8 +301,22 @@ impl Agent {
     }
 
     /// Compile `cli` merged with the policy directory and install it if it differs from what is
-    /// installed. Nothing changes on error. Returns the generation in force.
-    fn install(&self, inner: &mut Inner, cli: &PolicySet, force: bool) -> Result<u64> {
+    /// installed. Nothing changes on error, nor while installs are held (`from_cli`: an apply or
+    /// delete, which may lift the hold of lost CLI documents). Returns the generation in force.
+    fn install(
+        &self,
+        inner: &mut Inner,
+        cli: &PolicySet,
+        force: bool,
+        from_cli: bool,
+    ) -> Result<u64> {
+        if let Some(why) = inner.health.hold(from_cli) {
+            if from_cli {
+                self.metrics.apply_result(false);
+                bail!("{why}");
+            }
+            return Ok(inner.dp.config()?.generation);
+        }
         let set = inner.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
         let host = node::host_addresses()?;
         let routes = node::host_routes()?;
@@ -268,6 +339,7 @@ impl Agent {
             }
             inner.in_force = set;
             inner.ctx = ctx;
+            self.save_dir_snapshot(inner);
             return Ok(active.generation);
         }
         let compiled = compile(&set, &ctx);
@@ -275,6 +347,9 @@ impl Agent {
             Ok(g) => g,
             Err(e) => {
                 self.metrics.apply_result(false);
+                if let DatapathError::Capacity { map, .. } = &e {
+                    self.metrics.map_full(map);
+                }
                 return Err(anyhow!(
                     "policy not applied, the policy in force stays: {e}"
                 ));
@@ -293,10 +368,46 @@ impl Agent {
         inner.compiled = compiled;
         inner.compiled_digest = digest;
         inner.ctx = ctx;
-        if let Err(e) = self.state.save_installed(&inner.installed) {
-            warn!("{e:#}");
+        match self.state.save_installed(&inner.installed) {
+            Ok(()) => {
+                let file = self.state.dir.join(StateDir::INSTALLED);
+                inner.health.quarantined.remove(&file.display().to_string());
+            }
+            Err(e) => warn!("{e:#}"),
         }
+        self.save_dir_snapshot(inner);
         Ok(generation)
+    }
+
+    /// Keep the policy directory's files, now in force, as its last good copy.
+    fn save_dir_snapshot(&self, inner: &mut Inner) {
+        if self.config.policy_dir.is_none() || inner.docs.dir_saved {
+            return;
+        }
+        let snapshot = DirSnapshot {
+            files: inner.docs.dir_files.clone(),
+        };
+        match self.state.save_dir_snapshot(&snapshot) {
+            Ok(()) => {
+                inner.docs.dir_saved = true;
+                let file = self.state.dir.join(StateDir::POLICY_DIR);
+                inner.health.quarantined.remove(&file.display().to_string());
+            }
+            Err(e) => warn!("saving the last good copy of the policy directory: {e:#}"),
+        }
+    }
+
+    /// After an apply or delete installed: persist the CLI documents (lifting the hold of
+    /// lost ones) and publish.
+    fn applied(&self, inner: &mut Inner, cli: PolicySet) -> Result<()> {
+        inner.docs.cli = cli;
+        self.state.save_applied(&inner.docs.cli)?;
+        inner.health.applied_lost = false;
+        let file = self.state.dir.join(StateDir::APPLIED);
+        inner.health.quarantined.remove(&file.display().to_string());
+        inner.health.install = None;
+        self.publish(inner);
+        Ok(())
     }
 
     /// `policy apply`: all documents or none.
@@ -345,9 +456,8 @@ impl Agent {
                 generation,
             });
         }
-        let generation = self.install(&mut inner, &cli, false)?;
-        inner.docs.cli = cli;
-        self.state.save_applied(&inner.docs.cli)?;
+        let generation = self.install(&mut inner, &cli, false, true)?;
+        self.applied(&mut inner, cli)?;
         Ok(ApplyResult {
             applied,
             warnings,
@@ -387,9 +497,8 @@ impl Agent {
         if removed.is_empty() {
             bail!("no document named {name:?}");
         }
-        let generation = self.install(&mut inner, &cli, false)?;
-        inner.docs.cli = cli;
-        self.state.save_applied(&inner.docs.cli)?;
+        let generation = self.install(&mut inner, &cli, false, true)?;
+        self.applied(&mut inner, cli)?;
         Ok(ApplyResult {
             applied: removed
                 .iter()
@@ -439,6 +548,7 @@ impl Agent {
             policies: inner.in_force.policies.len(),
             workloads: inner.in_force.workloads.len(),
             bpffs: self.config.bpffs.display().to_string(),
+            not_ready: inner.health.reasons(&inner.attach_errors, generation),
         })
     }
 

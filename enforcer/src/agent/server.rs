@@ -6,7 +6,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
 };
 use tracing::{debug, warn};
@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Bind the socket (replacing a stale one) with mode 0600.
-pub fn bind(path: &Path) -> Result<UnixListener> {
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -31,17 +31,28 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
         );
     }
     let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Created 0600 (no window at the umask's mode), checked again by the peer's uid.
+    // SAFETY: umask has no preconditions; restored right after.
+    let umask = unsafe { libc::umask(0o177) };
+    let listener = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(umask) };
+    let listener = listener.with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod {}", path.display()))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
+/// The largest request line (a policy apply carries its YAML).
+const MAX_REQUEST_BYTES: u64 = 64 << 20;
+
 pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
+    let mut backoff = std::time::Duration::from_millis(10);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backoff = std::time::Duration::from_millis(10);
                 let agent = agent.clone();
                 tokio::spawn(async move {
                     if let Err(e) = handle(agent, stream).await {
@@ -49,7 +60,12 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
                     }
                 });
             }
-            Err(e) => warn!("api accept: {e}"),
+            // EMFILE and the like: wait instead of spinning.
+            Err(e) => {
+                warn!("api accept: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
         }
     }
 }
@@ -72,7 +88,9 @@ async fn handle(agent: Arc<Agent>, mut stream: UnixStream) -> Result<()> {
         return Ok(());
     }
     let mut line = String::new();
-    BufReader::new(&mut stream).read_line(&mut line).await?;
+    BufReader::new((&mut stream).take(MAX_REQUEST_BYTES))
+        .read_line(&mut line)
+        .await?;
     let request: Request = match serde_json::from_str(&line) {
         Ok(r) => r,
         Err(e) => return write(&mut stream, &Response::error(format!("bad request: {e}"))).await,

@@ -3,8 +3,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    fmt::Write as _,
     fs,
     hash::{DefaultHasher, Hash, Hasher},
+    io::{Read, Write},
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -21,6 +23,10 @@ pub struct Documents {
     pub dir: DirDocuments,
     /// Fingerprint of the directory's files at the last read.
     pub dir_fingerprint: u64,
+    /// The files `dir` was parsed from (saved as the last good copy after an install).
+    pub dir_files: Vec<(PathBuf, String)>,
+    /// Whether the state dir holds `dir_files` as the last good copy.
+    pub dir_saved: bool,
     /// Applied with the CLI (persisted in the state dir).
     pub cli: PolicySet,
 }
@@ -36,6 +42,13 @@ impl Documents {
                 .contains_key(&(d.kind().to_string(), d.name().to_string()))
         }));
         PolicySet::from_documents(docs)
+    }
+
+    /// Take the documents of a policy directory that parsed.
+    pub fn set_dir(&mut self, files: Vec<(PathBuf, String)>, parsed: DirDocuments) {
+        self.dir = parsed;
+        self.dir_files = files;
+        self.dir_saved = false;
     }
 
     /// The policy-dir file defining (kind, name), if any.
@@ -64,14 +77,39 @@ pub fn read_policy_dir(dir: &Path) -> Result<(Vec<(PathBuf, String)>, u64)> {
         if name.starts_with('.') || !yaml || !path.is_file() {
             continue;
         }
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = read_bounded(&path, crate::policy::yaml::MAX_INPUT_BYTES as u64)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .unwrap_or_default();
         files.push((path, text));
     }
     files.sort();
     let mut h = DefaultHasher::new();
     files.hash(&mut h);
     Ok((files, h.finish()))
+}
+
+/// A policy directory read and parsed.
+pub struct DirRead {
+    /// Of the files read (0 if the directory could not be read).
+    pub fingerprint: u64,
+    /// The files and their documents, or why the directory is rejected.
+    pub parsed: Result<(Vec<(PathBuf, String)>, DirDocuments), String>,
+}
+
+/// Read and parse a policy directory; every failure is a message naming the file.
+pub fn read_and_parse_dir(dir: &Path) -> DirRead {
+    match read_policy_dir(dir) {
+        Ok((files, fingerprint)) => DirRead {
+            fingerprint,
+            parsed: parse_policy_dir(&files)
+                .map(|parsed| (files, parsed))
+                .map_err(|e| e.to_string()),
+        },
+        Err(e) => DirRead {
+            fingerprint: 0,
+            parsed: Err(format!("{e:#}")),
+        },
+    }
 }
 
 /// Documents of the policy directory: (kind, name) → (file, document).
@@ -108,58 +146,203 @@ pub struct Installed {
     pub digest: u64,
 }
 
-/// Files of the state dir.
+/// The files of the policy directory as they were at the last install that succeeded: what a
+/// restart falls back to when the directory has become invalid meanwhile.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirSnapshot {
+    pub files: Vec<(PathBuf, String)>,
+}
+
+/// A state file that could not be used: moved aside (`<name>.corrupt-<unix seconds>`) so the
+/// agent starts, and reported.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub file: PathBuf,
+    pub moved_to: Option<PathBuf>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Quarantined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.moved_to {
+            Some(to) => write!(f, "{} (moved to {})", self.reason, to.display()),
+            None => write!(f, "{} (could not be moved aside)", self.reason),
+        }
+    }
+}
+
+/// What loading a state file gives.
+pub enum Loaded<T> {
+    /// No such file (a first start).
+    Missing,
+    Valid(T),
+    Quarantined(Quarantined),
+}
+
+/// The first line of `applied.yaml` (files of older versions lack it).
+const APPLIED_HEADER: &str = "# enforcer: applied documents, ends with their count";
+/// The last line of `applied.yaml`: a file cut short lacks it.
+const APPLIED_TRAILER: &str = "# enforcer: end of applied documents, count ";
+
+/// The largest state file the agent reads.
+const MAX_STATE_BYTES: u64 = 64 << 20;
+
+/// Files of the state dir (mode 0700; files 0600: they hold policy and workload addresses).
 pub struct StateDir {
     pub dir: PathBuf,
 }
 
 impl StateDir {
-    fn applied(&self) -> PathBuf {
-        self.dir.join("applied.yaml")
+    pub const APPLIED: &'static str = "applied.yaml";
+    pub const INSTALLED: &'static str = "installed.json";
+    pub const POLICY_DIR: &'static str = "policy-dir.json";
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
     }
 
-    fn installed(&self) -> PathBuf {
-        self.dir.join("installed.json")
+    /// Read a state file and check it with `parse`; a file that fails is quarantined.
+    fn load<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Loaded<T> {
+        let path = self.path(name);
+        let text = match read_bounded(&path, MAX_STATE_BYTES) {
+            Ok(None) => return Loaded::Missing,
+            Ok(Some(text)) => parse(&text),
+            Err(e) => Err(e),
+        };
+        match text {
+            Ok(v) => Loaded::Valid(v),
+            Err(reason) => Loaded::Quarantined(quarantine(&path, reason)),
+        }
     }
 
     /// The documents applied with the CLI before a restart.
-    pub fn load_applied(&self) -> Result<PolicySet> {
-        let path = self.applied();
-        if !path.exists() {
-            return Ok(PolicySet::new());
-        }
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let docs = parse_documents(&path.display().to_string(), &text)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        PolicySet::from_documents(docs).map_err(|e| anyhow::anyhow!("{e}"))
+    pub fn load_applied(&self) -> Loaded<PolicySet> {
+        let file = self.path(Self::APPLIED).display().to_string();
+        self.load(Self::APPLIED, |text| parse_applied(&file, text))
     }
 
     pub fn save_applied(&self, set: &PolicySet) -> Result<()> {
-        let yaml = Document::to_yaml_stream(&set.documents())?;
-        write_atomic(&self.applied(), yaml.as_bytes())
+        let docs = set.documents();
+        let mut yaml = format!("{APPLIED_HEADER}\n{}", Document::to_yaml_stream(&docs)?);
+        if !yaml.is_empty() && !yaml.ends_with('\n') {
+            yaml.push('\n');
+        }
+        let _ = writeln!(yaml, "{APPLIED_TRAILER}{}", docs.len());
+        write_durable(&self.path(Self::APPLIED), yaml.as_bytes())
     }
 
-    pub fn load_installed(&self) -> Installed {
-        fs::read(self.installed())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    pub fn load_installed(&self) -> Loaded<Installed> {
+        self.load(Self::INSTALLED, |text| {
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+        })
     }
 
     pub fn save_installed(&self, installed: &Installed) -> Result<()> {
-        write_atomic(&self.installed(), &serde_json::to_vec(installed)?)
+        write_durable(&self.path(Self::INSTALLED), &serde_json::to_vec(installed)?)
+    }
+
+    pub fn load_dir_snapshot(&self) -> Loaded<DirSnapshot> {
+        self.load(Self::POLICY_DIR, |text| {
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+        })
+    }
+
+    pub fn save_dir_snapshot(&self, snapshot: &DirSnapshot) -> Result<()> {
+        write_durable(&self.path(Self::POLICY_DIR), &serde_json::to_vec(snapshot)?)
     }
 }
 
-/// Write via a temporary file and rename, so a crash never leaves half a file.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+/// `applied.yaml`: the header, the documents, then the trailer with their count. A file with
+/// the header must end with the trailer (else it was cut short); a file without it (written by
+/// an older version) is accepted if it holds documents; an empty one never is.
+fn parse_applied(file: &str, text: &str) -> Result<PolicySet, String> {
+    let trailer = text
+        .trim_end()
+        .rsplit_once('\n')
+        .map_or(text.trim_end(), |(_, last)| last);
+    let count = trailer
+        .strip_prefix(APPLIED_TRAILER)
+        .map(str::parse::<usize>);
+    if count.is_none() && text.starts_with(APPLIED_HEADER) {
+        return Err("cut short (no end marker)".into());
     }
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    if count.is_none() && text.trim().is_empty() {
+        return Err("empty file (no end marker)".into());
+    }
+    let docs = parse_documents(file, text).map_err(|e| e.to_string())?;
+    match count {
+        Some(Ok(n)) if n != docs.len() => {
+            return Err(format!("{} documents, the end marker says {n}", docs.len()));
+        }
+        Some(Err(e)) => return Err(format!("bad end marker: {e}")),
+        _ => {}
+    }
+    PolicySet::from_documents(docs).map_err(|e| e.to_string())
+}
+
+/// A file's text, `None` if it does not exist; an error if it is larger than `max` bytes or not
+/// UTF-8.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Option<String>, String> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| format!("not UTF-8: {e}"))
+}
+
+/// Move a corrupt state file aside, keeping it for inspection.
+fn quarantine(path: &Path, reason: String) -> Quarantined {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!(".corrupt-{stamp}"));
+    let to = PathBuf::from(to);
+    let moved_to = fs::rename(path, &to).ok().map(|()| to);
+    Quarantined {
+        file: path.to_path_buf(),
+        moved_to,
+        reason,
+    }
+}
+
+/// Write `path` so that after a crash or power loss it holds either the old or the new content:
+/// write a temporary file (0600), fsync it, rename it over `path`, fsync the directory.
+pub fn write_durable(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
 

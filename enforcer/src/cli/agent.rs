@@ -99,25 +99,38 @@ pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
         info!(bpffs = %config.bpffs.display(), "uninstalled: programs detached, pins removed");
         return Ok(());
     }
+    // Everything that needs privileges happens here, on the only thread: load, attach, bind.
+    let (socket, metrics_addr, resync) =
+        (config.socket.clone(), config.metrics_addr, config.resync);
+    let agent = Agent::start(config)?;
+    let api = crate::agent::server::bind(&socket)?;
+    let http = std::net::TcpListener::bind(metrics_addr)
+        .with_context(|| format!("binding metrics address {metrics_addr}"))?;
+    http.set_nonblocking(true)?;
+    match crate::agent::caps::drop_privileges() {
+        Ok(kept) => info!(?kept, "dropped every other capability"),
+        Err(e) => warn!("could not drop capabilities: {e:#}"),
+    }
+    // Threads start only now, and inherit the reduced capabilities.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(agent, api, http, resync))
 }
 
-async fn serve(config: AgentConfig) -> Result<()> {
-    let socket = config.socket.clone();
-    let metrics_addr = config.metrics_addr;
-    let resync = config.resync;
-    let agent = tokio::task::spawn_blocking(move || Agent::start(config)).await??;
-    let listener = crate::agent::server::bind(&socket)?;
-    let http = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .with_context(|| format!("binding metrics address {metrics_addr}"))?;
+async fn serve(
+    agent: Arc<Agent>,
+    api: std::os::unix::net::UnixListener,
+    http: std::net::TcpListener,
+    resync: std::time::Duration,
+) -> Result<()> {
+    let socket = agent.config.socket.clone();
+    let api = tokio::net::UnixListener::from_std(api)?;
+    let http = tokio::net::TcpListener::from_std(http)?;
     info!(socket = %socket.display(), metrics = %http.local_addr()?, "agent ready");
     agent::events::spawn(&agent);
-    tokio::spawn(agent::server::serve(agent.clone(), listener));
+    tokio::spawn(agent::server::serve(agent.clone(), api));
     tokio::spawn(agent::http::serve(agent.clone(), http));
     let a = agent.clone();
     tokio::spawn(async move { resync_loop(a, resync).await });

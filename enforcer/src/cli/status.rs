@@ -21,6 +21,14 @@ pub fn status(socket: &Path, format: Format) -> Result<()> {
             s.policies, s.workloads
         );
         println!("bpffs:       {}", s.bpffs);
+        if s.not_ready.is_empty() {
+            println!("ready:       yes");
+        } else {
+            println!("ready:       no");
+            for r in &s.not_ready {
+                println!("  - {r}");
+            }
+        }
         println!();
         let mut t = Table::new(vec!["INTERFACE", "IFINDEX", "ROLE", "PROGRAMS"]);
         for i in &s.interfaces {

@@ -100,15 +100,17 @@ pub fn load(file: &str, text: &str) -> Result<Vec<Node>, PolicyErrors> {
         file,
         ..Builder::default()
     };
+    if text.len() > MAX_INPUT_BYTES {
+        let reason = format!("input larger than {MAX_INPUT_BYTES} bytes");
+        builder.error(Pos { line: 1, column: 1 }, reason);
+        return Err(PolicyErrors(builder.errors));
+    }
     for event in Parser::new_from_str(text) {
         match event {
             Ok((event, span)) => {
                 builder.on_event(event, &span);
-                if builder.expanded > MAX_ALIAS_EXPANSION {
-                    builder.error(
-                        Pos::from_span(&span),
-                        "too many nodes through YAML aliases".to_string(),
-                    );
+                if let Some(reason) = builder.over_limit() {
+                    builder.error(Pos::from_span(&span), reason);
                     break;
                 }
             }
@@ -127,6 +129,13 @@ pub fn load(file: &str, text: &str) -> Result<Vec<Node>, PolicyErrors> {
 
 /// The most nodes that aliases may add to one input.
 const MAX_ALIAS_EXPANSION: usize = 100_000;
+/// The largest input parsed (a `ConfigMap` holds at most 1 MiB).
+pub const MAX_INPUT_BYTES: usize = 16 << 20;
+/// The deepest nesting of collections (policies need fewer than 10; the tree is built and
+/// dropped recursively, so depth must be bounded).
+pub const MAX_DEPTH: usize = 64;
+/// The most documents in one input.
+pub const MAX_DOCUMENTS: usize = 100_000;
 
 /// The number of nodes in a tree (keys included).
 fn node_count(node: &Node) -> usize {
@@ -190,6 +199,19 @@ struct Builder<'f> {
 }
 
 impl Builder<'_> {
+    /// Which input limit was passed, if any (parsing stops there).
+    fn over_limit(&self) -> Option<String> {
+        if self.expanded > MAX_ALIAS_EXPANSION {
+            Some("too many nodes through YAML aliases".to_string())
+        } else if self.stack.len() > MAX_DEPTH {
+            Some(format!("nested deeper than {MAX_DEPTH} levels"))
+        } else if self.documents.len() > MAX_DOCUMENTS {
+            Some(format!("more than {MAX_DOCUMENTS} documents"))
+        } else {
+            None
+        }
+    }
+
     fn error(&mut self, pos: Pos, reason: String) {
         self.errors.push(PolicyError {
             file: self.file.to_string(),
