@@ -506,21 +506,29 @@ fn metrics_and_readyz_answer_during_a_large_install() -> Result<()> {
             .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
         Ok((install_time, samples))
     })?;
-    let during: Vec<Duration> = samples
+    let mut during: Vec<Duration> = samples
         .iter()
         .filter(|(_, i)| *i)
         .map(|(d, _)| *d)
         .collect();
-    let worst = during.iter().max().copied().unwrap_or_default();
-    eprintln!(
-        "10 000-rule install took {install_time:?}; {} requests during it, slowest {worst:?}",
-        during.len()
-    );
+    during.sort();
     ensure!(during.len() >= 5, "requests were made during the install");
-    ensure!(
-        worst < Duration::from_millis(50),
-        "slowest answer {worst:?}"
+    let at = |q: usize| during[(during.len() - 1) * q / 100];
+    let worst = at(100);
+    eprintln!(
+        "10 000-rule install took {install_time:?}; {} requests during it: median {:?}, p95 {:?}, slowest {worst:?}",
+        during.len(),
+        at(50),
+        at(95)
     );
+    // A request that waited for the install would take about as long as the install; on a
+    // loaded machine scheduling alone can take tens of milliseconds, hence the median bound.
+    ensure!(
+        at(50) < Duration::from_millis(50),
+        "median answer {:?}",
+        at(50)
+    );
+    ensure!(worst < install_time / 5, "slowest answer {worst:?}");
     let metrics = http_get(&e.node_ns, "/metrics")?.1;
     ensure!(
         metrics.contains("svc-999-ingress"),
