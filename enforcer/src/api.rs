@@ -17,11 +17,14 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
-    /// Delete the document(s) named `name` (kind optional).
+    /// Delete the document(s) named `name` (kind optional) in `namespace` (default: the
+    /// default namespace and cluster-wide documents).
     Delete {
         name: String,
         #[serde(default)]
         kind: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
     },
     /// The documents in force (all, or those named `name`).
     Get {

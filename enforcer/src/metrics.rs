@@ -404,7 +404,7 @@ pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
             peers: "*".into(),
         };
     };
-    let policy = set.policies.get(name);
+    let policy = set.policies.values().find(|p| p.key().to_string() == *name);
     let rule = policy.and_then(|p| {
         p.rules()
             .find(|(section, i, _)| format!("{}[{i}]", section.key()) == r.rule)
@@ -433,14 +433,7 @@ pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
 }
 
 fn peer_label(p: &Peer) -> String {
-    match p {
-        Peer::Service(s) => s.clone(),
-        Peer::Cidr { cidr, except } if except.is_empty() => cidr.to_string(),
-        Peer::Cidr { cidr, except } => {
-            let except: Vec<String> = except.iter().map(ToString::to_string).collect();
-            format!("{cidr} except {}", except.join(" "))
-        }
-    }
+    p.to_string()
 }
 
 #[cfg(test)]

@@ -151,9 +151,22 @@ impl AgentProcess {
     }
 
     pub fn delete(&self, name: &str) -> Result<ApplyResult> {
-        let v = self.call(&Request::Delete {
+        self.delete_matching(&enforcer::policy::set::Selector {
             name: name.into(),
             kind: None,
+            namespace: None,
+        })
+    }
+
+    /// `policy delete NAME [--kind KIND] [-n NAMESPACE]`.
+    pub fn delete_matching(
+        &self,
+        selector: &enforcer::policy::set::Selector,
+    ) -> Result<ApplyResult> {
+        let v = self.call(&Request::Delete {
+            name: selector.name.clone(),
+            kind: selector.kind.map(|k| k.to_string()),
+            namespace: selector.namespace.clone(),
         })?;
         Ok(serde_json::from_value(v)?)
     }

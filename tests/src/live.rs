@@ -54,7 +54,7 @@ impl Live {
     pub fn start(scenario: &Scenario) -> Result<Live> {
         let mut b = Topology::builder().nodes(scenario.nodes.iter().cloned());
         for w in &scenario.workloads {
-            b = b.pod(w.name.clone(), w.node.clone(), &w.addresses);
+            b = b.pod(w.endpoint_name(), w.node.clone(), &w.addresses);
         }
         for e in &scenario.externals {
             b = b.external(e.name.clone(), &e.addresses);
@@ -118,9 +118,9 @@ impl Live {
         Ok(())
     }
 
-    pub fn delete_all(&self, name: &str) -> Result<()> {
+    pub fn delete_all(&self, selector: &enforcer::policy::set::Selector) -> Result<()> {
         for a in &self.agents {
-            a.delete(name)?;
+            a.delete_matching(selector)?;
         }
         Ok(())
     }
@@ -131,8 +131,8 @@ impl Live {
             let yaml = Document::to_yaml_stream(&step.apply)?;
             self.apply_all(source, &yaml)?;
         }
-        for name in &step.delete {
-            self.delete_all(name)?;
+        for selector in &step.delete {
+            self.delete_all(selector)?;
         }
         Ok(())
     }
@@ -382,8 +382,8 @@ impl<'a> Model<'a> {
         if !step.apply.is_empty() {
             let _ = self.set.apply(step.apply.clone());
         }
-        for name in &step.delete {
-            self.set.remove(name);
+        for selector in &step.delete {
+            self.set.delete(selector);
         }
     }
 

@@ -103,8 +103,8 @@ fn every_scenario_probe_through_test_run() -> Result<()> {
             PolicySet::from_documents(scenario.workload_documents()).map_err(|e| anyhow!("{e}"))?;
         for step in &scenario.steps {
             set.apply(step.apply.clone()).map_err(|e| anyhow!("{e}"))?;
-            for name in &step.delete {
-                set.remove(name);
+            for selector in &step.delete {
+                set.delete(selector);
             }
             for probe in &step.probes {
                 if probe.expect == Expect::RateLimited || probe.protocol == Protocol::Sctp {

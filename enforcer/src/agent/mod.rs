@@ -17,7 +17,6 @@ pub mod view;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
@@ -418,7 +417,7 @@ impl Agent {
         })?;
         let mut inner = self.lock();
         for d in &docs {
-            if let Some(file) = inner.docs.dir_file(d.kind(), d.name()) {
+            if let Some(file) = inner.docs.dir_file(d) {
                 self.metrics.apply_result(false);
                 bail!(
                     "{}:{}: {} {:?} is defined by {} in the policy directory; edit that file instead",
@@ -465,37 +464,36 @@ impl Agent {
         })
     }
 
-    /// `policy delete NAME`.
-    pub fn delete(&self, name: &str, kind: Option<&str>) -> Result<ApplyResult> {
+    /// `policy delete NAME [--kind KIND] [-n NAMESPACE]`.
+    pub fn delete(
+        &self,
+        name: &str,
+        kind: Option<&str>,
+        namespace: Option<String>,
+    ) -> Result<ApplyResult> {
+        let kind = kind
+            .map(str::parse::<crate::policy::document::Kind>)
+            .transpose()
+            .map_err(|e| anyhow!(e))?;
+        let selector = crate::policy::set::Selector {
+            name: name.to_string(),
+            kind,
+            namespace,
+        };
         let mut inner = self.lock();
-        for k in [
-            crate::policy::KIND_FLOW_POLICY,
-            crate::policy::KIND_WORKLOAD,
-        ] {
-            if kind.is_some_and(|want| !want.eq_ignore_ascii_case(k)) {
-                continue;
-            }
-            if let Some(file) = inner.docs.dir_file(k, name) {
+        for ((k, _), (file, doc)) in &inner.docs.dir {
+            if selector.matches(doc) {
                 bail!(
-                    "{k} {name:?} is defined by {} in the policy directory; remove it there",
+                    "{k} {:?} is defined by {} in the policy directory; remove it there",
+                    doc.display_name(),
                     file.display()
                 );
             }
         }
         let mut cli = inner.docs.cli.clone();
-        let removed = match kind {
-            Some(k) => {
-                let k = if k.eq_ignore_ascii_case("workload") {
-                    crate::policy::KIND_WORKLOAD
-                } else {
-                    crate::policy::KIND_FLOW_POLICY
-                };
-                cli.remove_kind(k, name).into_iter().collect()
-            }
-            None => cli.remove(name),
-        };
+        let removed = cli.delete(&selector);
         if removed.is_empty() {
-            bail!("no document named {name:?}");
+            bail!("no document {selector}");
         }
         let generation = self.install(&mut inner, &cli, false, true)?;
         self.applied(&mut inner, cli)?;
@@ -504,7 +502,7 @@ impl Agent {
                 .iter()
                 .map(|d| Applied {
                     kind: d.kind().to_string(),
-                    name: d.name().to_string(),
+                    name: d.display_name(),
                     outcome: "deleted".into(),
                 })
                 .collect(),
@@ -551,22 +549,6 @@ impl Agent {
             not_ready: inner.health.reasons(&inner.attach_errors, generation),
         })
     }
-
-    /// Resolve a workload name or an address.
-    pub fn resolve(&self, inner: &Inner, what: &str) -> Result<IpAddr> {
-        resolve_endpoint(&inner.in_force, what)
-    }
-}
-
-/// A workload name (its first address) or an address.
-pub fn resolve_endpoint(set: &PolicySet, what: &str) -> Result<IpAddr> {
-    if let Ok(a) = what.parse() {
-        return Ok(a);
-    }
-    set.workloads
-        .get(what)
-        .and_then(|w| w.addresses.first().copied())
-        .ok_or_else(|| anyhow!("{what:?} is neither an address nor a known workload"))
 }
 
 /// Entries and capacity of the policy maps (both slots).

@@ -119,14 +119,21 @@ fn dispatch(agent: &Agent, request: Request) -> Result<Response> {
             yaml,
             dry_run,
         } => Response::ok(agent.apply(&source, &yaml, dry_run)?),
-        Request::Delete { name, kind } => Response::ok(agent.delete(&name, kind.as_deref())?),
+        Request::Delete {
+            name,
+            kind,
+            namespace,
+        } => Response::ok(agent.delete(&name, kind.as_deref(), namespace)?),
         Request::Get { name } => {
             let inner = agent.lock();
             let docs: Vec<_> = inner
                 .in_force
                 .documents()
                 .into_iter()
-                .filter(|d| name.as_deref().is_none_or(|n| d.name() == n))
+                .filter(|d| {
+                    name.as_deref()
+                        .is_none_or(|n| d.name() == n || d.key().to_string() == n)
+                })
                 .collect();
             if let (Some(n), true) = (&name, docs.is_empty()) {
                 bail!("no document named {n:?}");
@@ -142,8 +149,9 @@ fn dispatch(agent: &Agent, request: Request) -> Result<Response> {
             port,
         } => {
             let inner = agent.lock();
-            let src = agent.resolve(&inner, &from)?;
-            let dst = agent.resolve(&inner, &to)?;
+            let (src, dst) =
+                crate::policy::resolve::flow_ends(&inner.in_force, &inner.ctx, &from, &to)
+                    .map_err(|e| anyhow!(e))?;
             let flow = flow_of(src, dst, &protocol, port)?;
             Response::ok(explain(&inner.in_force, &inner.ctx, &flow))
         }

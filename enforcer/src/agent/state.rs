@@ -39,7 +39,7 @@ impl Documents {
         docs.extend(cli.documents().into_iter().filter(|d| {
             !self
                 .dir
-                .contains_key(&(d.kind().to_string(), d.name().to_string()))
+                .contains_key(&(d.kind().to_string(), d.key().to_string()))
         }));
         PolicySet::from_documents(docs)
     }
@@ -51,10 +51,10 @@ impl Documents {
         self.dir_saved = false;
     }
 
-    /// The policy-dir file defining (kind, name), if any.
-    pub fn dir_file(&self, kind: &str, name: &str) -> Option<&Path> {
+    /// The policy-dir file defining `doc`'s kind and name, if any.
+    pub fn dir_file(&self, doc: &Document) -> Option<&Path> {
         self.dir
-            .get(&(kind.to_string(), name.to_string()))
+            .get(&(doc.kind().to_string(), doc.key().to_string()))
             .map(|(p, _)| p.as_path())
     }
 }
@@ -112,7 +112,7 @@ pub fn read_and_parse_dir(dir: &Path) -> DirRead {
     }
 }
 
-/// Documents of the policy directory: (kind, name) → (file, document).
+/// Documents of the policy directory: (kind, `NAMESPACE/NAME` or `NAME`) → (file, document).
 pub type DirDocuments = BTreeMap<(String, String), (PathBuf, Document)>;
 
 /// Parse a policy directory's files; all of them or nothing.
@@ -124,7 +124,7 @@ pub fn parse_policy_dir(files: &[(PathBuf, String)]) -> Result<DirDocuments, Pol
             Ok(docs) => {
                 for d in docs {
                     out.insert(
-                        (d.kind().to_string(), d.name().to_string()),
+                        (d.kind().to_string(), d.key().to_string()),
                         (path.clone(), d),
                     );
                 }
@@ -371,12 +371,16 @@ pub fn local_endpoints(
 ) -> (BTreeSet<(u32, IpAddr)>, BTreeSet<IpAddr>) {
     let mut endpoints = BTreeSet::new();
     let mut local = BTreeSet::new();
-    for w in set.workloads.values() {
-        for a in &w.addresses {
-            if let Some(ifindex) = routes.get(a).and_then(|dev| pod_ifaces.get(dev)) {
-                endpoints.insert((*ifindex, *a));
-                local.insert(*a);
-            }
+    let pods = set.pods.values().filter(|p| !p.host_network);
+    let addresses = set
+        .workloads
+        .values()
+        .flat_map(|w| &w.addresses)
+        .chain(pods.flat_map(|p| &p.addresses));
+    for a in addresses {
+        if let Some(ifindex) = routes.get(a).and_then(|dev| pod_ifaces.get(dev)) {
+            endpoints.insert((*ifindex, *a));
+            local.insert(*a);
         }
     }
     (endpoints, local)

@@ -33,6 +33,7 @@ fn peer_name(p: &Peer) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
+        Peer::Selector { .. } => p.to_string(),
     }
 }
 

@@ -114,9 +114,18 @@ pub enum PolicyCommand {
     /// Delete a document by name.
     Delete {
         name: String,
-        /// The kind, when a workload and a flow policy share the name.
+        /// The kind (`Workload`, `FlowPolicy`, `Namespace`, `Pod`, `NetworkPolicy`), when documents of
+        /// several kinds share the name.
         #[arg(long)]
         kind: Option<String>,
+        /// The namespace [default: the default namespace and cluster-wide documents].
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Print the `FlowPolicy` equivalent of the `NetworkPolicies` in files.
+    Convert {
+        #[arg(short, long, required = true)]
+        file: Vec<PathBuf>,
     },
     /// Show what applying a file would change (exit 1 if it would change something).
     Diff {
@@ -130,10 +139,10 @@ pub enum PolicyCommand {
     },
     /// Explain the verdict of a flow: the deciding policy and rule.
     Explain {
-        /// Source: a workload name or an address.
+        /// Source: an address, `host`, NAMESPACE/POD or a workload name.
         #[arg(long)]
         from: String,
-        /// Destination: a workload name or an address.
+        /// Destination: an address, `host`, NAMESPACE/POD or a workload name.
         #[arg(long)]
         to: String,
         #[arg(long, default_value = "TCP")]
@@ -227,7 +236,12 @@ fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {
     match p {
         PolicyCommand::Apply { file, dry_run } => policy::apply(socket, &file, dry_run)?,
         PolicyCommand::Get { name, output } => policy::get(socket, name, output)?,
-        PolicyCommand::Delete { name, kind } => policy::delete(socket, &name, kind)?,
+        PolicyCommand::Delete {
+            name,
+            kind,
+            namespace,
+        } => policy::delete(socket, &name, kind, namespace)?,
+        PolicyCommand::Convert { file } => policy::convert(&file)?,
         PolicyCommand::Diff { file } => return Ok(!policy::diff(socket, &file)?),
         PolicyCommand::Check { file } => policy::check(&file)?,
         PolicyCommand::Explain {

@@ -10,10 +10,13 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::output::{print, Format, Table};
 use crate::{
-    agent::{resolve_endpoint, server::flow_of},
+    agent::server::flow_of,
     api::{ApplyResult, Request},
     client,
-    policy::{explain, parse::parse_documents, Document, Explanation, NodeContext, PolicySet},
+    policy::{
+        explain, parse::parse_documents, resolve::flow_ends, Document, Explanation, NodeContext,
+        PolicySet,
+    },
 };
 
 /// Read `-f FILE|DIR|-`: (source name, text) per file; a directory gives its `*.yaml`/`*.yml`.
@@ -99,51 +102,17 @@ pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
         _ => print(format, &docs, || {
             let mut t = Table::new(vec![
                 "KIND",
+                "NAMESPACE",
                 "NAME",
                 "SERVICE",
+                "LABELS",
                 "MODE",
                 "INGRESS",
                 "EGRESS",
                 "ADDRESSES",
             ]);
             for d in &docs {
-                match d {
-                    Document::Workload(w) => t.row(vec![
-                        "Workload".into(),
-                        w.name.clone(),
-                        w.service.clone(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        w.addresses
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ]),
-                    Document::FlowPolicy(p) => {
-                        let count =
-                            |r: &Option<Vec<crate::policy::Rule>>, deny: &[crate::policy::Rule]| {
-                                let allow = r
-                                    .as_ref()
-                                    .map_or("-".to_string(), |r| format!("{} allow", r.len()));
-                                if deny.is_empty() {
-                                    allow
-                                } else {
-                                    format!("{allow}, {} deny", deny.len())
-                                }
-                            };
-                        t.row(vec![
-                            "FlowPolicy".into(),
-                            p.name.clone(),
-                            p.service.clone(),
-                            p.mode.to_string(),
-                            count(&p.ingress, &p.ingress_deny),
-                            count(&p.egress, &p.egress_deny),
-                            String::new(),
-                        ]);
-                    }
-                }
+                t.row(row(d));
             }
             t
         })?,
@@ -151,12 +120,126 @@ pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
     Ok(())
 }
 
-pub fn delete(socket: &Path, name: &str, kind: Option<String>) -> Result<()> {
+/// One row of `policy get`.
+fn row(d: &Document) -> Vec<String> {
+    let ns = d.namespace().unwrap_or("").to_string();
+    let addresses = |a: &[std::net::IpAddr]| {
+        a.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match d {
+        Document::Workload(w) => vec![
+            "Workload".into(),
+            ns,
+            w.name.clone(),
+            w.service.clone().unwrap_or_default(),
+            labels_text(&w.labels),
+            String::new(),
+            String::new(),
+            String::new(),
+            addresses(&w.addresses),
+        ],
+        Document::Pod(p) => vec![
+            "Pod".into(),
+            ns,
+            p.name.clone(),
+            crate::policy::service_of(&p.labels)
+                .unwrap_or("")
+                .to_string(),
+            labels_text(&p.labels),
+            String::new(),
+            String::new(),
+            String::new(),
+            if p.host_network {
+                "host".to_string()
+            } else {
+                addresses(&p.addresses)
+            },
+        ],
+        Document::Namespace(n) => vec![
+            "Namespace".into(),
+            String::new(),
+            n.name.clone(),
+            String::new(),
+            labels_text(&n.labels),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ],
+        Document::NetworkPolicy(p) => {
+            let (ingress, egress) = p.types();
+            let count = |on: bool, n: usize| {
+                if on {
+                    format!("{n} allow")
+                } else {
+                    "-".to_string()
+                }
+            };
+            vec![
+                "NetworkPolicy".into(),
+                ns,
+                p.name.clone(),
+                String::new(),
+                p.spec.pod_selector.to_string(),
+                "enforce".into(),
+                count(ingress, p.spec.ingress.as_ref().map_or(0, Vec::len)),
+                count(egress, p.spec.egress.as_ref().map_or(0, Vec::len)),
+                String::new(),
+            ]
+        }
+        Document::FlowPolicy(p) => {
+            let count = |r: &Option<Vec<crate::policy::Rule>>, deny: &[crate::policy::Rule]| {
+                let allow = r
+                    .as_ref()
+                    .map_or("-".to_string(), |r| format!("{} allow", r.len()));
+                if deny.is_empty() {
+                    allow
+                } else {
+                    format!("{allow}, {} deny", deny.len())
+                }
+            };
+            vec![
+                "FlowPolicy".into(),
+                ns,
+                p.name.clone(),
+                p.service.clone(),
+                p.selector
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                p.mode.to_string(),
+                count(&p.ingress, &p.ingress_deny),
+                count(&p.egress, &p.egress_deny),
+                String::new(),
+            ]
+        }
+    }
+}
+
+/// `k=v,k2=v2`.
+fn labels_text(labels: &crate::policy::Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn delete(
+    socket: &Path,
+    name: &str,
+    kind: Option<String>,
+    namespace: Option<String>,
+) -> Result<()> {
     let data = client::call(
         socket,
         &Request::Delete {
             name: name.into(),
             kind,
+            namespace,
         },
     )?;
     let result: ApplyResult = serde_json::from_value(data)?;
@@ -174,9 +257,12 @@ pub fn check(paths: &[PathBuf]) -> Result<()> {
         eprintln!("warning: {w}");
     }
     println!(
-        "valid: {} workload(s), {} flow polic(ies)",
+        "valid: {} workload(s), {} pod(s), {} namespace(s), {} flow polic(ies), {} network polic(ies)",
         set.workloads.len(),
-        set.policies.len()
+        set.pods.len(),
+        set.namespaces.len(),
+        set.policies.len(),
+        set.network_policies.len()
     );
     Ok(())
 }
@@ -204,10 +290,10 @@ pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
         serde_json::from_value(data)?
     } else {
         let set = load_set(&a.files)?;
-        let src = resolve_endpoint(&set, &a.from)?;
-        let dst = resolve_endpoint(&set, &a.to)?;
+        let ctx = offline_context();
+        let (src, dst) = flow_ends(&set, &ctx, &a.from, &a.to).map_err(|e| anyhow!(e))?;
         let flow = flow_of(src, dst, &a.protocol, a.port)?;
-        explain(&set, &NodeContext::default(), &flow)
+        explain(&set, &ctx, &flow)
     };
     if a.json {
         println!("{}", serde_json::to_string(&e)?);
@@ -216,11 +302,43 @@ pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
         if let Some(p) = &e.policy {
             println!("policy:  {p}");
         }
+        if let Some(k) = &e.kind {
+            println!("kind:    {k}");
+        }
         if let Some(r) = &e.rule {
             println!("rule:    {r}");
         }
         println!("reason:  {}", e.reason);
     }
+    Ok(())
+}
+
+/// The node context of offline `explain`: `host` is the pods' gateway address (169.254.1.1,
+/// `fe80::1`), as on a node of the test harness.
+fn offline_context() -> NodeContext {
+    NodeContext {
+        host_addresses: [
+            std::net::Ipv4Addr::new(169, 254, 1, 1).into(),
+            std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1).into(),
+        ]
+        .into_iter()
+        .collect(),
+        ..NodeContext::default()
+    }
+}
+
+/// `policy convert -f FILE...`: the `FlowPolicy` equivalent of every `NetworkPolicy`.
+pub fn convert(paths: &[PathBuf]) -> Result<()> {
+    let set = load_set(paths)?;
+    let docs: Vec<Document> = set
+        .network_policies
+        .values()
+        .map(|p| Document::FlowPolicy(p.to_flow_policy()))
+        .collect();
+    if docs.is_empty() {
+        bail!("no NetworkPolicy in the input");
+    }
+    print!("{}", Document::to_yaml_stream(&docs)?);
     Ok(())
 }
 
@@ -234,7 +352,7 @@ pub fn diff(socket: &Path, path: &Path) -> Result<bool> {
         for d in docs {
             let old = live
                 .iter()
-                .find(|l| l.kind() == d.kind() && l.name() == d.name());
+                .find(|l| l.kind() == d.kind() && l.key() == d.key());
             let new_yaml = d.to_yaml()?;
             match old {
                 None => {

@@ -173,6 +173,7 @@ impl Edge {
             } else {
                 None
             },
+            name: None,
             end_port: None,
         })
     }
@@ -329,7 +330,9 @@ fn rules_of(peers: BTreeMap<Endpoint, BTreeSet<PortSpec>>) -> Vec<Rule> {
 fn flow_policy(name: String, service: &str, mode: Mode) -> FlowPolicy {
     FlowPolicy {
         name,
+        namespace: None,
         service: service.to_string(),
+        selector: None,
         mode,
         ingress: None,
         egress: None,

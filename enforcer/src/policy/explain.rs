@@ -6,81 +6,77 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ports_match, Direction, Flow, FlowPolicy, Mode, NodeContext, Peer, PolicySet, Rule, Section,
-    Verdict, Workload, ANY_SERVICE,
-};
+use super::document::Kind;
+use super::identity::{Endpoint, Party, PolicyRef, View};
+use super::{Direction, Flow, FlowPolicy, Mode, NodeContext, PolicySet, Rule, Section, Verdict};
 
-/// A verdict with what decided it (`explain -o json` prints exactly these four fields).
+/// A verdict with what decided it (`explain -o json` prints exactly these fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     pub verdict: Verdict,
-    /// The deciding policy (`None` for "not isolated", default deny and host traffic).
+    /// The deciding policy (`None` for "not isolated", default deny and host traffic):
+    /// `NAME`, or `NAMESPACE/NAME` for a namespaced policy.
     pub policy: Option<String>,
     /// The deciding rule, as `section[index]`, e.g. `ingress[0]`.
     pub rule: Option<String>,
     pub reason: String,
+    /// The deciding policy's kind (`FlowPolicy` or `NetworkPolicy`).
+    #[serde(default)]
+    pub kind: Option<Kind>,
 }
 
-/// What an address is (rule 1).
-#[derive(Debug, Clone, Copy)]
-pub enum Party<'a> {
-    Workload(&'a Workload),
-    Host,
-    World,
-}
-
-impl Party<'_> {
-    pub fn classify<'a>(set: &'a PolicySet, ctx: &NodeContext, addr: IpAddr) -> Party<'a> {
-        if let Some(w) = set.workloads.values().find(|w| w.addresses.contains(&addr)) {
-            Party::Workload(w)
-        } else if ctx.host_addresses.contains(&addr) {
-            Party::Host
-        } else {
-            Party::World
-        }
-    }
-}
-
-/// The decision of one side (one service's ingress or egress policy).
+/// The decision of one side (one endpoint's ingress or egress policy).
 #[derive(Debug, Clone)]
 struct SideDecision {
     allowed: bool,
     by_rule: bool,
-    policy: Option<String>,
+    policy: Option<(String, Kind)>,
     rule: Option<String>,
     reason: String,
 }
 
 impl SideDecision {
     fn into_explanation(self, verdict: Verdict) -> Explanation {
+        let (policy, kind) = self.policy.unzip();
         Explanation {
             verdict,
-            policy: self.policy,
+            policy,
             rule: self.rule,
             reason: self.reason,
+            kind,
         }
     }
 }
 
 /// Explain the verdict of `flow` under `set` as seen by a node with context `ctx`.
 pub fn explain(set: &PolicySet, ctx: &NodeContext, flow: &Flow) -> Explanation {
-    let src = Party::classify(set, ctx, flow.src);
-    let dst = Party::classify(set, ctx, flow.dst);
+    explain_in(&View::new(set), ctx, flow)
+}
+
+/// [`explain`] over an already built view.
+pub fn explain_in(view: &View<'_>, ctx: &NodeContext, flow: &Flow) -> Explanation {
+    let src = view.classify(ctx, flow.src);
+    let dst = view.classify(ctx, flow.dst);
     // Rule 6: only the sides that are workloads are judged; host → workload always passes.
     let mut sides = Vec::new();
-    if let Party::Workload(w) = src {
-        sides.push((Direction::Egress, w, flow.dst, dst));
+    if let Party::Endpoint(e) = src {
+        sides.push((Direction::Egress, e, flow.dst, dst));
     }
-    let host_to_workload = matches!((src, dst), (Party::Host, Party::Workload(_)));
-    if let (Party::Workload(w), false) = (dst, host_to_workload) {
-        sides.push((Direction::Ingress, w, flow.src, src));
+    let host_to_workload = matches!((src, dst), (Party::Host, Party::Endpoint(_)));
+    if let (Party::Endpoint(e), false) = (dst, host_to_workload) {
+        sides.push((Direction::Ingress, e, flow.src, src));
     }
     let judge = |audit: bool| -> Vec<SideDecision> {
         sides
             .iter()
-            .map(|(dir, w, peer, party)| {
-                judge_side(set, &w.service, *dir, *peer, *party, flow, audit)
+            .map(|(dir, e, peer, party)| {
+                let side = Side {
+                    view,
+                    subject: e,
+                    dir: *dir,
+                    peer: (*party, *peer),
+                };
+                side.judge(flow, audit)
             })
             .collect()
     };
@@ -111,72 +107,88 @@ pub fn explain(set: &PolicySet, ctx: &NodeContext, flow: &Flow) -> Explanation {
         policy: None,
         rule: None,
         reason,
+        kind: None,
     }
 }
 
-/// Judge `service`'s `dir` policy for a flow whose other end is `peer`.
-fn judge_side(
-    set: &PolicySet,
-    service: &str,
+/// One side of a flow: `subject`'s policy in direction `dir`, the other end being `peer`.
+struct Side<'v, 'a> {
+    view: &'v View<'a>,
+    subject: &'v Endpoint<'a>,
     dir: Direction,
-    peer: IpAddr,
-    party: Party<'_>,
-    flow: &Flow,
-    include_audit: bool,
-) -> SideDecision {
-    let policies: Vec<&FlowPolicy> = set
-        .policies
-        .values()
-        .filter(|p| p.applies_to(service) && (include_audit || p.mode == Mode::Enforce))
-        .collect();
-    let matching = |section: Section| {
-        policies.iter().find_map(|p| {
-            rules_of(p, section)
-                .iter()
-                .position(|r| rule_matches(r, peer, party, flow))
-                .map(|i| (*p, i))
-        })
-    };
-    // Rule 5: deny wins.
-    if let Some((p, i)) = matching(dir.deny_section()) {
-        let rule = format!("{}[{i}]", dir.deny_section().key());
-        return SideDecision {
-            allowed: false,
-            by_rule: true,
-            reason: format!("denied by {rule} of policy {}", p.name),
-            policy: Some(p.name.clone()),
-            rule: Some(rule),
+    peer: (Party<'v, 'a>, IpAddr),
+}
+
+impl Side<'_, '_> {
+    fn judge(&self, flow: &Flow, include_audit: bool) -> SideDecision {
+        let view = self.view;
+        let policies: Vec<&PolicyRef> = view
+            .policies
+            .iter()
+            .filter(|p| include_audit || p.policy.mode == Mode::Enforce)
+            .filter(|p| view.selects(&p.policy, &self.subject.identity))
+            .collect();
+        // Named ports resolve on the destination: the subject for ingress, the peer for egress.
+        let dst_ports = match (self.dir, self.peer.0) {
+            (Direction::Ingress, _) => Some(&self.subject.identity.ports[..]),
+            (Direction::Egress, Party::Endpoint(e)) => Some(&e.identity.ports[..]),
+            (Direction::Egress, _) => None,
         };
-    }
-    // Rule 4: isolation.
-    if !policies.iter().any(|p| p.isolates(dir)) {
-        return SideDecision {
-            allowed: true,
+        let matching = |section: Section| {
+            policies.iter().find_map(|p| {
+                rules_of(&p.policy, section)
+                    .iter()
+                    .position(|r| {
+                        let ns = p.policy.namespace.as_deref();
+                        let point = (flow.protocol, flow.port);
+                        view.rule_matches(r, ns, self.peer, dst_ports, point)
+                    })
+                    .map(|i| (*p, i))
+            })
+        };
+        let decided = |allowed: bool, section: Section, (p, i): (&PolicyRef, usize)| {
+            let rule = format!("{}[{i}]", section.key());
+            let verb = if allowed { "allowed" } else { "denied" };
+            let kind = match p.kind {
+                Kind::NetworkPolicy => "NetworkPolicy",
+                _ => "policy",
+            };
+            SideDecision {
+                allowed,
+                by_rule: true,
+                reason: format!("{verb} by {rule} of {kind} {}", p.display()),
+                policy: Some((p.display(), p.kind)),
+                rule: Some(rule),
+            }
+        };
+        // Rule 5: deny wins.
+        if let Some(found) = matching(self.dir.deny_section()) {
+            return decided(false, self.dir.deny_section(), found);
+        }
+        // Rule 4: isolation.
+        if !policies.iter().any(|p| p.policy.isolates(self.dir)) {
+            return SideDecision {
+                allowed: true,
+                by_rule: false,
+                policy: None,
+                rule: None,
+                reason: "not isolated".into(),
+            };
+        }
+        if let Some(found) = matching(self.dir.allow_section()) {
+            return decided(true, self.dir.allow_section(), found);
+        }
+        SideDecision {
+            allowed: false,
             by_rule: false,
             policy: None,
             rule: None,
-            reason: "not isolated".into(),
-        };
-    }
-    if let Some((p, i)) = matching(dir.allow_section()) {
-        let rule = format!("{}[{i}]", dir.allow_section().key());
-        return SideDecision {
-            allowed: true,
-            by_rule: true,
-            reason: format!("allowed by {rule} of policy {}", p.name),
-            policy: Some(p.name.clone()),
-            rule: Some(rule),
-        };
-    }
-    SideDecision {
-        allowed: false,
-        by_rule: false,
-        policy: None,
-        rule: None,
-        reason: format!(
-            "default deny of isolated service {service} ({})",
-            dir.as_str()
-        ),
+            reason: format!(
+                "default deny of isolated service {} ({})",
+                self.subject.identity,
+                self.dir.as_str()
+            ),
+        }
     }
 }
 
@@ -188,15 +200,4 @@ pub fn rules_of(p: &FlowPolicy, section: Section) -> &[Rule] {
         Section::IngressDeny => &p.ingress_deny,
         Section::EgressDeny => &p.egress_deny,
     }
-}
-
-fn rule_matches(rule: &Rule, peer: IpAddr, party: Party<'_>, flow: &Flow) -> bool {
-    let peer_ok = rule.peers.is_empty()
-        || rule.peers.iter().any(|p| match p {
-            Peer::Service(name) => {
-                matches!(party, Party::Workload(w) if name == ANY_SERVICE || *name == w.service)
-            }
-            Peer::Cidr { .. } => p.cidr_contains(peer),
-        });
-    peer_ok && ports_match(&rule.ports, flow.protocol, flow.port)
 }

@@ -2,9 +2,17 @@
 //! entries) and `explain` (model + flow → verdict with the deciding policy and rule).
 
 pub mod compile;
+pub mod document;
+pub mod errors;
 pub mod explain;
+pub mod identity;
+pub mod k8s;
+pub mod labels;
 pub mod model;
+pub mod node_de;
 pub mod parse;
+pub mod resolve;
+pub mod set;
 pub mod simulate;
 #[cfg(test)]
 mod tests;

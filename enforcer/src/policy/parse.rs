@@ -9,10 +9,14 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use super::k8s;
+use super::labels::{check_labels, LabelSelector, Labels};
 use super::model::{
-    Document, FlowPolicy, Mode, Peer, PolicyErrors, PortSpec, Protocol, RateLimit, RateScope, Rule,
-    Section, Source, Workload, ANY_SERVICE, API_VERSION, KIND_FLOW_POLICY, KIND_WORKLOAD,
+    Document, FlowPolicy, Mode, NamedPort, ObjectKey, Peer, PolicyErrors, PortName, PortSpec,
+    Protocol, RateLimit, RateScope, Rule, Section, Source, Workload, ANY_SERVICE, API_VERSION,
+    DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD,
 };
+use super::node_de::from_node;
 use super::yaml::{self, Ctx, MapReader, Node, Pos, Value};
 
 /// Parses a multi-document YAML text (`---` separated; empty documents are skipped).
@@ -32,11 +36,15 @@ pub fn parse_document_nodes(file: &str, nodes: &[Node]) -> Result<Vec<Document>,
     ctx.finish(docs)
 }
 
-/// Reads documents into `ctx`, reporting duplicate names of the same kind.
+/// Reads documents into `ctx` (a `v1 List` gives its items), reporting duplicate names.
 pub fn read_documents(ctx: &mut Ctx, nodes: &[Node]) -> Vec<Document> {
     let mut docs = Vec::new();
-    let mut names: BTreeMap<(&'static str, String), Pos> = BTreeMap::new();
+    let mut names: BTreeMap<(&'static str, ObjectKey), Pos> = BTreeMap::new();
+    let mut items = Vec::new();
     for node in nodes.iter().filter(|n| !n.is_null()) {
+        document_nodes(ctx, node, &mut items);
+    }
+    for node in items {
         let Some(doc) = read_document(ctx, node) else {
             continue;
         };
@@ -44,12 +52,18 @@ pub fn read_documents(ctx: &mut Ctx, nodes: &[Node]) -> Vec<Document> {
             .get("metadata")
             .and_then(|m| m.get("name"))
             .map_or(node.pos, |n| n.pos);
-        let key = (doc.kind(), doc.name().to_string());
+        // Workloads and Pods share one name space.
+        let space = if doc.kind() == k8s::KIND_POD {
+            KIND_WORKLOAD
+        } else {
+            doc.kind()
+        };
+        let key = (space, doc.key());
         if let Some(first) = names.get(&key) {
             let reason = format!(
                 "duplicate {} name {:?} (first defined at {}:{})",
                 doc.kind(),
-                doc.name(),
+                doc.display_name(),
                 ctx.file,
                 first.line
             );
@@ -62,23 +76,53 @@ pub fn read_documents(ctx: &mut Ctx, nodes: &[Node]) -> Vec<Document> {
     docs
 }
 
+/// The document nodes of `node`: itself, or the items of a `v1 List` (recursively).
+fn document_nodes<'n>(ctx: &mut Ctx, node: &'n Node, out: &mut Vec<&'n Node>) {
+    let is = |key: &str, want: &str| matches!(node.get(key).map(|n| &n.value), Some(Value::Str(s)) if s == want);
+    if !(is("apiVersion", k8s::CORE_V1) && is("kind", k8s::KIND_LIST)) {
+        out.push(node);
+        return;
+    }
+    match node.get("items").map(|n| (&n.value, n.pos)) {
+        None | Some((Value::Null, _)) => {}
+        Some((Value::Seq(items), _)) => {
+            for item in items.iter().filter(|n| !n.is_null()) {
+                document_nodes(ctx, item, out);
+            }
+        }
+        Some((other, pos)) => ctx.error(
+            pos,
+            format!("List: items must be a list, found {}", other.type_name()),
+        ),
+    }
+}
+
 const DOCUMENT_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
-const METADATA_FIELDS: &[&str] = &["name", "labels", "annotations"];
-const WORKLOAD_FIELDS: &[&str] = &["service", "addresses"];
+const METADATA_FIELDS: &[&str] = &["name", "namespace", "labels", "annotations"];
+const WORKLOAD_FIELDS: &[&str] = &["service", "addresses", "ports"];
 pub const FLOW_POLICY_FIELDS: &[&str] = &[
     "service",
+    "selector",
     "mode",
     "ingress",
     "egress",
     "ingressDeny",
     "egressDeny",
 ];
-pub const PEER_FIELDS: &[&str] = &["service", "cidr", "except"];
+pub const PEER_FIELDS: &[&str] = &["service", "cidr", "except", "selector", "namespaceSelector"];
 pub const PORT_FIELDS: &[&str] = &["protocol", "port", "endPort"];
 pub const RATE_LIMIT_FIELDS: &[&str] = &["packetsPerSecond", "bytesPerSecond", "burst", "per"];
 
-/// Reads one document (a mapping). Returns `None` if it has any error.
+/// Reads one document (a mapping; not a `List`). Returns `None` if it has any error.
 pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
+    let api_version = node.get("apiVersion").map(|n| &n.value);
+    if let (Some(Value::Str(v)), Some(Value::Str(k))) =
+        (api_version, node.get("kind").map(|n| &n.value))
+    {
+        if k8s::is_kubernetes(v, k) {
+            return k8s::read(ctx, node, k);
+        }
+    }
     let errors_before = ctx.errors.len();
     let doc = ctx.map(node, None, "", DOCUMENT_FIELDS)?;
     if let Some(n) = doc.required(ctx, "apiVersion") {
@@ -86,7 +130,7 @@ pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
             if version != API_VERSION {
                 ctx.error(
                     n.pos,
-                    format!("unsupported apiVersion {version:?} (expected {API_VERSION})"),
+                    format!("unsupported apiVersion {version:?} (expected {API_VERSION}, or v1 Namespace, Pod, List or networking.k8s.io/v1 NetworkPolicy)"),
                 );
             }
         }
@@ -94,7 +138,7 @@ pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
     let kind = doc
         .required(ctx, "kind")
         .and_then(|n| Some((ctx.string(n, "kind")?, n.pos)));
-    let name = read_metadata(ctx, &doc);
+    let meta = read_metadata(ctx, &doc);
     let source = Source {
         file: ctx.file.to_string(),
         line: node.pos.line,
@@ -102,12 +146,12 @@ pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
     let result = match kind {
         Some((kind, _)) if kind == KIND_WORKLOAD => {
             let spec = doc.map(ctx, "spec", true, WORKLOAD_FIELDS);
-            spec.and_then(|spec| read_workload_spec(ctx, &spec, name, source))
+            spec.and_then(|spec| read_workload_spec(ctx, &spec, meta?, source))
                 .map(Document::Workload)
         }
         Some((kind, _)) if kind == KIND_FLOW_POLICY => {
             let spec = doc.map(ctx, "spec", true, FLOW_POLICY_FIELDS);
-            spec.and_then(|spec| read_flow_policy_spec(ctx, &spec, name, source))
+            spec.and_then(|spec| read_flow_policy_spec(ctx, &spec, meta?, source))
                 .map(Document::FlowPolicy)
         }
         Some((kind, pos)) => {
@@ -122,15 +166,43 @@ pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
     result.filter(|_| ctx.errors.len() == errors_before)
 }
 
-fn read_metadata(ctx: &mut Ctx, doc: &MapReader) -> Option<String> {
+/// `metadata` of an enforcer/v1 document.
+struct Metadata {
+    name: String,
+    namespace: Option<String>,
+    labels: Labels,
+    /// Where `labels` is (for errors about them).
+    labels_pos: Pos,
+}
+
+fn read_metadata(ctx: &mut Ctx, doc: &MapReader) -> Option<Metadata> {
     let metadata = doc.map(ctx, "metadata", true, METADATA_FIELDS)?;
+    let mut labels = Labels::new();
+    let mut labels_pos = metadata.anchor();
     for key in ["labels", "annotations"] {
         if let Some(n) = metadata.optional(key) {
-            ctx.string_map(n, &metadata.child(key));
+            let map = ctx.string_map(n, &metadata.child(key));
+            if key == "labels" {
+                labels_pos = n.pos;
+                labels = map?.into_iter().collect();
+                if let Err(reason) = check_labels(&labels) {
+                    ctx.error(n.pos, format!("metadata.labels: {reason}"));
+                    return None;
+                }
+            }
         }
     }
+    let namespace = match metadata.optional("namespace") {
+        None => None,
+        Some(n) => Some(read_name(ctx, n, "metadata.namespace")?),
+    };
     let node = metadata.required(ctx, "name")?;
-    read_name(ctx, node, "metadata.name")
+    Some(Metadata {
+        name: read_name(ctx, node, "metadata.name")?,
+        namespace,
+        labels,
+        labels_pos,
+    })
 }
 
 /// A name: 1 to 253 letters, digits, `-`, `_` or `.`.
@@ -176,19 +248,78 @@ fn read_service(ctx: &mut Ctx, node: &Node, what: &str, allow_any: bool) -> Opti
 fn read_workload_spec(
     ctx: &mut Ctx,
     spec: &MapReader,
-    name: Option<String>,
+    meta: Metadata,
     source: Source,
 ) -> Option<Workload> {
-    let service = spec
-        .required(ctx, "service")
-        .and_then(|n| read_service(ctx, n, "spec.service", false));
+    // A workload is named by its service, or by its labels.
+    let service = if meta.labels.is_empty() || spec.optional("service").is_some() {
+        let n = spec.required(ctx, "service");
+        Some(n.and_then(|n| read_service(ctx, n, "spec.service", false)))
+    } else {
+        None
+    };
     let addresses = read_addresses(ctx, spec, "addresses");
+    let ports = read_named_ports(ctx, spec, "ports");
+    if meta.labels.contains_key(super::model::SERVICE_LABEL) && service.is_some() {
+        ctx.error(
+            meta.labels_pos,
+            format!(
+                "metadata.labels: {} is set by spec.service; give one of them",
+                super::model::SERVICE_LABEL
+            ),
+        );
+        return None;
+    }
     Some(Workload {
-        name: name?,
-        service: service?,
+        name: meta.name,
+        namespace: meta
+            .namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        labels: meta.labels,
+        service: match service {
+            Some(s) => Some(s?),
+            None => None,
+        },
         addresses: addresses?,
+        ports: ports?,
         source,
     })
+}
+
+/// An optional list of named ports `[{name, containerPort, protocol}]` (names unique).
+pub fn read_named_ports(ctx: &mut Ctx, map: &MapReader, key: &str) -> Option<Vec<NamedPort>> {
+    let Some(node) = map.optional(key) else {
+        return Some(Vec::new());
+    };
+    let path = map.child(key);
+    let items = ctx.seq(node, &path)?;
+    let mut ports: Vec<NamedPort> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("{path}[{i}]");
+        if ctx
+            .map(item, None, &what, &["name", "containerPort", "protocol"])
+            .is_none()
+        {
+            ok = false;
+            continue;
+        }
+        match from_node::<NamedPort>(item) {
+            Ok(p) if ports.iter().any(|q| q.name == p.name) => {
+                ctx.error(
+                    item.pos,
+                    format!("{what}: duplicate port name {:?}", p.name),
+                );
+                ok = false;
+            }
+            Ok(p) => ports.push(p),
+            Err(e) => {
+                k8s::report(ctx, item, &what, &e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(ports)
 }
 
 /// A required, non-empty list of distinct host IP addresses (no CIDRs).
@@ -259,13 +390,19 @@ pub fn read_address(ctx: &mut Ctx, node: &Node, what: &str) -> Option<IpAddr> {
 fn read_flow_policy_spec(
     ctx: &mut Ctx,
     spec: &MapReader,
-    name: Option<String>,
+    meta: Metadata,
     source: Source,
 ) -> Option<FlowPolicy> {
     let errors_before = ctx.errors.len();
-    let service = spec
-        .required(ctx, "service")
-        .and_then(|n| read_service(ctx, n, "spec.service", true));
+    let selector = spec
+        .optional("selector")
+        .and_then(|n| read_selector(ctx, n, "spec.selector"));
+    let service = if selector.is_some() && spec.optional("service").is_none() {
+        Some(ANY_SERVICE.to_string())
+    } else {
+        spec.required(ctx, "service")
+            .and_then(|n| read_service(ctx, n, "spec.service", true))
+    };
     let mode = match spec.optional("mode") {
         None => Some(Mode::Enforce),
         Some(n) => ctx
@@ -307,8 +444,10 @@ fn read_flow_policy_spec(
     }
     let [ingress, egress, ingress_deny, egress_deny] = sections;
     Some(FlowPolicy {
-        name: name?,
+        name: meta.name,
+        namespace: meta.namespace,
         service: service?,
+        selector,
         mode: mode?,
         ingress,
         egress,
@@ -422,6 +561,24 @@ pub fn read_peer(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Peer> {
     let peer = ctx.map(node, None, path, PEER_FIELDS)?;
     let service = peer.entry("service");
     let cidr = peer.entry("cidr");
+    let pods = peer.entry("selector");
+    let namespaces = peer.entry("namespaceSelector");
+    if pods.is_some() || namespaces.is_some() {
+        if let Some((key, _)) = service.or(cidr).or(peer.entry("except")) {
+            ctx.error(
+                key.pos,
+                format!("{path}: a peer with `selector` or `namespaceSelector` has no `service`, `cidr` or `except`"),
+            );
+            return None;
+        }
+        let errors_before = ctx.errors.len();
+        let read = |ctx: &mut Ctx, entry: Option<(&yaml::Key, &Node)>, key: &str| {
+            entry.and_then(|(_, n)| read_selector(ctx, n, &peer.child(key)))
+        };
+        let pods = read(ctx, pods, "selector");
+        let namespaces = read(ctx, namespaces, "namespaceSelector");
+        return (ctx.errors.len() == errors_before).then_some(Peer::Selector { pods, namespaces });
+    }
     match (service, cidr) {
         (Some(_), Some((key, _))) => {
             ctx.error(
@@ -433,7 +590,9 @@ pub fn read_peer(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Peer> {
         (None, None) => {
             ctx.error(
                 node.pos,
-                format!("{path}: a peer needs `service` or `cidr`"),
+                format!(
+                    "{path}: a peer needs `service` or `cidr` (or `selector`/`namespaceSelector`)"
+                ),
             );
             None
         }
@@ -481,6 +640,21 @@ pub fn read_peer(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Peer> {
             }
             let cidr = cidr?;
             ok.then_some(Peer::Cidr { cidr, except })
+        }
+    }
+}
+
+/// A label selector `{matchLabels, matchExpressions}` (`null` or `{}`: everything).
+pub fn read_selector(ctx: &mut Ctx, node: &Node, path: &str) -> Option<LabelSelector> {
+    if node.is_null() {
+        return Some(LabelSelector::default());
+    }
+    ctx.map(node, None, path, &["matchLabels", "matchExpressions"])?;
+    match from_node::<LabelSelector>(node) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            k8s::report(ctx, node, path, &e);
+            None
         }
     }
 }
@@ -556,14 +730,22 @@ pub fn read_port(ctx: &mut Ctx, node: &Node, path: &str) -> Option<PortSpec> {
             }
         }
     };
-    let port_of = |ctx: &mut Ctx, key: &str| {
+    let mut name = None;
+    let mut port_of = |ctx: &mut Ctx, key: &str| {
         let n = spec.optional(key)?;
         let what = spec.child(key);
         let port = match &n.value {
+            Value::Str(s) if key == "port" => {
+                match s.parse::<PortName>() {
+                    Ok(n) => name = Some(n),
+                    Err(reason) => ctx.error(n.pos, format!("{what}: {reason}")),
+                }
+                return None;
+            }
             Value::Str(s) => {
                 ctx.error(
                     n.pos,
-                    format!("{what} must be a number from 1 to 65535, not the string {s:?} (named ports are not supported)"),
+                    format!("{what} must be a number from 1 to 65535, not {s:?}"),
                 );
                 return None;
             }
@@ -579,6 +761,12 @@ pub fn read_port(ctx: &mut Ctx, node: &Node, path: &str) -> Option<PortSpec> {
                 ctx.error(k.pos, format!("{}: ICMP has no ports", spec.child(key)));
             }
         }
+    }
+    if let Some((_, end_pos)) = end_port.filter(|_| name.is_some()) {
+        ctx.error(
+            end_pos,
+            format!("{path}: endPort requires a numeric port, not a named one"),
+        );
     }
     if let Some((end, end_pos)) = end_port {
         match port {
@@ -598,6 +786,7 @@ pub fn read_port(ctx: &mut Ctx, node: &Node, path: &str) -> Option<PortSpec> {
         protocol,
         port: port.map(|(p, _)| p),
         end_port: end_port.map(|(p, _)| p),
+        name,
     })
 }
 
@@ -728,7 +917,7 @@ spec:
             panic!("workload")
         };
         assert_eq!(w.name, "web-0");
-        assert_eq!(w.service, "web");
+        assert_eq!(w.service.as_deref(), Some("web"));
         assert_eq!(
             w.addresses,
             vec![
@@ -768,11 +957,13 @@ spec:
             rule.ports,
             vec![
                 PortSpec {
+                    name: None,
                     protocol: Protocol::Tcp,
                     port: Some(8080),
                     end_port: None
                 },
                 PortSpec {
+                    name: None,
                     protocol: Protocol::Tcp,
                     port: Some(9000),
                     end_port: Some(9010)
@@ -867,6 +1058,7 @@ spec:
         assert_eq!(
             rules[1].ports[0],
             PortSpec {
+                name: None,
                 protocol: Protocol::Tcp,
                 port: Some(53),
                 end_port: None
@@ -952,7 +1144,14 @@ spec:
             3,
             "missing required field `name`",
         );
-        rejects(&format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\n  namespace: x\n{spec}"), 5, "unknown field `namespace`");
+        rejects(
+            &format!(
+                "apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\n  uid: x\n{spec}"
+            ),
+            5,
+            "unknown field `uid`",
+        );
+        rejects(&format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: w\n  namespace: 'x y'\n{spec}"), 5, "invalid metadata.namespace");
         rejects(
             &format!("apiVersion: enforcer/v1\nkind: Workload\nmetadata:\n  name: 'a b'\n{spec}"),
             4,
@@ -1234,7 +1433,15 @@ spec:
             9,
             "out of range",
         );
-        rejects(&port("{port: http}"), 9, "named ports");
+        rejects(&port("{port: HTTP}"), 9, "named ports");
+        rejects(&port("{port: http, endPort: 90}"), 9, "numeric port");
+        let p = only_policy(&port("{port: http}"));
+        assert_eq!(
+            p.ingress.expect("ingress")[0].ports[0]
+                .name
+                .map(|n| n.to_string()),
+            Some("http".to_string())
+        );
         rejects(&port("{port: '80'}"), 9, "named ports");
         rejects(&port("{port: 80.0}"), 9, "must be an integer");
         rejects(&port("{port: true}"), 9, "must be an integer");

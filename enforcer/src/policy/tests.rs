@@ -1165,7 +1165,10 @@ fn gen_workloads(rng: &mut Rng, set: &mut PolicySet) -> Vec<IpAddr> {
             used.extend(addresses.iter().copied());
             let workload = Workload {
                 name: format!("s{s}-{w}"),
-                service: format!("s{s}"),
+                namespace: "default".into(),
+                labels: std::collections::BTreeMap::default(),
+                ports: Vec::new(),
+                service: Some(format!("s{s}")),
                 addresses,
                 source: Source::default(),
             };
@@ -1232,6 +1235,7 @@ fn gen_port_spec(rng: &mut Rng) -> PortSpec {
     ]);
     if protocol == Protocol::Icmp || rng.chance(15) {
         return PortSpec {
+            name: None,
             protocol,
             port: None,
             end_port: None,
@@ -1245,6 +1249,7 @@ fn gen_port_spec(rng: &mut Rng) -> PortSpec {
         None
     };
     PortSpec {
+        name: None,
         protocol,
         port: Some(port),
         end_port,
@@ -1307,6 +1312,8 @@ fn gen_case(rng: &mut Rng) -> Case {
             gen_rules(rng, &services, &addresses, max, rate_limits)
         };
         let policy = FlowPolicy {
+            namespace: None,
+            selector: None,
             name: format!("p{p}"),
             service,
             mode: if rng.chance(30) {
@@ -1479,6 +1486,7 @@ fn scale_world(i: usize, o: usize) -> IpNet {
 /// egress deny to another world CIDR. Every tenth policy is in audit mode.
 fn scale_policy(i: usize) -> FlowPolicy {
     let tcp = |port| PortSpec {
+        name: None,
         protocol: Protocol::Tcp,
         port: Some(port),
         end_port: None,
@@ -1487,6 +1495,7 @@ fn scale_policy(i: usize) -> FlowPolicy {
         .map(|k| Rule {
             peers: vec![Peer::Service(format!("svc{}", (i + k) % SCALE_SERVICES))],
             ports: vec![PortSpec {
+                name: None,
                 protocol: if k.is_multiple_of(3) {
                     Protocol::Udp
                 } else {
@@ -1508,6 +1517,7 @@ fn scale_policy(i: usize) -> FlowPolicy {
     });
     ingress.push(Rule {
         ports: vec![PortSpec {
+            name: None,
             protocol: Protocol::Icmp,
             port: None,
             end_port: None,
@@ -1515,6 +1525,8 @@ fn scale_policy(i: usize) -> FlowPolicy {
         ..Rule::default()
     });
     FlowPolicy {
+        namespace: None,
+        selector: None,
         name: format!("svc{i}-policy"),
         service: format!("svc{i}"),
         mode: if i.is_multiple_of(10) {
@@ -1543,7 +1555,10 @@ fn scale_set() -> PolicySet {
         let v6 = Ipv6Addr::new(0xfd00, u16::try_from(i).expect("small"), 0, 0, 0, 0, 0, 10);
         let workload = Workload {
             name: format!("svc{i}-0"),
-            service: format!("svc{i}"),
+            namespace: "default".into(),
+            labels: std::collections::BTreeMap::default(),
+            ports: Vec::new(),
+            service: Some(format!("svc{i}")),
             addresses: vec![scale_v4(i, 10), IpAddr::V6(v6)],
             source: Source::default(),
         };
@@ -1641,7 +1656,10 @@ fn every_service_from_every_service() {
     for i in 0..SCALE_SERVICES {
         let workload = Workload {
             name: format!("svc{i}-0"),
-            service: format!("svc{i}"),
+            namespace: "default".into(),
+            labels: std::collections::BTreeMap::default(),
+            ports: Vec::new(),
+            service: Some(format!("svc{i}")),
             addresses: vec![scale_v4(i, 10)],
             source: Source::default(),
         };

@@ -7,7 +7,11 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::policy::model::{Document, Protocol, Source, Workload};
+use crate::policy::labels::Labels;
+use crate::policy::model::{
+    Document, NamedPort, Namespace, Protocol, Source, Workload, DEFAULT_NAMESPACE,
+};
+use crate::policy::set::Selector;
 
 /// The name that stands for the node's own addresses in probes.
 pub const HOST: &str = "host";
@@ -18,6 +22,8 @@ pub struct Scenario {
     pub name: String,
     /// Node names; `[n1]` when omitted.
     pub nodes: Vec<String>,
+    /// Declared namespaces and their labels (`namespaces:`).
+    pub namespaces: Vec<Namespace>,
     pub workloads: Vec<ScenarioWorkload>,
     pub externals: Vec<External>,
     pub steps: Vec<Step>,
@@ -29,11 +35,28 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScenarioWorkload {
     pub name: String,
-    pub service: String,
+    /// `default` when omitted.
+    pub namespace: String,
+    pub labels: Labels,
+    /// Optional when `labels` are given.
+    pub service: Option<String>,
+    /// Named container ports.
+    pub ports: Vec<NamedPort>,
     /// The node it runs on (the first node when omitted).
     pub node: String,
     pub addresses: Vec<IpAddr>,
     pub line: usize,
+}
+
+impl ScenarioWorkload {
+    /// How probes name it: `NAME` in the default namespace, `NAMESPACE/NAME` elsewhere.
+    pub fn endpoint_name(&self) -> String {
+        if self.namespace == DEFAULT_NAMESPACE {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
 }
 
 /// A host outside the cluster (its addresses are `world`).
@@ -44,11 +67,13 @@ pub struct External {
     pub line: usize,
 }
 
-/// One step: apply documents, delete documents (by name), then run the probes.
+/// One step: apply documents, delete documents, then run the probes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Step {
     pub apply: Vec<Document>,
-    pub delete: Vec<String>,
+    /// A plain name (the default namespace and cluster-wide documents), or
+    /// `{kind, namespace, name}`.
+    pub delete: Vec<Selector>,
     pub probes: Vec<Probe>,
     pub line: usize,
 }
@@ -145,9 +170,10 @@ impl FromStr for Family {
 /// One probe: real traffic from `from` to `to`, and the expected outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
-    /// A workload, an external or `host`.
+    /// A workload (`NAME`, or `NAMESPACE/NAME` outside the default namespace), an external or
+    /// `host`.
     pub from: String,
-    /// A workload, an external or `host`.
+    /// Like `from`.
     pub to: String,
     /// TCP (default), UDP, SCTP or ICMP.
     pub protocol: Protocol,
@@ -206,7 +232,7 @@ impl Scenario {
         if name == HOST {
             return Some(Endpoint::Host);
         }
-        if let Some(w) = self.workloads.iter().find(|w| w.name == name) {
+        if let Some(w) = self.workloads.iter().find(|w| w.endpoint_name() == name) {
             return Some(Endpoint::Workload(w));
         }
         self.externals
@@ -215,22 +241,25 @@ impl Scenario {
             .map(Endpoint::External)
     }
 
-    /// The workloads of the topology as Workload documents (positions of the scenario file).
+    /// The namespaces and workloads of the topology as documents (positions of the scenario
+    /// file).
     pub fn workload_documents(&self) -> Vec<Document> {
-        self.workloads
-            .iter()
-            .map(|w| {
-                Document::Workload(Workload {
-                    name: w.name.clone(),
-                    service: w.service.clone(),
-                    addresses: w.addresses.clone(),
-                    source: Source {
-                        file: self.source.file.clone(),
-                        line: w.line,
-                    },
-                })
+        let namespaces = self.namespaces.iter().cloned().map(Document::Namespace);
+        let workloads = self.workloads.iter().map(|w| {
+            Document::Workload(Workload {
+                name: w.name.clone(),
+                namespace: w.namespace.clone(),
+                labels: w.labels.clone(),
+                service: w.service.clone(),
+                addresses: w.addresses.clone(),
+                ports: w.ports.clone(),
+                source: Source {
+                    file: self.source.file.clone(),
+                    line: w.line,
+                },
             })
-            .collect()
+        });
+        namespaces.chain(workloads).collect()
     }
 
     /// Every probe with its step index, in order.

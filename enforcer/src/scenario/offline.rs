@@ -163,11 +163,12 @@ pub fn run_offline_into(scenario: &Scenario, report: &mut Report) {
                 }
             }
         }
-        for name in &step.delete {
-            if set.remove(name).is_empty() {
+        for selector in &step.delete {
+            if set.delete(selector).is_empty() {
                 report.error(format!(
-                    "{file}:{}: steps[{index}]: delete {name:?}: no document has that name",
-                    step.line
+                    "{file}:{}: steps[{index}]: delete {:?}: no document has that name",
+                    step.line,
+                    selector.to_string()
                 ));
             }
         }
@@ -281,7 +282,11 @@ pub fn binding_rate_limit(
         .strip_suffix(']')?
         .parse()
         .ok()?;
-    let policy = set.policies.get(explanation.policy.as_deref()?)?;
+    let name = explanation.policy.as_deref()?;
+    let policy = set
+        .policies
+        .values()
+        .find(|p| p.key().to_string() == name)?;
     let limit = policy.ingress.as_ref()?.get(index)?.rate_limit?;
     // The live runner sends UDP datagrams with 64-byte payloads: 92 IP bytes (112 over IPv6).
     let packet_bytes: u128 = if ipv6 { 112 } else { 92 };

@@ -7,12 +7,32 @@ use std::str::FromStr;
 use super::model::{
     Endpoint, Expect, External, Family, Probe, Scenario, ScenarioWorkload, Step, HOST,
 };
-use crate::policy::model::{PolicyError, PolicyErrors, Protocol, Source};
-use crate::policy::parse::{read_addresses, read_documents, read_name};
+use crate::policy::document::Kind;
+use crate::policy::labels::{check_labels, Labels};
+use crate::policy::model::{
+    Namespace, PolicyError, PolicyErrors, Protocol, Source, DEFAULT_NAMESPACE,
+};
+use crate::policy::parse::{read_addresses, read_documents, read_name, read_named_ports};
+use crate::policy::set::Selector;
 use crate::policy::yaml::{self, Ctx, MapReader, Node, Pos, Value};
 
-const SCENARIO_FIELDS: &[&str] = &["name", "nodes", "workloads", "externals", "steps"];
-const WORKLOAD_FIELDS: &[&str] = &["name", "service", "node", "addresses"];
+const SCENARIO_FIELDS: &[&str] = &[
+    "name",
+    "nodes",
+    "namespaces",
+    "workloads",
+    "externals",
+    "steps",
+];
+const WORKLOAD_FIELDS: &[&str] = &[
+    "name",
+    "namespace",
+    "labels",
+    "service",
+    "ports",
+    "node",
+    "addresses",
+];
 const EXTERNAL_FIELDS: &[&str] = &["name", "addresses"];
 const STEP_FIELDS: &[&str] = &["apply", "delete", "probes"];
 const PROBE_FIELDS: &[&str] = &[
@@ -53,6 +73,7 @@ fn read_scenario(ctx: &mut Ctx, root: &Node) -> Option<Scenario> {
         .required(ctx, "name")
         .and_then(|n| ctx.non_empty_string(n, "name"));
     let nodes = read_nodes(ctx, &map);
+    let namespaces = read_namespaces(ctx, &map);
     let mut names: BTreeMap<String, Pos> = BTreeMap::new();
     let mut addresses: BTreeMap<IpAddr, (String, Pos)> = BTreeMap::new();
     let workloads = read_workloads(ctx, &map, nodes.as_deref(), &mut names, &mut addresses);
@@ -60,6 +81,7 @@ fn read_scenario(ctx: &mut Ctx, root: &Node) -> Option<Scenario> {
     let mut scenario = Scenario {
         name: name.unwrap_or_default(),
         nodes: nodes.unwrap_or_default(),
+        namespaces,
         workloads,
         externals,
         steps: Vec::new(),
@@ -93,6 +115,55 @@ fn read_nodes(ctx: &mut Ctx, map: &MapReader) -> Option<Vec<String>> {
         }
     }
     Some(nodes)
+}
+
+/// `namespaces: [{name, labels}]`.
+fn read_namespaces(ctx: &mut Ctx, map: &MapReader) -> Vec<Namespace> {
+    let mut out: Vec<Namespace> = Vec::new();
+    let Some(items) = map
+        .optional("namespaces")
+        .and_then(|n| ctx.seq(n, "namespaces"))
+    else {
+        return out;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("namespaces[{i}]");
+        let Some(m) = ctx.map(item, None, &path, &["name", "labels"]) else {
+            continue;
+        };
+        let name = m
+            .required(ctx, "name")
+            .and_then(|n| read_name(ctx, n, &m.child("name")));
+        let labels = read_labels(ctx, &m);
+        if let (Some(name), Some(labels)) = (name, labels) {
+            if out.iter().any(|n| n.name == name) {
+                ctx.error(item.pos, format!("duplicate namespace {name:?}"));
+                continue;
+            }
+            out.push(Namespace {
+                name,
+                labels,
+                source: Source {
+                    file: ctx.file.to_string(),
+                    line: item.pos.line,
+                },
+            });
+        }
+    }
+    out
+}
+
+/// Optional `labels: {key: value}`.
+fn read_labels(ctx: &mut Ctx, m: &MapReader) -> Option<Labels> {
+    let Some(n) = m.optional("labels") else {
+        return Some(Labels::new());
+    };
+    let labels: Labels = ctx.string_map(n, &m.child("labels"))?.into_iter().collect();
+    if let Err(reason) = check_labels(&labels) {
+        ctx.error(n.pos, format!("{}: {reason}", m.child("labels")));
+        return None;
+    }
+    Some(labels)
 }
 
 /// Records an endpoint name, reporting `host` and duplicates.
@@ -157,12 +228,27 @@ fn read_workloads(
         let Some(w) = ctx.map(item, None, &path, WORKLOAD_FIELDS) else {
             continue;
         };
+        let namespace = match w.optional("namespace") {
+            None => Some(DEFAULT_NAMESPACE.to_string()),
+            Some(n) => read_name(ctx, n, &w.child("namespace")),
+        };
         let name = w.required(ctx, "name").and_then(|n| {
             let name = read_name(ctx, n, &w.child("name"))?;
-            claim_name(ctx, names, &name, n.pos);
+            let full = match namespace.as_deref() {
+                Some(DEFAULT_NAMESPACE) | None => name.clone(),
+                Some(ns) => format!("{ns}/{name}"),
+            };
+            claim_name(ctx, names, &full, n.pos);
             Some(name)
         });
-        let service = w.required(ctx, "service").and_then(|n| {
+        let labels = read_labels(ctx, &w);
+        // The service is optional when labels name the workload.
+        let service_node = if labels.as_ref().is_some_and(|l| !l.is_empty()) {
+            w.optional("service")
+        } else {
+            w.required(ctx, "service")
+        };
+        let service = service_node.map(|n| {
             if matches!(&n.value, Value::Str(s) if s == "*") {
                 ctx.error(
                     n.pos,
@@ -172,6 +258,7 @@ fn read_workloads(
             }
             read_name(ctx, n, &w.child("service"))
         });
+        let ports = read_named_ports(ctx, &w, "ports");
         let node_name = match (w.optional("node"), nodes) {
             (None, Some(nodes)) => nodes.first().cloned(),
             (None, None) => None,
@@ -187,12 +274,20 @@ fn read_workloads(
         if let (Some(name), Some(addrs)) = (&name, &addrs) {
             claim_addresses(ctx, addresses, name, addrs, item.pos);
         }
-        if let (Some(name), Some(service), Some(node), Some(addrs)) =
-            (name, service, node_name, addrs)
+        let service = match service {
+            Some(None) => continue,
+            Some(Some(s)) => Some(s),
+            None => None,
+        };
+        if let (Some(name), Some(namespace), Some(labels), Some(ports), Some(node), Some(addrs)) =
+            (name, namespace, labels, ports, node_name, addrs)
         {
             workloads.push(ScenarioWorkload {
                 name,
+                namespace,
+                labels,
                 service,
+                ports,
                 node,
                 addresses: addrs,
                 line: item.pos.line,
@@ -269,7 +364,7 @@ fn read_steps(ctx: &mut Ctx, map: &MapReader, scenario: &Scenario) -> Vec<Step> 
                 step.delete = names
                     .iter()
                     .enumerate()
-                    .filter_map(|(j, n)| read_name(ctx, n, &format!("{delete_path}[{j}]")))
+                    .filter_map(|(j, n)| read_delete(ctx, n, &format!("{delete_path}[{j}]")))
                     .collect();
             }
         }
@@ -290,6 +385,60 @@ fn read_steps(ctx: &mut Ctx, map: &MapReader, scenario: &Scenario) -> Vec<Step> 
     steps
 }
 
+/// A `delete` entry: a plain name, or `{kind, namespace, name}`.
+fn read_delete(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Selector> {
+    if matches!(node.value, Value::Str(_)) {
+        return Some(Selector {
+            name: read_name(ctx, node, path)?,
+            kind: None,
+            namespace: None,
+        });
+    }
+    let m = ctx.map(node, None, path, &["kind", "namespace", "name"])?;
+    let name = m
+        .required(ctx, "name")
+        .and_then(|n| read_name(ctx, n, &m.child("name")));
+    let kind = match m.optional("kind") {
+        None => Some(None),
+        Some(n) => ctx.string(n, &m.child("kind")).and_then(|k| {
+            k.parse::<Kind>()
+                .map(Some)
+                .map_err(|e| ctx.error(n.pos, format!("{}: {e}", m.child("kind"))))
+                .ok()
+        }),
+    };
+    let namespace = match m.optional("namespace") {
+        None => Some(None),
+        Some(n) => read_name(ctx, n, &m.child("namespace")).map(Some),
+    };
+    Some(Selector {
+        name: name?,
+        kind: kind?,
+        namespace: namespace?,
+    })
+}
+
+/// The canonical name of a probe endpoint: `NAMESPACE/NAME` names a workload (written `NAME` in
+/// the default namespace); a plain name is a workload of the default namespace, the only
+/// workload of that name, an external or `host`.
+fn endpoint_name(scenario: &Scenario, name: &str) -> Option<String> {
+    if let Some((ns, n)) = name.split_once('/') {
+        return scenario
+            .workloads
+            .iter()
+            .find(|w| w.namespace == ns && w.name == n)
+            .map(ScenarioWorkload::endpoint_name);
+    }
+    if scenario.endpoint(name).is_some() {
+        return Some(name.to_string());
+    }
+    let mut same = scenario.workloads.iter().filter(|w| w.name == name);
+    match (same.next(), same.next()) {
+        (Some(w), None) => Some(w.endpoint_name()),
+        _ => None,
+    }
+}
+
 fn read_probe(ctx: &mut Ctx, node: &Node, path: &str, scenario: &Scenario) -> Option<Probe> {
     let errors_before = ctx.errors.len();
     let p = ctx.map(node, None, path, PROBE_FIELDS)?;
@@ -297,13 +446,13 @@ fn read_probe(ctx: &mut Ctx, node: &Node, path: &str, scenario: &Scenario) -> Op
         let n = p.required(ctx, key)?;
         let what = p.child(key);
         let name = ctx.non_empty_string(n, &what)?;
-        if scenario.endpoint(&name).is_none() {
+        let Some(name) = endpoint_name(scenario, &name) else {
             ctx.error(
                 n.pos,
-                format!("{what}: unknown endpoint {name:?} (expected a workload, an external or {HOST})"),
+                format!("{what}: unknown endpoint {name:?} (expected a workload, NAMESPACE/NAME, an external or {HOST})"),
             );
             return None;
-        }
+        };
         Some((name, n.pos))
     };
     let from = endpoint(ctx, "from");
@@ -496,7 +645,7 @@ steps:
         assert_eq!(s.steps.len(), 1);
         let step = &s.steps[0];
         assert_eq!(step.line, 9);
-        assert_eq!(step.delete, vec!["old-policy"]);
+        assert_eq!(step.delete[0].name, "old-policy");
         let Document::FlowPolicy(p) = &step.apply[0] else {
             panic!("policy")
         };
@@ -539,7 +688,7 @@ steps:
             panic!("workload")
         };
         assert_eq!(w.name, "web-0");
-        assert_eq!(w.service, "web");
+        assert_eq!(w.service.as_deref(), Some("web"));
         assert_eq!(
             w.source,
             Source {

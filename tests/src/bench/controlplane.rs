@@ -155,7 +155,7 @@ pub fn rss_child(args: &[String]) -> Result<()> {
         let docs = parse_documents("change.yaml", &doc).map_err(|e| anyhow!("{e}"))?;
         for d in docs {
             if let Document::FlowPolicy(p) = d {
-                set.policies.insert(p.name.clone(), p);
+                set.policies.insert(p.key(), p);
             }
         }
         let parse = ms(t0);

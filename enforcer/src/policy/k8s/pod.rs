@@ -1,0 +1,256 @@
+//! `v1 Pod`: namespace, labels, host network, named container ports and IP addresses.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::super::errors::Source;
+use super::super::labels::Labels;
+use super::super::model::{ObjectKey, PortName, Protocol};
+use super::meta::ObjectMeta;
+use super::{CORE_V1, KIND_POD};
+use crate::policy::node_de::DeError;
+
+/// A named container port: what a policy's `port: NAME` resolves to on this pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", try_from = "RawPort")]
+pub struct NamedPort {
+    pub name: String,
+    #[serde(rename = "containerPort")]
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPort {
+    #[serde(default)]
+    name: Option<String>,
+    container_port: u16,
+    #[serde(default)]
+    protocol: Option<String>,
+}
+
+/// A container port, named or not (unnamed ones are read and dropped).
+struct ContainerPort(Option<NamedPort>);
+
+impl TryFrom<RawPort> for ContainerPort {
+    type Error = String;
+
+    fn try_from(raw: RawPort) -> Result<ContainerPort, String> {
+        if raw.container_port == 0 {
+            return Err("containerPort 0 out of range (1-65535)".into());
+        }
+        let protocol = kube_protocol(raw.protocol.as_deref())?;
+        let Some(name) = raw.name else {
+            return Ok(ContainerPort(None));
+        };
+        name.parse::<PortName>()?;
+        Ok(ContainerPort(Some(NamedPort {
+            name,
+            port: raw.container_port,
+            protocol,
+        })))
+    }
+}
+
+impl TryFrom<RawPort> for NamedPort {
+    type Error = String;
+
+    fn try_from(raw: RawPort) -> Result<NamedPort, String> {
+        if raw.name.is_none() {
+            return Err("a named port needs `name`".into());
+        }
+        ContainerPort::try_from(raw)?
+            .0
+            .ok_or_else(|| "a named port needs `name`".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContainerPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ContainerPort, D::Error> {
+        ContainerPort::try_from(RawPort::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Kubernetes protocol: `TCP` (default), `UDP` or `SCTP`, exactly.
+pub fn kube_protocol(text: Option<&str>) -> Result<Protocol, String> {
+    match text {
+        None | Some("TCP") => Ok(Protocol::Tcp),
+        Some("UDP") => Ok(Protocol::Udp),
+        Some("SCTP") => Ok(Protocol::Sctp),
+        Some(other) => Err(format!(
+            "unsupported protocol {other:?}: expected TCP, UDP or SCTP"
+        )),
+    }
+}
+
+/// A pod as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    pub labels: Labels,
+    /// `spec.hostNetwork`: the pod uses the node's addresses (identity `host`).
+    pub host_network: bool,
+    pub ports: Vec<NamedPort>,
+    /// `status.podIPs` (and `status.podIP`); empty before the pod has an IP.
+    pub addresses: Vec<IpAddr>,
+    pub source: Source,
+}
+
+#[derive(Deserialize)]
+pub struct RawPod {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<RawSpec>,
+    #[serde(default)]
+    status: Option<RawStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpec {
+    #[serde(default)]
+    host_network: Option<bool>,
+    #[serde(default)]
+    containers: Option<Vec<RawContainer>>,
+}
+
+#[derive(Deserialize)]
+struct RawContainer {
+    #[serde(default)]
+    ports: Option<Vec<ContainerPort>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawStatus {
+    #[serde(default, rename = "podIP")]
+    pod_ip: Option<String>,
+    #[serde(default, rename = "podIPs")]
+    pod_ips: Option<Vec<RawPodIp>>,
+}
+
+#[derive(Deserialize)]
+struct RawPodIp {
+    ip: String,
+}
+
+fn address(text: &str) -> Result<IpAddr, DeError> {
+    text.trim()
+        .parse()
+        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a valid IP address")))
+}
+
+impl Pod {
+    pub fn from_raw(raw: RawPod, source: Source) -> Result<Pod, DeError> {
+        let spec = raw.spec;
+        let mut ports: Vec<NamedPort> = Vec::new();
+        let containers = spec.as_ref().and_then(|s| s.containers.as_ref());
+        for c in containers.into_iter().flatten() {
+            for p in c.ports.iter().flatten().filter_map(|p| p.0.clone()) {
+                if !ports.iter().any(|q| q.name == p.name) {
+                    ports.push(p);
+                }
+            }
+        }
+        let mut addresses = Vec::new();
+        if let Some(status) = raw.status {
+            let ips = status
+                .pod_ip
+                .into_iter()
+                .chain(status.pod_ips.into_iter().flatten().map(|p| p.ip));
+            for ip in ips {
+                let a = address(&ip)?;
+                if !addresses.contains(&a) {
+                    addresses.push(a);
+                }
+            }
+        }
+        Ok(Pod {
+            namespace: raw.metadata.namespace_or_default(),
+            name: raw.metadata.name,
+            labels: raw.metadata.labels,
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            ports,
+            addresses,
+            source,
+        })
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::namespaced(&self.namespace, &self.name)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ObjectMeta,
+    spec: SpecOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecOut<'a> {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    host_network: bool,
+    containers: [ContainerOut<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ContainerOut<'a> {
+    name: &'static str,
+    #[serde(skip_serializing_if = "<[NamedPort]>::is_empty")]
+    ports: &'a [NamedPort],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusOut {
+    #[serde(rename = "podIP")]
+    pod_ip: String,
+    #[serde(rename = "podIPs")]
+    pod_ips: Vec<IpOut>,
+}
+
+#[derive(Serialize)]
+struct IpOut {
+    ip: String,
+}
+
+impl Serialize for Pod {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let status = self.addresses.first().map(|first| StatusOut {
+            pod_ip: first.to_string(),
+            pod_ips: self
+                .addresses
+                .iter()
+                .map(|a| IpOut { ip: a.to_string() })
+                .collect(),
+        });
+        PodOut {
+            api_version: CORE_V1,
+            kind: KIND_POD,
+            metadata: ObjectMeta {
+                name: self.name.clone(),
+                namespace: Some(self.namespace.clone()),
+                labels: self.labels.clone(),
+            },
+            spec: SpecOut {
+                host_network: self.host_network,
+                containers: [ContainerOut {
+                    name: "main",
+                    ports: &self.ports,
+                }],
+            },
+            status,
+        }
+        .serialize(serializer)
+    }
+}
