@@ -162,7 +162,7 @@ pub struct LabelSelector {
     pub match_expressions: Option<Vec<LabelRequirement>>,
 }
 
-/// One `matchExpressions` entry: `operator` In, NotIn, Exists or `DoesNotExist`.
+/// One `matchExpressions` entry: `operator` `In`, `NotIn`, `Exists` or `DoesNotExist`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabelRequirement {

@@ -1,4 +1,4 @@
-//! Reading Kubernetes objects, and the NetworkPolicy semantics through `explain`.
+//! Reading Kubernetes objects, and the `NetworkPolicy` semantics through `explain`.
 
 use std::net::IpAddr;
 
@@ -19,7 +19,9 @@ fn errors(text: &str) -> String {
 }
 
 fn ns(name: &str, labels: &str) -> String {
-    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n---\n")
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{{labels}}}}}\n---\n"
+    )
 }
 
 fn pod(ns: &str, name: &str, labels: &str, ip: &str) -> String {
@@ -123,7 +125,11 @@ fn errors_keep_file_line_column() {
     assert!(e.contains("ipBlock may not have"), "{e}");
     let e = errors(&netpol("x", "p", "  policyTypes: [Ingres]\n"));
     assert!(e.contains("Ingres"), "{e}");
-    let e = errors(&netpol("x", "p", "  ingress:\n  - ports: [{protocol: ICMP}]\n"));
+    let e = errors(&netpol(
+        "x",
+        "p",
+        "  ingress:\n  - ports: [{protocol: ICMP}]\n",
+    ));
     assert!(e.contains("unsupported protocol"), "{e}");
     let e = errors("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: nope}\n");
     assert!(e.contains("not a valid IP"), "{e}");
@@ -134,7 +140,11 @@ fn isolation_and_policy_types() {
     let s = world("");
     assert_eq!(verdict(&s, XB, XA, TCP, 80), Allow);
     // Deny all ingress to x/a.
-    let s = world(&netpol("x", "deny", "  podSelector: {matchLabels: {pod: a}}\n"));
+    let s = world(&netpol(
+        "x",
+        "deny",
+        "  podSelector: {matchLabels: {pod: a}}\n",
+    ));
     assert_eq!(verdict(&s, XB, XA, TCP, 80), Deny);
     assert_eq!(verdict(&s, XA, XB, TCP, 80), Allow, "egress not isolated");
     assert_eq!(verdict(&s, YA, YC, TCP, 80), Allow, "other namespace");
@@ -166,7 +176,9 @@ fn peers() {
         world(&netpol(
             "x",
             "p",
-            &format!("  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{peer}]\n"),
+            &format!(
+                "  podSelector: {{matchLabels: {{pod: a}}}}\n  ingress:\n  - from: [{peer}]\n"
+            ),
         ))
     };
     // podSelector alone: the policy's namespace.
@@ -215,7 +227,11 @@ fn ports_and_named_ports() {
     assert_eq!(verdict(&s, YA, XA, UDP, 80), Deny, "the name's protocol");
     // Egress to a non-pod: a named port matches nothing.
     assert_eq!(verdict(&s, XA, "192.0.2.1", TCP, 80), Deny);
-    assert_eq!(verdict(&s, XA, YA, TCP, 80), Allow, "resolved on the destination pod");
+    assert_eq!(
+        verdict(&s, XA, YA, TCP, 80),
+        Allow,
+        "resolved on the destination pod"
+    );
     let s = ports("{protocol: UDP, port: dns}");
     assert_eq!(verdict(&s, YA, XA, UDP, 53), Allow);
     let s = ports("{port: 8000, endPort: 8100}");
@@ -236,7 +252,11 @@ fn union_with_flow_policy_and_deny_wins() {
     let s = world(&text);
     assert_eq!(verdict(&s, YC, XA, TCP, 80), Allow, "FlowPolicy allows");
     assert_eq!(verdict(&s, YA, XA, TCP, 80), Deny);
-    assert_eq!(verdict(&s, XB, XA, TCP, 80), Deny, "deny wins over the NetworkPolicy");
+    assert_eq!(
+        verdict(&s, XB, XA, TCP, 80),
+        Deny,
+        "deny wins over the NetworkPolicy"
+    );
     let e = explain(
         &s,
         &NodeContext::default(),
