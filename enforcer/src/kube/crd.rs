@@ -31,8 +31,13 @@ pub const VERSION: &str = "v1alpha1";
 #[kube(derive = "PartialEq")]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowPolicySpec {
-    /// The service the policy applies to, or `"*"` for every service.
-    pub service: String,
+    /// The service the policy applies to, or `"*"` for every service (required unless
+    /// `selector` is given, then `"*"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// A label selector of the protected workloads (with `service`: both must match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
     /// `enforce` (default) or `audit` (what this policy would drop passes and is reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
