@@ -13,6 +13,7 @@ mod setup;
 mod test;
 mod tools;
 mod util;
+mod vm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,8 +37,14 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Setup, then fmt check, clippy, manifests, tests and scenarios; stops at the first failure
-    Test,
+    /// Setup, then fmt check, clippy, manifests, tests, scenarios and the 6.1 kernel leg; stops
+    /// at the first failure. With `--kernel`, only the kernel legs
+    Test {
+        /// Boot this Debian kernel (`6.1`, `6.12`) under qemu and run the datapath truth tables
+        /// and a live netns scenario on it; repeatable
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+    },
     /// Render the kustomize overlays and validate them offline (Kubernetes schemas, CRDs)
     Manifests {
         /// Regenerate the Prometheus rule object from deploy/prometheus/alerts.yaml, not check it
@@ -79,7 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::setup().map(|_| ()),
         Command::Build { release } => build::build(release).map(|_| ()),
-        Command::Test => test::test(),
+        Command::Test { kernels } => test::test(&kernels),
         Command::Manifests { write } => manifests::manifests(write),
         Command::Selftest => selftest::selftest(),
         Command::Scenario {

@@ -167,7 +167,7 @@ pub fn setup() -> Result<EbpfToolchain> {
 /// the commands run afterwards.
 pub fn ensure() -> Result<EbpfToolchain> {
     let started = Instant::now();
-    apt_packages()?;
+    ensure_packages(PACKAGES)?;
     bpf_linker()?;
     crate::tools::ensure()?;
     let toolchain = EbpfToolchain::detect()?;
@@ -185,10 +185,11 @@ pub fn ensure() -> Result<EbpfToolchain> {
     Ok(toolchain)
 }
 
-fn apt_packages() -> Result<()> {
-    let missing = missing_packages();
+/// Install those of `packages` that are missing (apt-get, as root); a fast no-op otherwise.
+pub fn ensure_packages(packages: &[&'static str]) -> Result<()> {
+    let missing = missing_packages(packages);
     if missing.is_empty() {
-        println!("apt packages: all {} already installed", PACKAGES.len());
+        println!("apt packages: all {} already installed", packages.len());
         return Ok(());
     }
     println!("apt packages missing: {}", missing.join(" "));
@@ -209,7 +210,7 @@ fn apt_packages() -> Result<()> {
     run(apt_get()
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing))?;
-    let still_missing = missing_packages();
+    let still_missing = missing_packages(packages);
     if !still_missing.is_empty() {
         bail!(
             "apt-get install left these packages not installed: {}",
@@ -225,13 +226,13 @@ fn apt_packages() -> Result<()> {
     Ok(())
 }
 
-/// The packages of [`PACKAGES`] that are not fully installed, from one `dpkg-query` call.
-fn missing_packages() -> Vec<&'static str> {
+/// The packages of `packages` that are not fully installed, from one `dpkg-query` call.
+fn missing_packages(packages: &[&'static str]) -> Vec<&'static str> {
     // dpkg-query exits non-zero when some package is unknown, but still lists the others: ignore
     // the status.
     let listed = Command::new("dpkg-query")
         .args(["-W", "-f", "${Package} ${Status}\n"])
-        .args(PACKAGES)
+        .args(packages)
         .stderr(Stdio::null())
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -241,7 +242,7 @@ fn missing_packages() -> Vec<&'static str> {
         .filter(|line| line.ends_with(" install ok installed"))
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    PACKAGES
+    packages
         .iter()
         .copied()
         .filter(|package| !installed.contains(package))

@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::scenario::{build_runner, run_scenarios, scenario_files};
 use crate::setup;
 use crate::util::{banner, cargo, is_root, run, target_dir};
+use crate::vm;
 
 /// The file where integration tests list their skips (`enforcer_tests::SKIP_LOG_ENV`).
 const SKIP_LOG_ENV: &str = "ENFORCER_SKIP_LOG";
@@ -23,7 +24,11 @@ pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-pub fn test() -> Result<()> {
+/// The kernel leg CI runs with the other steps.
+const CI_KERNEL: &str = "6.1";
+
+/// `cargo xtask test`, or with `kernels`, only those kernel legs.
+pub fn test(kernels: &[String]) -> Result<()> {
     if under_ci() && !is_root() {
         bail!(
             "CI=true and not root: the datapath, end-to-end and live scenario tests need root, \
@@ -32,7 +37,11 @@ pub fn test() -> Result<()> {
     }
     let started = Instant::now();
     let mut steps = Steps::default();
-    let result = all_steps(&mut steps);
+    let result = if kernels.is_empty() {
+        all_steps(&mut steps)
+    } else {
+        kernel_steps(&mut steps, kernels)
+    };
     steps.summary();
     let elapsed = started.elapsed();
     let passed = steps.ran.len();
@@ -85,7 +94,8 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
         run_scenarios(&runner, true, &scenarios)
     })?;
     if !root {
-        for name in ["scenarios (live)", "demo", "bench --quick", "selftest"] {
+        let kernel = format!("kernel {CI_KERNEL} (qemu)");
+        for name in ["scenarios (live)", "demo", "bench --quick", "selftest", &kernel] {
             steps.skip(name, "needs root (network namespaces, eBPF)");
         }
         return Ok(());
@@ -103,6 +113,21 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     })?;
     // The guards of the test suite catch deliberate sabotage.
     steps.run("selftest", crate::selftest::selftest)?;
+    // The programs on the oldest kernel we support: verifier, truth tables, a live scenario.
+    steps.run(&format!("kernel {CI_KERNEL} (qemu)"), || {
+        vm::kernel_legs(&[CI_KERNEL.to_owned()]).map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// `cargo xtask test --kernel V...`: setup, then only the kernel legs.
+fn kernel_steps(steps: &mut Steps, kernels: &[String]) -> Result<()> {
+    steps.run("setup", || setup::ensure().map(|_| ()))?;
+    for version in kernels {
+        steps.run(&format!("kernel {version} (qemu)"), || {
+            vm::kernel_legs(std::slice::from_ref(version)).map(|_| ())
+        })?;
+    }
     Ok(())
 }
 
