@@ -110,6 +110,8 @@ pub struct Status {
     /// Why the agent is not ready (empty: ready; `/readyz` gives the same list).
     #[serde(default)]
     pub not_ready: Vec<String>,
+    /// How the tc programs are attached: tcx, or netlink (legacy tc, kernels without tcx).
+    pub tc_attach: crate::datapath::TcAttachMode,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -27,7 +27,9 @@ use enforcer_common::{
 
 use crate::policy::{compile::addr_bits, Compiled};
 
+mod attach;
 mod ratelimit;
+pub use attach::{tcx_supported, TcAttach, TcAttachMode};
 pub use ratelimit::{rate_limit_config, rate_limit_configs, RateLimitStats};
 
 /// The eBPF object, built by `build.rs`.
@@ -119,6 +121,7 @@ impl PinLayout {
 pub struct Datapath {
     ebpf: Ebpf,
     pins: Option<PinLayout>,
+    tc_mode: TcAttachMode,
 }
 
 /// The installed state: generation and active slot.
@@ -153,7 +156,21 @@ impl Datapath {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load().map_err(prog_err(name))?;
         }
-        Ok(Datapath { ebpf, pins })
+        Ok(Datapath {
+            ebpf,
+            pins,
+            tc_mode: TcAttach::Auto.resolve(),
+        })
+    }
+
+    /// How tc programs are attached from now on (probed at load; `choice` may force a mode).
+    pub fn set_tc_attach(&mut self, choice: TcAttach) -> TcAttachMode {
+        self.tc_mode = choice.resolve();
+        self.tc_mode
+    }
+
+    pub fn tc_attach_mode(&self) -> TcAttachMode {
+        self.tc_mode
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -164,8 +181,9 @@ impl Datapath {
         &mut self.ebpf
     }
 
-    /// Attach `from_pod`/`to_pod` (tcx, first in order) and, if `xdp`, `xdp_pod` to a pod's
-    /// host-side interface. An existing pinned link gets our program swapped in, without a gap.
+    /// Attach `from_pod`/`to_pod` (tcx or legacy tc, first in order) and, if `xdp`, `xdp_pod` to
+    /// a pod's host-side interface. An existing pinned link (or our legacy tc filter) gets our
+    /// program swapped in, without a gap.
     pub fn attach_pod(&mut self, ifname: &str, ifindex: u32, xdp: bool) -> Result<()> {
         self.attach_tc(ifname, ifindex, programs::FROM_POD, TcAttachType::Ingress)?;
         self.attach_tc(ifname, ifindex, programs::TO_POD, TcAttachType::Egress)?;
@@ -187,6 +205,10 @@ impl Datapath {
         name: &'static str,
         attach: TcAttachType,
     ) -> Result<()> {
+        if self.tc_mode == TcAttachMode::Netlink {
+            let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+            return attach::attach_netlink(prog, ifname, attach).map_err(prog_err(name));
+        }
         let pin = self.migrated_pin(ifindex, name)?;
         let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
@@ -632,8 +654,15 @@ fn io_err(path: &Path, source: io::Error) -> DatapathError {
     }
 }
 
-/// Unpin every link (detaching its program) and map under `bpffs`, for every layout version.
+/// Unpin every link (detaching its program) and map under `bpffs`, for every layout version, and
+/// remove our legacy tc filters from the interfaces of this network namespace.
 pub fn unpin_all(bpffs: &Path) -> io::Result<()> {
+    for name in [programs::FROM_POD, programs::TO_POD] {
+        let n = attach::detach_netlink_everywhere(name);
+        if n > 0 {
+            tracing::info!(program = name, hooks = n, "removed legacy tc filters");
+        }
+    }
     if !bpffs.exists() {
         return Ok(());
     }

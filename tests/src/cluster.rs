@@ -47,6 +47,15 @@ pub fn enforcer_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// How long an agent may take to answer after it starts: 20 s, or `$ENFORCER_AGENT_READY_SECS`
+/// (the kernel matrix raises it: under qemu without KVM the verifier alone takes longer).
+fn ready_timeout() -> Duration {
+    std::env::var("ENFORCER_AGENT_READY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(20), Duration::from_secs)
+}
+
 /// One agent process.
 pub struct AgentProcess {
     pub node: String,
@@ -100,7 +109,7 @@ impl AgentProcess {
         .stdout(log.try_clone()?)
         .stderr(log);
         self.child = Some(cmd.spawn().context("starting enforcer agent")?);
-        self.wait_ready(Duration::from_secs(20))
+        self.wait_ready(ready_timeout())
     }
 
     /// Poll `status` until the agent answers.

@@ -7,9 +7,11 @@ mod bench;
 mod build;
 mod demo;
 mod manifests;
+mod reliability;
 mod scenario;
 mod selftest;
 mod setup;
+mod soak;
 mod test;
 mod tools;
 mod util;
@@ -71,6 +73,16 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Long resilience runs: policy updates under traffic and agent kills during applies; writes
+    /// the `updates` and `crashes` sections of RELIABILITY.md
+    Soak {
+        /// Policy updates under traffic
+        #[arg(long, default_value_t = 1000)]
+        updates: usize,
+        /// Agent SIGKILLs at random moments of applies
+        #[arg(long, default_value_t = 50)]
+        crashes: usize,
+    },
     /// Run benchmarks (`enforcer-tests` binary `bench`, release build)
     Bench {
         /// Benchmarks to run (default: all)
@@ -95,6 +107,7 @@ fn main() -> ExitCode {
             files,
         } => scenario::scenario(offline, release, &files),
         Command::Demo { args } => demo::demo(&args),
+        Command::Soak { updates, crashes } => soak::soak(updates, crashes),
         Command::Bench { names, quick } => bench::bench(&names, quick),
     };
     match result {

@@ -95,7 +95,13 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     })?;
     if !root {
         let kernel = format!("kernel {CI_KERNEL} (qemu)");
-        for name in ["scenarios (live)", "demo", "bench --quick", "selftest", &kernel] {
+        for name in [
+            "scenarios (live)",
+            "demo",
+            "bench --quick",
+            "selftest",
+            &kernel,
+        ] {
             steps.skip(name, "needs root (network namespaces, eBPF)");
         }
         return Ok(());

@@ -28,6 +28,9 @@ pub struct AgentConfig {
     /// Also attach XDP to pod interfaces (earlier spoofing drops; note that a veth with XDP
     /// disables GSO on its peer, which costs TCP throughput).
     pub xdp_pods: bool,
+    /// How tc programs are attached: `auto` (tcx if the kernel has it, else legacy tc), `tcx`,
+    /// `netlink` (legacy tc).
+    pub tc_attach: crate::datapath::TcAttach,
     /// How often interfaces, routes and the policy directory are re-checked.
     #[serde(with = "secs")]
     pub resync: Duration,
@@ -44,6 +47,7 @@ impl Default for AgentConfig {
             bpffs: PathBuf::from("/sys/fs/bpf/enforcer"),
             state_dir: PathBuf::from("/var/lib/enforcer"),
             xdp_pods: false,
+            tc_attach: crate::datapath::TcAttach::Auto,
             resync: Duration::from_secs(1),
         }
     }

@@ -84,13 +84,15 @@ impl Agent {
     /// the generation pinned in the datapath stays in force.
     pub fn start(config: AgentConfig) -> Result<Arc<Agent>> {
         let pins = PinLayout::new(&config.bpffs);
-        let dp = Datapath::load(Some(pins.clone())).with_context(|| {
+        let mut dp = Datapath::load(Some(pins.clone())).with_context(|| {
             format!(
                 "loading the datapath (pinning under {})",
                 pins.root.display()
             )
         })?;
         let counters = counters::CounterMaps::open(&pins.maps())?;
+        let mode = dp.set_tc_attach(config.tc_attach);
+        info!(%mode, requested = ?config.tc_attach, tcx_supported = crate::datapath::tcx_supported(), "tc attach mode");
         let state = StateDir {
             dir: config.state_dir.clone(),
         };
@@ -527,12 +529,18 @@ impl Agent {
                 }
                 .into(),
                 programs: match role {
-                    Role::Pod if self.config.xdp_pods => vec![
-                        "tcx/ingress:from_pod".into(),
-                        "tcx/egress:to_pod".into(),
-                        "xdp:xdp_pod".into(),
-                    ],
-                    Role::Pod => vec!["tcx/ingress:from_pod".into(), "tcx/egress:to_pod".into()],
+                    Role::Pod => {
+                        // `tcx/...` or `netlink/...` (legacy tc filter).
+                        let tc = inner.dp.tc_attach_mode();
+                        let mut p = vec![
+                            format!("{tc}/ingress:from_pod"),
+                            format!("{tc}/egress:to_pod"),
+                        ];
+                        if self.config.xdp_pods {
+                            p.push("xdp:xdp_pod".into());
+                        }
+                        p
+                    }
                     Role::Uplink => vec!["xdp:xdp_uplink".into()],
                 },
             })
@@ -547,6 +555,7 @@ impl Agent {
             workloads: inner.in_force.workloads.len(),
             bpffs: self.config.bpffs.display().to_string(),
             not_ready: inner.health.reasons(&inner.attach_errors, generation),
+            tc_attach: inner.dp.tc_attach_mode(),
         })
     }
 }

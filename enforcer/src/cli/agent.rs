@@ -10,7 +10,7 @@ use crate::agent::{self, Agent, AgentConfig};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, resync).
+    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Directory whose YAML files (workloads and flow policies) are desired state, re-read on change.
@@ -34,6 +34,9 @@ pub struct AgentArgs {
     /// Also attach XDP to pod interfaces (earlier spoofing drops; disables GSO on the veth peer).
     #[arg(long)]
     pub xdp_pods: bool,
+    /// How tc programs are attached [default: auto: tcx if the kernel has it, else legacy tc].
+    #[arg(long, value_enum, env = "ENFORCER_TC_ATTACH")]
+    pub tc_attach: Option<crate::datapath::TcAttach>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -87,6 +90,9 @@ fn config(args: &AgentArgs, socket: Option<PathBuf>) -> Result<AgentConfig> {
         c.state_dir.clone_from(v);
     }
     c.xdp_pods |= args.xdp_pods;
+    if let Some(v) = args.tc_attach {
+        c.tc_attach = v;
+    }
     Ok(c)
 }
 

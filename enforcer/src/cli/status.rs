@@ -21,6 +21,7 @@ pub fn status(socket: &Path, format: Format) -> Result<()> {
             s.policies, s.workloads
         );
         println!("bpffs:       {}", s.bpffs);
+        println!("tc attach:   {}", s.tc_attach);
         if s.not_ready.is_empty() {
             println!("ready:       yes");
         } else {

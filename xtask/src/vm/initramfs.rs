@@ -15,6 +15,8 @@ use crate::util::{output, run};
 pub const BOOTED: &str = "ENFORCER-VM-BOOTED";
 /// `ENFORCER-VM-RESULT <job> <exit code>`, one per job.
 pub const RESULT: &str = "ENFORCER-VM-RESULT";
+/// `ENFORCER-VM-JOB <job>`, before each job's output.
+pub const JOB: &str = "ENFORCER-VM-JOB";
 /// Printed after the last job.
 pub const DONE: &str = "ENFORCER-VM-DONE";
 
@@ -60,16 +62,26 @@ impl Image {
     pub fn add_same_path(&mut self, path: &Path) -> Result<()> {
         let dest = self.dir.join(path.strip_prefix("/").unwrap_or(path));
         std::fs::create_dir_all(dest.parent().context("file has no parent")?)?;
-        let status = Command::new("cp").arg("-rL").arg(path).arg(&dest).status()?;
+        let status = Command::new("cp")
+            .arg("-rL")
+            .arg(path)
+            .arg(&dest)
+            .status()?;
         if !status.success() {
             bail!("cp -rL {} {} failed", path.display(), dest.display());
         }
         Ok(())
     }
 
-    /// Copy a program (at the same path) and the shared libraries it needs.
+    /// Copy a program (at the same path, without its debug info: debug builds are hundreds of
+    /// MB) and the shared libraries it needs.
     pub fn add_program(&mut self, path: &Path) -> Result<()> {
         self.add_same_path(path)?;
+        let copy = self.dir.join(path.strip_prefix("/").unwrap_or(path));
+        let status = Command::new("strip").arg("-g").arg(&copy).status()?;
+        if !status.success() {
+            bail!("strip -g {} failed", copy.display());
+        }
         let ldd = output(Command::new("ldd").arg(path)).unwrap_or_default();
         for line in ldd.lines() {
             // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux... (0x...)`
@@ -137,7 +149,7 @@ impl Image {
         }
         s.push_str("cd /tmp\n");
         for job in jobs {
-            let _ = writeln!(s, "echo '--- job {}'", job.name);
+            let _ = writeln!(s, "echo '{JOB} {}'", job.name);
             let _ = writeln!(s, "{} ; echo \"{RESULT} {} $?\"", job.command, job.name);
         }
         let _ = writeln!(s, "echo {DONE}\npoweroff -f");

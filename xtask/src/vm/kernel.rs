@@ -27,8 +27,8 @@ pub fn fetch(version: &str) -> Result<Kernel> {
     if find_vmlinuz(&dir).is_none() {
         download(&package, &dir)?;
     }
-    let vmlinuz = find_vmlinuz(&dir)
-        .with_context(|| format!("{} has no boot/vmlinuz-*", dir.display()))?;
+    let vmlinuz =
+        find_vmlinuz(&dir).with_context(|| format!("{} has no boot/vmlinuz-*", dir.display()))?;
     let release = vmlinuz
         .file_name()
         .and_then(|n| n.to_str())

@@ -7,6 +7,7 @@ mod initramfs;
 mod kernel;
 mod qemu;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,10 +19,16 @@ use crate::util::{banner, cargo, root, target_dir};
 use initramfs::{Image, Job};
 
 /// What the VM leg needs on top of the build packages.
-const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "xz-utils"];
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "xz-utils",
+    "binutils",
+];
 
 /// Modules the tests need that Debian's cloud kernels build as modules, in load order: veth pairs,
-/// the fabric bridge (needs llc, stp), clsact and cls_bpf for the legacy tc attach.
+/// the fabric bridge (needs llc, stp), clsact and `cls_bpf` for the legacy tc attach.
 const MODULES: &[&str] = &["veth", "llc", "stp", "bridge", "sch_ingress", "cls_bpf"];
 
 /// Scenario files run live inside the VM: deny, allow by service, stateful replies.
@@ -35,7 +42,8 @@ const VM_SCENARIOS: &[&str] = &[
 pub struct LegReport {
     pub kernel: String,
     pub package: String,
-    pub jobs: Vec<(String, i32)>,
+    /// (job, exit code, its last summary line)
+    pub jobs: Vec<(String, i32, String)>,
     pub accel: &'static str,
     pub seconds: f64,
 }
@@ -48,7 +56,7 @@ pub fn kernel_legs(versions: &[String]) -> Result<Vec<LegReport>> {
     for version in versions {
         banner(&format!("kernel {version} (qemu)"));
         let report = leg(version, &bins)?;
-        let failed: Vec<_> = report.jobs.iter().filter(|(_, rc)| *rc != 0).collect();
+        let failed: Vec<_> = report.jobs.iter().filter(|(_, rc, _)| *rc != 0).collect();
         println!(
             "kernel {} ({}, {}, {:.0} s): {}",
             report.kernel,
@@ -58,10 +66,11 @@ pub fn kernel_legs(versions: &[String]) -> Result<Vec<LegReport>> {
             report
                 .jobs
                 .iter()
-                .map(|(n, rc)| format!("{n}={}", if *rc == 0 { "ok" } else { "FAILED" }))
+                .map(|(n, rc, _)| format!("{n}={}", if *rc == 0 { "ok" } else { "FAILED" }))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        write_section(version, &report)?;
         if !failed.is_empty() {
             bail!("kernel {version}: jobs failed: {failed:?}");
         }
@@ -81,7 +90,13 @@ fn build_binaries() -> Result<Binaries> {
     let scenario = build_runner(false)?;
     let enforcer = scenario.with_file_name("enforcer");
     let out = cargo()
-        .args(["test", "-p", "enforcer-tests", "--no-run", "--message-format=json"])
+        .args([
+            "test",
+            "-p",
+            "enforcer-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
         .args(["--test", "datapath", "--test", "datapath_scenarios"])
         .output()
         .context("cargo test --no-run")?;
@@ -120,7 +135,9 @@ fn build_binaries() -> Result<Binaries> {
 fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
     let started = Instant::now();
     let kernel = kernel::fetch(version)?;
-    let work = target_dir().join("vm").join(format!("run-{}", kernel.release));
+    let work = target_dir()
+        .join("vm")
+        .join(format!("run-{}", kernel.release));
     let mut image = Image::new(&work.join("root"))?;
     for (_, exe) in &bins.tests {
         image.add_program(exe)?;
@@ -153,7 +170,11 @@ fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
         name: "netns-scenario".into(),
         command: format!("{} {}", bins.scenario.display(), scenarios.join(" ")),
     });
-    let env = [("ENFORCER_BIN", bins.enforcer.display().to_string())];
+    let env = [
+        ("ENFORCER_BIN", bins.enforcer.display().to_string()),
+        // Under TCG the agent's program loads take tens of seconds.
+        ("ENFORCER_AGENT_READY_SECS", "180".to_owned()),
+    ];
     let initrd = work.join("initramfs.gz");
     image.finish(&jobs, &env, &initrd)?;
     let run = qemu::boot(&kernel.vmlinuz, &initrd, &work.join("console.log"))?;
@@ -168,7 +189,8 @@ fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
         .iter()
         .map(|j| {
             let rc = run.results.get(&j.name).copied().unwrap_or(-1);
-            (j.name.clone(), rc)
+            let summary = run.summaries.get(&j.name).cloned().unwrap_or_default();
+            (j.name.clone(), rc, summary)
         })
         .collect();
     Ok(LegReport {
@@ -180,6 +202,26 @@ fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
     })
 }
 
+/// The `kernels-<version>` section of RELIABILITY.md, from this run (failed runs too).
+fn write_section(version: &str, r: &LegReport) -> Result<()> {
+    let mut body = format!(
+        "### Kernel {version}: {}\n\nMeasured by `cargo xtask test --kernel {version}` on {} \
+         (package `{}`, qemu {}, {:.0} s including the build of the image). A job that loads \
+         the datapath passes only if every program passes this kernel's verifier; the netns \
+         scenario runs the real agent (tc attach mode chosen by its feature probe) with real \
+         packets.\n\n| job | exit code | summary |\n|---|---|---|\n",
+        r.kernel,
+        crate::reliability::now(),
+        r.package,
+        r.accel,
+        r.seconds
+    );
+    for (job, rc, summary) in &r.jobs {
+        let _ = writeln!(body, "| {job} | {rc} | {summary} |");
+    }
+    crate::reliability::write_section(&format!("kernels-{version}"), &body)
+}
+
 fn which(tool: &str) -> Result<PathBuf> {
     ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         .iter()
@@ -187,4 +229,3 @@ fn which(tool: &str) -> Result<PathBuf> {
         .find(|p| p.is_file())
         .with_context(|| format!("{tool} not found"))
 }
-

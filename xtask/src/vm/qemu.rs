@@ -11,25 +11,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
-use super::initramfs::{BOOTED, DONE, RESULT};
+use super::initramfs::{BOOTED, DONE, JOB, RESULT};
 
 const KVM_BOOT_DEADLINE: Duration = Duration::from_secs(40);
-const RUN_DEADLINE: Duration = Duration::from_secs(20 * 60);
+const RUN_DEADLINE: Duration = Duration::from_mins(20);
 
 pub struct Run {
     /// `uname -r` printed by `/init`.
     pub release: Option<String>,
     /// Exit code per job.
     pub results: BTreeMap<String, i32>,
+    /// The last summary line per job (`test result: ...`, `N passed, M failed`).
+    pub summaries: BTreeMap<String, String>,
     pub accel: &'static str,
+    current_job: Option<String>,
 }
 
 /// `$ENFORCER_VM_ACCEL`: `tcg` skips the KVM attempt (hosts where nested KVM is known broken).
 const ACCEL_ENV: &str = "ENFORCER_VM_ACCEL";
 
 pub fn boot(vmlinuz: &Path, initrd: &Path, log: &Path) -> Result<Run> {
-    let kvm = Path::new("/dev/kvm").exists()
-        && std::env::var_os(ACCEL_ENV).is_none_or(|v| v != "tcg");
+    let kvm =
+        Path::new("/dev/kvm").exists() && std::env::var_os(ACCEL_ENV).is_none_or(|v| v != "tcg");
     if kvm {
         match attempt(vmlinuz, initrd, log, "kvm")? {
             Some(run) => return Ok(run),
@@ -52,7 +55,14 @@ fn attempt(vmlinuz: &Path, initrd: &Path, log: &Path, accel: &'static str) -> Re
         .arg(initrd)
         .args(["-append", "console=ttyS0 panic=-1 quiet"]);
     // "host" exposes the host CPU; arch-capabilities is an MSR nested KVM often refuses.
-    cmd.args(["-cpu", if accel == "kvm" { "host,-arch-capabilities" } else { "max" }]);
+    cmd.args([
+        "-cpu",
+        if accel == "kvm" {
+            "host,-arch-capabilities"
+        } else {
+            "max"
+        },
+    ]);
     println!("$ {}", crate::util::display(&cmd));
     let mut child = cmd
         .stdin(Stdio::null())
@@ -66,7 +76,9 @@ fn attempt(vmlinuz: &Path, initrd: &Path, log: &Path, accel: &'static str) -> Re
     let mut run = Run {
         release: None,
         results: BTreeMap::new(),
+        summaries: BTreeMap::new(),
         accel,
+        current_job: None,
     };
     let outcome = loop {
         let deadline = if run.release.is_none() && accel == "kvm" {
@@ -95,7 +107,10 @@ fn attempt(vmlinuz: &Path, initrd: &Path, log: &Path, accel: &'static str) -> Re
         if run.release.is_none() && accel == "kvm" {
             return Ok(None);
         }
-        bail!("the VM did not finish within {RUN_DEADLINE:?} (log: {})", log.display());
+        bail!(
+            "the VM did not finish within {RUN_DEADLINE:?} (log: {})",
+            log.display()
+        );
     }
     Ok(Some(run))
 }
@@ -105,6 +120,13 @@ fn parse_line(line: &str, run: &mut Run) -> bool {
     // The console may prefix lines with terminal escapes.
     if let Some((_, rest)) = line.split_once(BOOTED) {
         run.release = rest.split_whitespace().next().map(str::to_owned);
+    } else if let Some((_, job)) = line.split_once(JOB) {
+        run.current_job = Some(job.trim().to_owned());
+    } else if let (Some(job), true) = (
+        &run.current_job,
+        line.contains("test result:") || line.ends_with(" failed"),
+    ) {
+        run.summaries.insert(job.clone(), line.trim().to_owned());
     } else if let Some((_, rest)) = line.split_once(RESULT) {
         let mut words = rest.split_whitespace();
         if let (Some(name), Some(Ok(rc))) = (words.next(), words.next().map(str::parse)) {
