@@ -126,6 +126,8 @@ impl Image {
         if !status.success() {
             bail!("packing the initramfs failed ({status})");
         }
+        // The tree is hundreds of MB and only the archive is used.
+        std::fs::remove_dir_all(&self.dir)?;
         Ok(())
     }
 

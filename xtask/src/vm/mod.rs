@@ -177,7 +177,9 @@ fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
     ];
     let initrd = work.join("initramfs.gz");
     image.finish(&jobs, &env, &initrd)?;
-    let run = qemu::boot(&kernel.vmlinuz, &initrd, &work.join("console.log"))?;
+    let run = qemu::boot(&kernel.vmlinuz, &initrd, &work.join("console.log"));
+    let _ = std::fs::remove_file(&initrd);
+    let run = run?;
     if run.release.as_deref() != Some(kernel.release.as_str()) {
         bail!(
             "the VM booted {:?}, expected {}",
