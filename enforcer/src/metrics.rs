@@ -37,6 +37,8 @@ pub struct Metrics {
     pub quarantined: AtomicU64,
     /// Installs refused because a map would overflow, by map.
     map_full: Mutex<BTreeMap<&'static str, u64>>,
+    /// The Kubernetes watches (`--kubernetes`).
+    pub kube: crate::kube::metrics::KubeMetrics,
 }
 
 impl Metrics {
@@ -167,6 +169,7 @@ pub fn render(input: &ScrapeInput<'_>) -> Result<String> {
     register_maps(&registry, input)?;
     register_agent(&registry, input)?;
     register_health(&registry, input)?;
+    input.metrics.kube.register(&registry)?;
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod apiserver;
 pub mod cluster;
 mod cmd;
 pub mod evidence;

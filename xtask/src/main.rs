@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod demo;
+mod image;
 mod manifests;
 mod reliability;
 mod scenario;
@@ -47,6 +48,8 @@ enum Command {
         #[arg(long = "kernel")]
         kernels: Vec<String>,
     },
+    /// Build the container image from Debian packages with buildah (target/image; a few minutes)
+    Image,
     /// Render the kustomize overlays and validate them offline (Kubernetes schemas, CRDs)
     Manifests {
         /// Regenerate the Prometheus rule object from deploy/prometheus/alerts.yaml, not check it
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|_| ()),
         Command::Build { release } => build::build(release).map(|_| ()),
         Command::Test { kernels } => test::test(&kernels),
+        Command::Image => image::image(),
         Command::Manifests { write } => manifests::manifests(write),
         Command::Selftest => selftest::selftest(),
         Command::Scenario {

@@ -99,12 +99,13 @@ async fn respond(
 
 fn readyz(agent: &Agent) -> Response<Full<Bytes>> {
     let view = agent.view();
-    if view.reasons.is_empty() {
+    let kube = agent.metrics.kube.not_ready();
+    if view.reasons.is_empty() && kube.is_none() {
         let generation = view.generation;
         return text(StatusCode::OK, format!("ready (generation {generation})\n"));
     }
     let mut body = String::from("not ready:\n");
-    for r in &view.reasons {
+    for r in view.reasons.iter().map(String::as_str).chain(kube) {
         body.push_str(r);
         body.push('\n');
     }

@@ -228,6 +228,19 @@ impl Agent {
         }
     }
 
+    /// Replace the documents that come from the Kubernetes API and install the result (nothing
+    /// changes on error). Returns the generation in force.
+    pub fn set_cluster_documents(&self, docs: Vec<crate::policy::Document>) -> Result<u64> {
+        let mut inner = self.lock();
+        let previous = std::mem::replace(&mut inner.docs.cluster, docs);
+        let cli = inner.docs.cli.clone();
+        let installed = self.install(&mut inner, &cli, false);
+        if installed.is_err() {
+            inner.docs.cluster = previous;
+        }
+        installed
+    }
+
     /// The pod interfaces present now: name → ifindex.
     fn pod_interfaces(&self) -> HashMap<String, u32> {
         node::interfaces()

@@ -29,11 +29,14 @@ pub struct Documents {
     pub dir_saved: bool,
     /// Applied with the CLI (persisted in the state dir).
     pub cli: PolicySet,
+    /// From the Kubernetes API (`--kubernetes`): pods as Workloads, `ClusterFlowPolicies`.
+    pub cluster: Vec<Document>,
 }
 
 impl Documents {
     /// The set in force: the directory's documents, then the CLI's (a name the directory
-    /// defines cannot be applied with the CLI, so they do not collide).
+    /// defines cannot be applied with the CLI, so they do not collide), then the cluster's
+    /// where their names are free.
     pub fn merged(&self, cli: &PolicySet) -> Result<PolicySet, PolicyErrors> {
         let mut docs: Vec<Document> = self.dir.values().map(|(_, d)| d.clone()).collect();
         docs.extend(cli.documents().into_iter().filter(|d| {
@@ -41,6 +44,17 @@ impl Documents {
                 .dir
                 .contains_key(&(d.kind().to_string(), d.key().to_string()))
         }));
+        let taken: std::collections::HashSet<(&str, String)> = docs
+            .iter()
+            .map(|d| (d.kind(), d.name().to_owned()))
+            .collect();
+        let cluster = self.cluster.iter();
+        docs.extend(
+            cluster
+                .filter(|d| !taken.contains(&(d.kind(), d.name().to_owned())))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         PolicySet::from_documents(docs)
     }
 

@@ -37,6 +37,16 @@ pub struct AgentArgs {
     /// How tc programs are attached [default: auto: tcx if the kernel has it, else legacy tc].
     #[arg(long, value_enum, env = "ENFORCER_TC_ATTACH")]
     pub tc_attach: Option<crate::datapath::TcAttach>,
+    /// Take pods (as workloads) and cluster flow policies from the Kubernetes API (in-cluster
+    /// config unless --kubeconfig), and write the policies' status.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Kubeconfig file for --kubernetes (default: the in-cluster service account).
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name, for the policies' status (the daemon set passes the pod's node name).
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    pub node_name: String,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -122,7 +132,32 @@ pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(agent, api, http, resync))
+    let kubernetes = kubernetes(args);
+    runtime.block_on(serve(agent, api, http, resync, kubernetes))
+}
+
+/// What `--kubernetes` needs: (kubeconfig, node name).
+fn kubernetes(args: &AgentArgs) -> Option<(Option<PathBuf>, String)> {
+    args.kubernetes.then(|| {
+        let node = if args.node_name.is_empty() {
+            crate::kube::hostname()
+        } else {
+            args.node_name.clone()
+        };
+        (args.kubeconfig.clone(), node)
+    })
+}
+
+/// Start the Kubernetes watches (`--kubernetes`); `/readyz` waits for their first sync.
+async fn watch_kubernetes(agent: &Arc<Agent>, kubeconfig: Option<PathBuf>, node: String) -> Result<()> {
+    let client = crate::kube::client(kubeconfig.as_deref()).await?;
+    let a = agent.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::kube::watch::run(client, a, node).await {
+            tracing::error!("Kubernetes watches stopped: {e:#}");
+        }
+    });
+    Ok(())
 }
 
 async fn serve(
@@ -130,6 +165,7 @@ async fn serve(
     api: std::os::unix::net::UnixListener,
     http: std::net::TcpListener,
     resync: std::time::Duration,
+    kubernetes: Option<(Option<PathBuf>, String)>,
 ) -> Result<()> {
     let socket = agent.config.socket.clone();
     let api = tokio::net::UnixListener::from_std(api)?;
@@ -140,6 +176,9 @@ async fn serve(
     tokio::spawn(agent::http::serve(agent.clone(), http));
     let a = agent.clone();
     tokio::spawn(async move { resync_loop(a, resync).await });
+    if let Some((kubeconfig, node)) = kubernetes {
+        watch_kubernetes(&agent, kubeconfig, node).await?;
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {

@@ -221,6 +221,7 @@ pub enum RateScope {
 #[serde(rename_all = "camelCase")]
 pub struct FlowPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// One entry per node whose agent has seen this object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

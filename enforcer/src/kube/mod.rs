@@ -3,9 +3,35 @@
 
 pub mod convert;
 pub mod crd;
+pub mod metrics;
+pub mod pods;
+pub mod status;
+pub mod watch;
 
 use anyhow::{Context, Result};
 use kube::CustomResourceExt;
+
+/// The host's name: the node name when `--node-name`/`NODE_NAME` is not given.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A client from `kubeconfig`, or from the pod's service account when `None`.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context("in-cluster Kubernetes config")?,
+    };
+    kube::Client::try_from(config).context("Kubernetes client")
+}
 
 /// The `CustomResourceDefinitions`, as `kubectl apply -f` takes them: (file name, YAML).
 pub fn crd_files() -> Result<Vec<(String, String)>> {

@@ -1,0 +1,311 @@
+//! `enforcer agent --kubernetes` against the API server stand-in (`tests/src/apiserver.rs`, the
+//! list/watch protocol over HTTP): pods added, relabelled, deleted and their addresses reused,
+//! and `ClusterFlowPolicies` applied, reach the datapath within 1 s, probed with real traffic
+//! between network-namespace pods; the policies' status reports this node's verdict; the agent
+//! converges after 410 Gone and dropped connections.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use enforcer_tests::apiserver::{
+    self, cluster_flow_policy, pod, ApiServer, CLUSTER_FLOW_POLICIES, PODS,
+};
+use enforcer_tests::{
+    cluster::{AgentProcess, WorkDir},
+    netns::run_in_netns,
+    probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
+};
+use serde_json::{json, Value};
+
+const WEB: &str = "10.10.1.10";
+const API: &str = "10.10.2.10";
+const BATCH: &str = "10.10.4.10";
+/// The agent's metrics address in the node namespace (tests/src/cluster.rs).
+const METRICS: &str = "127.0.0.1:9963";
+/// How fast an API change must reach the datapath.
+const WITHIN: Duration = Duration::from_secs(1);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+struct Env {
+    topo: Topology,
+    api: ApiServer,
+    agent: AgentProcess,
+    _work: WorkDir,
+    _servers: Vec<enforcer_tests::TcpEchoServer>,
+}
+
+fn api_ingress() -> Value {
+    cluster_flow_policy(
+        "api-ingress",
+        &json!({"service": "api", "ingress": [{"from": [{"service": "web"}],
+                "ports": [{"protocol": "TCP", "port": 8080}]}]}),
+    )
+}
+
+/// Pods web-0, api-0 and batch-0 on node n1, their Pod objects in the stand-in, api-ingress
+/// applied, and the agent started with `--kubernetes` (ready = watches synced).
+fn env(tag: &str) -> Result<Env> {
+    let topo = Topology::builder()
+        .pod("web-0", "n1", &[ip(WEB)])
+        .pod("api-0", "n1", &[ip(API)])
+        .pod("batch-0", "n1", &[ip(BATCH)])
+        .build()?;
+    let work = WorkDir::new(tag)?;
+    let api = apiserver::start_in_netns(topo.node("n1")?.netns())?;
+    api.put(
+        PODS,
+        pod(
+            "default",
+            "web-0",
+            &[("app.kubernetes.io/name", "web")],
+            &[WEB],
+        ),
+    );
+    api.put(PODS, pod("default", "api-0", &[("app", "api")], &[API]));
+    api.put(
+        PODS,
+        pod("team-b", "batch-0", &[("app", "batch")], &[BATCH]),
+    );
+    api.put(CLUSTER_FLOW_POLICIES, api_ingress());
+    let kubeconfig = work.0.join("kubeconfig");
+    std::fs::write(&kubeconfig, apiserver::kubeconfig(api.addr))?;
+    let kubeconfig = kubeconfig.display().to_string();
+    let extra = [
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        "n1",
+    ];
+    let agent = AgentProcess::start(&topo, "n1", &work.0, &extra)?;
+    let servers = vec![spawn_tcp_echo(topo.pod_netns("api-0")?, ANY, 8080)?];
+    Ok(Env {
+        topo,
+        api,
+        agent,
+        _work: work,
+        _servers: servers,
+    })
+}
+
+impl Env {
+    fn reaches_api(&self, from: &str) -> Result<bool> {
+        let opts = ProbeOptions::with_timeout(Duration::from_millis(150));
+        let dst: SocketAddr = format!("{API}:8080").parse()?;
+        Ok(probe_tcp(self.topo.pod_netns(from)?, dst, &opts)?.is_answered())
+    }
+
+    /// Probe until `from` → api:8080 is `allowed` (or not); fail if no probe started within
+    /// `within` of `since` sees it. Returns when the first probe that saw it started.
+    fn expect(
+        &self,
+        from: &str,
+        allowed: bool,
+        since: Instant,
+        within: Duration,
+    ) -> Result<Duration> {
+        loop {
+            let started = since.elapsed();
+            if self.reaches_api(from)? == allowed {
+                return Ok(started);
+            }
+            if since.elapsed() > within {
+                bail!(
+                    "{from} → api-0:8080 still {} after {:?}\n{}",
+                    if allowed { "denied" } else { "allowed" },
+                    since.elapsed(),
+                    self.agent.log_tail()
+                );
+            }
+        }
+    }
+
+    fn metrics(&self) -> Result<String> {
+        run_in_netns(self.topo.node("n1")?.netns(), || {
+            let mut s = std::net::TcpStream::connect(METRICS)?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })
+    }
+
+    fn metric(&self, series: &str) -> Result<u64> {
+        let text = self.metrics()?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+#[test]
+fn pods_follow_the_api_within_one_second() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let env = env("kube-pods")?;
+    // Listed at startup: web allowed, batch denied (api isolated by the ClusterFlowPolicy).
+    env.expect("web-0", true, Instant::now(), WITHIN)?;
+    env.expect("batch-0", false, Instant::now(), WITHIN)?;
+
+    // Relabel: batch-0 becomes web (MODIFIED) → allowed.
+    let t = Instant::now();
+    env.api
+        .put(PODS, pod("team-b", "batch-0", &[("app", "web")], &[BATCH]));
+    let took = env.expect("batch-0", true, t, WITHIN)?;
+    println!("relabel to web → allowed in {took:?}");
+
+    // Relabel web-0 away from web → denied.
+    let t = Instant::now();
+    env.api
+        .put(PODS, pod("default", "web-0", &[("app", "other")], &[WEB]));
+    let took = env.expect("web-0", false, t, WITHIN)?;
+    println!("relabel away from web → denied in {took:?}");
+
+    // Delete batch-0 (a web pod): its address is nobody's → denied.
+    let t = Instant::now();
+    env.api.delete(PODS, "team-b/batch-0");
+    let took = env.expect("batch-0", false, t, WITHIN)?;
+    println!("delete → denied in {took:?}");
+
+    // Address reuse: a new web pod takes 10.10.4.10 → allowed; then a batch pod created later
+    // gets the same address while the web pod's object still lingers (deleted afterwards): the
+    // newest pod holds the address, so it does not inherit web's allowance.
+    let t = Instant::now();
+    env.api
+        .put(PODS, pod("team-b", "web-2", &[("app", "web")], &[BATCH]));
+    env.expect("batch-0", true, t, WITHIN)?;
+    let t = Instant::now();
+    let mut newer = pod("team-b", "batch-9", &[("app", "batch")], &[BATCH]);
+    newer["metadata"]["creationTimestamp"] = json!("2026-11-29T11:00:00Z");
+    env.api.put(PODS, newer);
+    let took = env.expect("batch-0", false, t, WITHIN)?;
+    println!("address reused by a batch pod → denied in {took:?}");
+    env.api.delete(PODS, "team-b/web-2");
+    env.expect("batch-0", false, Instant::now(), WITHIN)?;
+
+    assert!(
+        env.metric("enforcer_kube_watch_events_total{event=\"delete\",resource=\"pods\"}")? >= 2
+    );
+    assert_eq!(env.metric("enforcer_kube_synced")?, 1);
+    Ok(())
+}
+
+#[test]
+fn cluster_flow_policy_is_enforced_and_reports_status() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let env = env("kube-cfp")?;
+    env.expect("batch-0", false, Instant::now(), WITHIN)?;
+    let accepted = |patches: &[(String, Value)], name: &str| {
+        patches
+            .iter()
+            .rev()
+            .find(|(p, _)| p.ends_with(&format!("/{name}/status")))
+            .map(|(_, b)| {
+                let node = &b["status"]["nodes"][0];
+                assert_eq!(node["node"], "n1");
+                (
+                    node["accepted"].as_bool(),
+                    node["reason"].as_str().map(str::to_owned),
+                )
+            })
+    };
+    let deadline = Instant::now() + WITHIN;
+    while accepted(&env.api.status_patches(), "api-ingress").is_none() && Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        accepted(&env.api.status_patches(), "api-ingress"),
+        Some((Some(true), None))
+    );
+
+    // A second policy lets batch in: enforced within 1 s.
+    let t = Instant::now();
+    env.api.put(
+        CLUSTER_FLOW_POLICIES,
+        cluster_flow_policy(
+            "batch-to-api",
+            &json!({"service": "api", "ingress": [{"from": [{"service": "batch"}]}]}),
+        ),
+    );
+    let took = env.expect("batch-0", true, t, WITHIN)?;
+    println!("ClusterFlowPolicy applied → enforced in {took:?}");
+
+    // An invalid policy is rejected with the engine's message; the policy in force stays.
+    env.api.put(
+        CLUSTER_FLOW_POLICIES,
+        cluster_flow_policy(
+            "bad",
+            &json!({"service": "api", "ingress": [{"from": [{"cidr": "10.0.0.1/24"}]}]}),
+        ),
+    );
+    let deadline = Instant::now() + WITHIN;
+    let rejected = loop {
+        if let Some(v) = accepted(&env.api.status_patches(), "bad") {
+            break v;
+        }
+        if Instant::now() > deadline {
+            bail!("no status for the invalid policy\n{}", env.agent.log_tail());
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(rejected.0, Some(false));
+    assert!(rejected.1.unwrap_or_default().contains("host bits set"));
+    env.expect("batch-0", true, Instant::now(), WITHIN)?;
+    env.expect("web-0", true, Instant::now(), WITHIN)?;
+
+    // Deleted → no longer enforced.
+    let t = Instant::now();
+    env.api.delete(CLUSTER_FLOW_POLICIES, "batch-to-api");
+    env.expect("batch-0", false, t, WITHIN)?;
+    Ok(())
+}
+
+#[test]
+fn converges_after_gone_and_dropped_connections() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let env = env("kube-gone")?;
+    env.expect("batch-0", false, Instant::now(), WITHIN)?;
+    // A change, then the log is compacted and every watch dropped: the agent resumes from a
+    // resourceVersion the server no longer has → 410 Gone → relist, and sees the change.
+    env.api.drop_connections();
+    env.api
+        .put(PODS, pod("team-b", "batch-0", &[("app", "web")], &[BATCH]));
+    env.api.compact();
+    env.api.drop_connections();
+    let took = env.expect("batch-0", true, Instant::now(), Duration::from_secs(10))?;
+    println!("converged after 410 Gone in {took:?}");
+    assert!(env.metric("enforcer_kube_watch_events_total{event=\"gone\",resource=\"pods\"}")? >= 1);
+    assert!(
+        env.metric("enforcer_kube_watch_events_total{event=\"relist\",resource=\"pods\"}")? >= 2
+    );
+    // The relist replaced the store: a pod deleted while disconnected disappears too.
+    env.api.drop_connections();
+    env.api.delete(PODS, "team-b/batch-0");
+    env.api.compact();
+    env.api.drop_connections();
+    env.expect("batch-0", false, Instant::now(), Duration::from_secs(10))?;
+    let watches = env
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("watch=true"))
+        .count();
+    assert!(
+        watches >= 3,
+        "watches were not resumed: {:?}",
+        env.api.requests()
+    );
+    Ok(())
+}
