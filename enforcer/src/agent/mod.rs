@@ -234,10 +234,11 @@ impl Agent {
         let mut inner = self.lock();
         let previous = std::mem::replace(&mut inner.docs.cluster, docs);
         let cli = inner.docs.cli.clone();
-        let installed = self.install(&mut inner, &cli, false);
+        let installed = self.install(&mut inner, &cli, false, false);
         if installed.is_err() {
             inner.docs.cluster = previous;
         }
+        self.publish(&inner);
         installed
     }
 

@@ -149,7 +149,11 @@ fn kubernetes(args: &AgentArgs) -> Option<(Option<PathBuf>, String)> {
 }
 
 /// Start the Kubernetes watches (`--kubernetes`); `/readyz` waits for their first sync.
-async fn watch_kubernetes(agent: &Arc<Agent>, kubeconfig: Option<PathBuf>, node: String) -> Result<()> {
+async fn watch_kubernetes(
+    agent: &Arc<Agent>,
+    kubeconfig: Option<PathBuf>,
+    node: String,
+) -> Result<()> {
     let client = crate::kube::client(kubeconfig.as_deref()).await?;
     let a = agent.clone();
     tokio::spawn(async move {
