@@ -27,6 +27,18 @@ spec:
       ports: [{protocol: TCP, port: 8080}]
 ";
 
+/// A policy with an error on line 9 (port out of range).
+pub const BAD_PORT_POLICY: &str = r"apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api
+  ingress:
+    - from: [{service: web}]
+      ports:
+        - {protocol: TCP, port: 70000}
+";
+
 /// 1 000 services with one workload each, 1 000 policies of 10 ingress rules (10 000 rules), and
 /// the rule under test: api admits web on TCP 8080.
 pub fn ten_thousand_rules() -> String {

@@ -35,6 +35,7 @@ mod cmd;
 pub mod evidence;
 pub mod fixtures;
 pub mod frames;
+mod http;
 pub mod live;
 mod load;
 pub mod netns;
@@ -47,6 +48,7 @@ pub mod testrun;
 mod topology;
 
 pub use cmd::{run_checked, run_stdout};
+pub use http::http_get;
 pub use load::{send_udp_load, spawn_udp_sink, LoadReport, UdpLoad, UdpSink};
 pub use netns::{
     cleanup_orphans, cleanup_stale, ns_command, ns_exec, run_in_netns, HARNESS_PREFIX,

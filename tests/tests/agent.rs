@@ -14,7 +14,7 @@ use std::{
 use anyhow::Result;
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
-    fixtures::{API_INGRESS_TCP_8080, WEB_API_WORKLOADS},
+    fixtures::{API_INGRESS_TCP_8080, BAD_PORT_POLICY, WEB_API_WORKLOADS},
     probe_tcp, spawn_tcp_echo, ProbeOptions, StreamOptions, TcpEchoStream, Topology, ANY,
 };
 
@@ -22,17 +22,7 @@ const WORKLOADS: &str = WEB_API_WORKLOADS;
 
 const POLICY: &str = API_INGRESS_TCP_8080;
 
-/// A policy with an error on line 9 (port out of range).
-const BAD_POLICY: &str = r"apiVersion: enforcer/v1
-kind: FlowPolicy
-metadata: {name: api-ingress}
-spec:
-  service: api
-  ingress:
-    - from: [{service: web}]
-      ports:
-        - {protocol: TCP, port: 70000}
-";
+const BAD_POLICY: &str = BAD_PORT_POLICY;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")

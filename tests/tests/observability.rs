@@ -9,8 +9,8 @@
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    io::Write,
+    net::IpAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use enforcer::api::FlowEvent;
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
-    probe_icmp, probe_tcp, probe_udp, run_in_netns, spawn_tcp_echo, spawn_udp_echo, ProbeOptions,
+    http_get, probe_icmp, probe_tcp, probe_udp, spawn_tcp_echo, spawn_udp_echo, ProbeOptions,
     Topology, ANY,
 };
 
@@ -131,29 +131,6 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String> {
         out.status
     );
     Ok(text)
-}
-
-/// `GET path` over HTTP/1.0 from inside namespace `ns`: (status, body).
-fn http_get(ns: &str, addr: &str, path: &str) -> Result<(u16, String)> {
-    let addr: SocketAddr = addr.parse()?;
-    let path = path.to_string();
-    run_in_netns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow!("no HTTP header in {text:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| anyhow!("no HTTP status in {head:?}"))?;
-        Ok((status, body.to_string()))
-    })
 }
 
 fn urlencode(s: &str) -> String {

@@ -166,8 +166,7 @@ fn hostile_yaml_is_an_error_with_a_location() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let e = Env::new("yaml")?;
-    e.agent.apply("policy.yaml", POLICY)?;
+    let e = Env::enforcing("yaml")?;
     // (input, the exact error, checked by `policy check` and by an apply to the agent)
     let many_docs = "---\n".repeat(100_002);
     let cases = [
@@ -312,8 +311,7 @@ fn capabilities_are_dropped_and_new_interfaces_still_attach() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let mut e = Env::new("caps")?;
-    e.agent.apply("policy.yaml", POLICY)?;
+    let mut e = Env::enforcing("caps")?;
     let pid = e
         .agent
         .pid()
@@ -406,8 +404,7 @@ fn stale_pins_are_swept_and_uninstall_leaves_nothing() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let mut e = Env::new("pins")?;
-    e.agent.apply("policy.yaml", POLICY)?;
+    let mut e = Env::enforcing("pins")?;
     e.topo.add_pod("web-1", "n1", &[ip("10.10.1.11")])?;
     wait_until(Duration::from_secs(10), "web-1 attached", || {
         Ok(e.agent
@@ -543,8 +540,7 @@ fn a_policy_that_does_not_fit_is_refused_whole() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let e = Env::new("mapfull")?;
-    e.agent.apply("policy.yaml", POLICY)?;
+    let e = Env::enforcing("mapfull")?;
     let generation = e.agent.status()?.generation;
     // 16 385 distinct CIDR peers: one more class than CIDR_IDENTITIES holds per slot. The same
     // policy also opens 9090 to web, which must not take effect.

@@ -6,6 +6,7 @@
 mod bench;
 mod build;
 mod demo;
+mod deny;
 mod image;
 mod manifests;
 mod reliability;

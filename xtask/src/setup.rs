@@ -170,6 +170,7 @@ pub fn ensure() -> Result<EbpfToolchain> {
     ensure_packages(PACKAGES)?;
     bpf_linker()?;
     crate::tools::ensure()?;
+    crate::deny::ensure()?;
     let toolchain = EbpfToolchain::detect()?;
     let why = match toolchain {
         _ if env::var_os(TOOLCHAIN_ENV).is_some() => "set by $ENFORCER_EBPF_TOOLCHAIN",

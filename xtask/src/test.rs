@@ -66,6 +66,7 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
         cargo_step("clippy --workspace --all-targets -- -D warnings")
     })?;
     steps.run("manifests", || crate::manifests::manifests(false))?;
+    steps.run("cargo deny (licenses, bans, sources)", crate::deny::check)?;
     // The end-to-end tests start the agent binary.
     let runner = steps.run("build enforcer and the scenario runner", || {
         build_runner(false)

@@ -1,37 +1,24 @@
 //! Shared by the security tests: one node with pods web-0 and api-0 (echo servers on 8080 and
 //! 9090), a real agent, probes, and a small HTTP client for the agent's listener.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::{
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{bail, ensure, Result};
 pub use enforcer_tests::fixtures::{
-    API_INGRESS_TCP_8080 as POLICY, WEB_API_WORKLOADS as WORKLOADS,
+    API_INGRESS_TCP_8080 as POLICY, BAD_PORT_POLICY as BAD_POLICY, WEB_API_WORKLOADS as WORKLOADS,
 };
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
-    probe_tcp, run_in_netns, spawn_tcp_echo, ProbeOptions, TcpEchoServer, Topology, ANY,
+    probe_tcp, spawn_tcp_echo, ProbeOptions, TcpEchoServer, Topology, ANY,
 };
 
 /// Where the test agents serve HTTP inside their node namespace (see `AgentProcess`).
 pub const METRICS: &str = "127.0.0.1:9963";
-
-/// A policy with an error on line 9 (port out of range).
-pub const BAD_POLICY: &str = r"apiVersion: enforcer/v1
-kind: FlowPolicy
-metadata: {name: api-ingress}
-spec:
-  service: api
-  ingress:
-    - from: [{service: web}]
-      ports:
-        - {protocol: TCP, port: 70000}
-";
 
 pub struct Env {
     pub topo: Topology,
@@ -54,6 +41,14 @@ impl Env {
     pub fn new(tag: &str) -> Result<Env> {
         let e = Self::start(tag, &[], &[])?;
         e.agent.apply("workloads.yaml", WORKLOADS)?;
+        Ok(e)
+    }
+
+    /// As [`Env::new`], with the policy applied and enforced: web → api:8080 allowed, 9090 denied.
+    pub fn enforcing(tag: &str) -> Result<Env> {
+        let e = Self::new(tag)?;
+        e.agent.apply("policy.yaml", POLICY)?;
+        e.denied_with_drop_evidence()?;
         Ok(e)
     }
 
@@ -162,23 +157,5 @@ pub fn wait_until(
 
 /// `GET path` on the agent's listener inside `ns`: (status, body).
 pub fn http_get(ns: &str, path: &str) -> Result<(u16, String)> {
-    let addr: SocketAddr = METRICS.parse()?;
-    let path = path.to_string();
-    run_in_netns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow!("no HTTP header in {text:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| anyhow!("no HTTP status in {head:?}"))?;
-        Ok((status, body.to_string()))
-    })
+    enforcer_tests::http_get(ns, METRICS, path)
 }
