@@ -130,19 +130,22 @@ impl Agent {
         for old in crate::datapath::remove_old_layouts(&pins).context("removing old layout pins")? {
             info!(dir = %old.display(), "removed the pins of an older layout version");
         }
-        {
-            let inner = agent.lock();
-            let present = node::interfaces();
-            let failed = inner
-                .attach_errors
-                .keys()
-                .filter_map(|name| present.get(name).copied())
-                .collect();
-            for stale in pins::sweep(&pins, &inner.attached, &failed, agent.config.xdp_pods) {
-                info!(pin = %stale.display(), "removed a stale pin");
-            }
-        }
+        agent.sweep_stale_pins(&pins);
         Ok(agent)
+    }
+
+    /// Remove the pins no attachment owns (interfaces whose attach failed keep theirs).
+    fn sweep_stale_pins(&self, pins: &PinLayout) {
+        let inner = self.lock();
+        let present = node::interfaces();
+        let failed = inner
+            .attach_errors
+            .keys()
+            .filter_map(|name| present.get(name).copied())
+            .collect();
+        for stale in pins::sweep(pins, &inner.attached, &failed, self.config.xdp_pods) {
+            info!(pin = %stale.display(), "removed a stale pin");
+        }
     }
 
     /// What `/readyz` and `/metrics` read.
@@ -358,26 +361,7 @@ impl Agent {
             return Ok(active.generation);
         }
         let compiled = compile(&set, &ctx);
-        let generation = match inner.dp.install(&compiled, &endpoints) {
-            Ok(g) => g,
-            Err(e) => {
-                self.metrics.apply_result(false);
-                if let DatapathError::Capacity { map, .. } = &e {
-                    self.metrics.map_full(map);
-                }
-                return Err(anyhow!(
-                    "policy not applied, the policy in force stays: {e}"
-                ));
-            }
-        };
-        self.metrics.apply_result(true);
-        crate::metrics::rebase_rule_counters(&mut inner.dp, &inner.compiled.rules, &compiled.rules);
-        info!(
-            generation,
-            rules = compiled.rules.len(),
-            entries = compiled.policy.len(),
-            "policy installed"
-        );
+        let generation = self.write_generation(inner, &compiled, &endpoints)?;
         inner.installed = Installed { generation, digest };
         inner.in_force = set;
         inner.compiled = compiled;
@@ -391,6 +375,35 @@ impl Agent {
             Err(e) => warn!("{e:#}"),
         }
         self.save_dir_snapshot(inner);
+        Ok(generation)
+    }
+
+    /// Write `compiled` as the next generation (all or nothing), counting the result; the rule
+    /// counters follow their rules.
+    fn write_generation(
+        &self,
+        inner: &mut Inner,
+        compiled: &Compiled,
+        endpoints: &std::collections::BTreeSet<(u32, std::net::IpAddr)>,
+    ) -> Result<u64> {
+        let generation = match inner.dp.install(compiled, endpoints) {
+            Ok(g) => g,
+            Err(e) => {
+                self.metrics.apply_result(false);
+                if let DatapathError::Capacity { map, .. } = &e {
+                    self.metrics.map_full(map);
+                }
+                bail!("policy not applied, the policy in force stays: {e}");
+            }
+        };
+        self.metrics.apply_result(true);
+        crate::metrics::rebase_rule_counters(&mut inner.dp, &inner.compiled.rules, &compiled.rules);
+        info!(
+            generation,
+            rules = compiled.rules.len(),
+            entries = compiled.policy.len(),
+            "policy installed"
+        );
         Ok(generation)
     }
 
