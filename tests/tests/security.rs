@@ -303,6 +303,22 @@ fn caps_of(pid: u32, line: &str) -> Result<u64> {
     Ok(u64::from_str_radix(hex, 16)?)
 }
 
+/// Set this process's soft limit of open files (children inherit it); returns the old one.
+fn set_open_files_soft_limit(soft: u64) -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we pass.
+    unsafe {
+        ensure!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0);
+        let old = lim.rlim_cur;
+        lim.rlim_cur = soft.min(lim.rlim_max);
+        ensure!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) == 0);
+        Ok(old)
+    }
+}
+
 /// `CAP_NET_ADMIN` (12) and `CAP_BPF` (39).
 const KEPT_CAPS: u64 = (1 << 12) | (1 << 39);
 
@@ -311,7 +327,11 @@ fn capabilities_are_dropped_and_new_interfaces_still_attach() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let mut e = Env::enforcing("caps")?;
+    // Start the agent with a low soft limit of open files, as container runtimes often do.
+    let limit = set_open_files_soft_limit(1024)?;
+    let e = Env::enforcing("caps");
+    set_open_files_soft_limit(limit)?;
+    let mut e = e?;
     let pid = e
         .agent
         .pid()
@@ -326,6 +346,17 @@ fn capabilities_are_dropped_and_new_interfaces_still_attach() -> Result<()> {
     ensure!(caps_of(pid, "CapInh:")? == 0 && caps_of(pid, "CapAmb:")? == 0);
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     ensure!(status.contains("NoNewPrivs:\t1"), "no_new_privs is set");
+    // The open files limit is raised to its hard limit (the soft one is often 1024).
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| l.split_whitespace().skip(3).take(2).collect())
+        .unwrap_or_default();
+    ensure!(
+        files.len() == 2 && files[0] == files[1],
+        "soft = hard: {files:?}"
+    );
     // Every thread, not only the main one.
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = fs::read_to_string(task?.path().join("status"))?;

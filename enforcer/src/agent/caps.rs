@@ -46,3 +46,23 @@ pub fn drop_privileges() -> Result<CapsHashSet> {
     }
     Ok(left)
 }
+
+/// Raise the soft limit of open files to the hard limit: every attached interface, connection
+/// and pinned object costs a file descriptor, and the soft limit is often 1024 under container
+/// runtimes (Rust, unlike Go, does not raise it). Returns the limit now in force.
+pub fn raise_open_files_limit() -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
+    }
+    Ok(lim.rlim_cur)
+}

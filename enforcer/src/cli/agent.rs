@@ -123,6 +123,10 @@ pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
     let http = std::net::TcpListener::bind(metrics_addr)
         .with_context(|| format!("binding metrics address {metrics_addr}"))?;
     http.set_nonblocking(true)?;
+    match crate::agent::caps::raise_open_files_limit() {
+        Ok(n) => info!(open_files = n, "open files limit"),
+        Err(e) => warn!("could not raise the open files limit: {e:#}"),
+    }
     match crate::agent::caps::drop_privileges() {
         Ok(kept) => info!(?kept, "dropped every other capability"),
         Err(e) => warn!("could not drop capabilities: {e:#}"),
