@@ -160,6 +160,9 @@ pub struct Stats {
     pub packets: Vec<Counter>,
     pub rules: Vec<RuleCounter>,
     pub events_lost: u64,
+    /// When the agent first saw each policy in force (Unix seconds), by name.
+    #[serde(default)]
+    pub policies_first_seen: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,4 +179,10 @@ pub struct RuleCounter {
     pub rule: String,
     pub verdict: String,
     pub packets: u64,
+    /// When the agent first saw the rule (Unix seconds; kept across restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<u64>,
+    /// When the agent last saw its counter grow (Unix seconds; kept across restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_matched: Option<u64>,
 }

@@ -258,11 +258,14 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
             rule: r.rule.clone(),
             verdict: r.verdict.into(),
             packets: n,
+            first_seen: None,
+            last_matched: None,
         });
     }
     Ok(Stats {
         packets,
         rules,
         events_lost: inner.dp.events_lost().unwrap_or(0),
+        policies_first_seen: std::collections::BTreeMap::new(),
     })
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod flows;
 pub mod graph;
+pub mod lint;
 pub mod output;
 pub mod policy;
 pub mod status;
@@ -155,6 +156,9 @@ pub enum PolicyCommand {
         #[arg(short, long, value_parser = ["text", "json"], default_value = "text")]
         output: String,
     },
+    /// Least-privilege findings (shadowed, over-broad, unused rules, exposure), for CI:
+    /// exit 1 when a finding reaches --fail-on.
+    Lint(lint::LintArgs),
     /// Draw the service graph the policy allows.
     Graph {
         /// Policy files (default: the agent's policy in force).
@@ -244,6 +248,7 @@ fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {
         PolicyCommand::Convert { file } => policy::convert(&file)?,
         PolicyCommand::Diff { file } => return Ok(!policy::diff(socket, &file)?),
         PolicyCommand::Check { file } => policy::check(&file)?,
+        PolicyCommand::Lint(args) => return lint::run(socket, &args),
         PolicyCommand::Explain {
             from,
             to,
