@@ -5,7 +5,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::{ensure, Result};
-use enforcer::datapath::TcAttachMode;
+use enforcer::datapath::{tcx_supported, TcAttachMode};
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     fixtures::{API_INGRESS_TCP_8080, WEB_API_WORKLOADS},
@@ -117,5 +117,37 @@ fn legacy_tc_attach_enforces_survives_sigkill_and_uninstalls() -> Result<()> {
         assert!(left.is_empty(), "{hook}: {left:?}");
     }
     assert!(reaches(&web_ns, 9090)?, "uninstalled: nothing denies");
+    Ok(())
+}
+
+/// Without `--tc-attach`, the agent picks the mode by the feature probe: tcx where the kernel has
+/// it, legacy tc otherwise (the kernel matrix runs this on 6.1, where it must be legacy tc).
+#[test]
+fn the_attach_mode_follows_the_kernel() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let topo = Topology::builder()
+        .pod("web-0", "n1", &[ip("10.10.1.10")])
+        .pod("api-0", "n1", &[ip("10.10.2.10")])
+        .build()?;
+    let work = WorkDir::new("attach-auto")?;
+    let agent = AgentProcess::start(&topo, "n1", &work.0, &["--tc-attach", "auto"])?;
+    let mode = agent.status()?.tc_attach;
+    let expected = if tcx_supported() {
+        TcAttachMode::Tcx
+    } else {
+        TcAttachMode::Netlink
+    };
+    println!("tc_attach={mode} tcx_supported={}", tcx_supported());
+    assert_eq!(mode, expected);
+    let node_ns = topo.node("n1")?.netns().to_string();
+    let api_if = topo.pod("api-0")?.host_ifname().to_string();
+    let legacy = our_filters(&node_ns, &api_if, "egress")?;
+    assert_eq!(
+        legacy.len(),
+        usize::from(mode == TcAttachMode::Netlink),
+        "legacy tc filters present exactly in netlink mode: {legacy:?}"
+    );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `cargo xtask test --kernel 6.1`: boot a Debian kernel under qemu with the test binaries in an
 //! initramfs (as aya's CI does for its kernel matrix) and run, on that kernel, the datapath truth
-//! tables (`BPF_PROG_TEST_RUN`: every program must pass the verifier) and a live netns scenario
-//! (real agent, real attach, real packets). The serial console carries one marker line per job.
+//! tables (`BPF_PROG_TEST_RUN`: every program must pass the verifier), the attach-mode tests and
+//! live netns scenarios (real agent, real attach, real packets). The serial console carries one
+//! marker line per job.
 
 mod initramfs;
 mod kernel;
@@ -98,6 +99,7 @@ fn build_binaries() -> Result<Binaries> {
             "--message-format=json",
         ])
         .args(["--test", "datapath", "--test", "datapath_scenarios"])
+        .args(["--test", "resilience"])
         .output()
         .context("cargo test --no-run")?;
     if !out.status.success() {
@@ -122,8 +124,8 @@ fn build_binaries() -> Result<Binaries> {
             tests.push((name.to_owned(), PathBuf::from(exe)));
         }
     }
-    if tests.len() != 2 {
-        bail!("expected 2 test binaries from cargo, got {tests:?}");
+    if tests.len() != 3 {
+        bail!("expected 3 test binaries from cargo, got {tests:?}");
     }
     Ok(Binaries {
         tests,
@@ -144,7 +146,7 @@ fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
     }
     image.add_program(&bins.enforcer)?;
     image.add_program(&bins.scenario)?;
-    for tool in ["ip", "nsenter"] {
+    for tool in ["ip", "nsenter", "tc"] {
         image.add_program(&which(tool)?)?;
     }
     // datapath_scenarios reads the scenario files from the source tree.
@@ -159,7 +161,7 @@ fn leg(version: &str, bins: &Binaries) -> Result<LegReport> {
         .iter()
         .map(|(name, exe)| Job {
             name: name.clone(),
-            command: format!("{} --test-threads=1", exe.display()),
+            command: format!("{} --test-threads=1 --nocapture", exe.display()),
         })
         .collect();
     let scenarios: Vec<String> = VM_SCENARIOS
