@@ -2,7 +2,8 @@
 //! in the same run. A full run of every benchmark writes `BENCHMARKS.md` and `bench/scale.svg`;
 //! `--quick` (for CI) writes `target/bench/quick/`, a run of some benchmarks
 //! `target/bench/partial/` (see `report::out_dir`). Every report holds only figures of its own
-//! run. Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit` (default: all).
+//! run. Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit`, `netpol` (default:
+//! all).
 //! Needs root.
 //!
 //! For experiments (nothing is written then): `ENFORCER_BENCH_ONLY=TEXT` measures only the
@@ -19,6 +20,8 @@
 mod controlplane;
 #[path = "../bench/dpbench.rs"]
 mod dpbench;
+#[path = "../bench/netpol.rs"]
+mod netpol;
 #[path = "../bench/policygen.rs"]
 mod policygen;
 #[path = "../bench/ratelimit.rs"]
@@ -37,12 +40,13 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::{bail, Result};
 
 /// Benchmark names, in report order.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "datapath",
     "scale",
     "throughput",
     "controlplane",
     "ratelimit",
+    "netpol",
 ];
 
 /// Sizes and repetitions of one run.
@@ -181,6 +185,7 @@ fn main() -> Result<()> {
             "throughput" => throughput::run(&cfg)?,
             "controlplane" => controlplane::run(&cfg)?,
             "ratelimit" => ratelimit::run(&cfg)?,
+            "netpol" => netpol::run(&cfg)?,
             _ => unreachable!("names are checked above"),
         };
         eprintln!("{name}: {:.0} s", t.elapsed().as_secs_f64());
