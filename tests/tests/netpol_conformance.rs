@@ -1,4 +1,4 @@
-//! Conformance with the upstream Kubernetes NetworkPolicy e2e suite
+//! Conformance with the upstream Kubernetes `NetworkPolicy` e2e suite
 //! (`test/e2e/network/netpol/network_policy.go`), judged only through the CLI contract:
 //!
 //! ```text
@@ -6,7 +6,7 @@
 //! ```
 //!
 //! over files as `kubectl get -o yaml` prints them (a `v1 List` of Namespaces, a `v1 List` of
-//! Pods, one NetworkPolicy per file, with kubectl's metadata and status noise).
+//! Pods, one `NetworkPolicy` per file, with kubectl's metadata and status noise).
 //!
 //! The topology is upstream's: namespaces x, y, z (label `ns=<name>`, plus the implicit
 //! `kubernetes.io/metadata.name`), pods a, b, c in each (label `pod=<name>`), each serving ports
@@ -155,7 +155,7 @@ fn phase(case: &'static str, protocol: &'static str, port: u16, reach: Reachabil
 }
 
 impl Phase {
-    /// Adds a NetworkPolicy `name` in `ns` with `spec` (YAML lines at spec level).
+    /// Adds a `NetworkPolicy` `name` in `ns` with `spec` (YAML lines at spec level).
     fn policy(mut self, ns: &'static str, name: &'static str, spec: &str) -> Self {
         self.policies.push((ns, name, spec.to_string()));
         self
@@ -190,7 +190,8 @@ fn noise(indent: &str, uid: usize) -> String {
 }
 
 fn namespaces_yaml(p: &Phase) -> String {
-    let mut y = String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
+    let mut y =
+        String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
     for (i, ns) in NAMESPACES.iter().enumerate() {
         let _ = write!(
             y,
@@ -211,7 +212,8 @@ fn namespaces_yaml(p: &Phase) -> String {
 }
 
 fn pods_yaml(p: &Phase) -> String {
-    let mut y = String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
+    let mut y =
+        String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
     for (i, pod) in PodRef::all().enumerate() {
         let _ = write!(
             y,
@@ -287,7 +289,14 @@ fn explain(bin: &Path, dir: &Path, from: PodRef, to: PodRef, p: &Phase) -> Resul
         .args(["policy", "explain", "-f"])
         .arg(dir)
         .args(["--from", &from.name(), "--to", &to.name()])
-        .args(["--protocol", p.protocol, "--port", &p.port.to_string(), "-o", "json"])
+        .args([
+            "--protocol",
+            p.protocol,
+            "--port",
+            &p.port.to_string(),
+            "-o",
+            "json",
+        ])
         .output()
         .context("running enforcer policy explain")?;
     if !out.status.success() {
@@ -377,13 +386,21 @@ mod cases;
 #[test]
 fn upstream_netpol_e2e_truth_tables() -> Result<()> {
     let bin = bin()?;
-    let root = std::env::temp_dir().join(format!("enforcer-netpol-conformance-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!(
+        "enforcer-netpol-conformance-{}",
+        std::process::id()
+    ));
     let phases = cases::all();
     assert!(phases.len() >= 50, "the upstream cases are all here");
     let mut failures = Vec::new();
     let mut flows = 0;
     for (i, p) in phases.iter().enumerate() {
-        let denies = p.reach.0.iter().filter(|((f, t), v)| f != t && !**v).count();
+        let denies = p
+            .reach
+            .0
+            .iter()
+            .filter(|((f, t), v)| f != t && !**v)
+            .count();
         flows += p.reach.0.len() - 9;
         let report = run_phase(&bin, &root, i, p)?;
         eprintln!(

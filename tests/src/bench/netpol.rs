@@ -1,5 +1,5 @@
 //! `netpol`: Kubernetes objects at scale through a real `enforcer agent` (issue 13): 10 000 Pods
-//! in 1 000 label sets over 10 namespaces, with 1 000 NetworkPolicies.
+//! in 1 000 label sets over 10 namespaces, with 1 000 `NetworkPolicies`.
 //!
 //! Goals: compile + install < 1 s; a pod label change reaches the datapath < 100 ms.
 //!

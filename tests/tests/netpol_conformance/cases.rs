@@ -30,27 +30,75 @@ const FROM_NS_Y: &str = "- from:\n  - namespaceSelector:\n      matchLabels:\n  
 
 fn default_deny() -> Vec<Phase> {
     vec![
-        phase("should support a 'default-deny-ingress' policy", TCP, 80,
-            all_true().expect_peer(Peer::any(), Peer::ns("x"), false))
-            .policy("x", "deny-ingress", DENY_INGRESS),
-        phase("should support a 'default-deny-all' policy", TCP, 80,
-            all_true().expect_peer(Peer::any(), Peer::ns("x"), false).expect_peer(Peer::ns("x"), Peer::any(), false))
-            .policy("x", "deny-all", "podSelector: {}\npolicyTypes:\n- Ingress\n- Egress\n"),
-        phase("should support a 'default-deny-ingress' policy (UDP)", UDP, 80,
-            all_true().expect_peer(Peer::any(), Peer::ns("x"), false))
-            .policy("x", "deny-all", DENY_INGRESS),
-        phase("should support a 'default-deny-ingress' policy (SCTP)", SCTP, 80,
-            all_true().expect_peer(Peer::any(), Peer::ns("x"), false))
-            .policy("x", "deny-all", DENY_INGRESS),
-        phase("should deny egress from pods based on PodSelector", TCP, 80,
-            all_true().expect_all_egress("x/a", false))
-            .policy("x", "deny-egress-pod-a", &format!("{POD_A}policyTypes:\n- Egress\n")),
-        phase("should deny egress from all pods in a namespace", TCP, 80,
-            all_true().expect_peer(Peer::ns("x"), Peer::any(), false))
-            .policy("x", "deny-egress-ns-x", "podSelector: {}\npolicyTypes:\n- Egress\n"),
-        phase("should deny ingress from pods on other namespaces", TCP, 80,
-            all_true().expect_peer(Peer::ns("y"), Peer::ns("x"), false).expect_peer(Peer::ns("z"), Peer::ns("x"), false))
-            .policy("x", "deny-empty-policy", "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- from:\n  - podSelector: {}\n"),
+        phase(
+            "should support a 'default-deny-ingress' policy",
+            TCP,
+            80,
+            all_true().expect_peer(Peer::any(), Peer::ns("x"), false),
+        )
+        .policy("x", "deny-ingress", DENY_INGRESS),
+        phase(
+            "should support a 'default-deny-all' policy",
+            TCP,
+            80,
+            all_true()
+                .expect_peer(Peer::any(), Peer::ns("x"), false)
+                .expect_peer(Peer::ns("x"), Peer::any(), false),
+        )
+        .policy(
+            "x",
+            "deny-all",
+            "podSelector: {}\npolicyTypes:\n- Ingress\n- Egress\n",
+        ),
+        phase(
+            "should support a 'default-deny-ingress' policy (UDP)",
+            UDP,
+            80,
+            all_true().expect_peer(Peer::any(), Peer::ns("x"), false),
+        )
+        .policy("x", "deny-all", DENY_INGRESS),
+        phase(
+            "should support a 'default-deny-ingress' policy (SCTP)",
+            SCTP,
+            80,
+            all_true().expect_peer(Peer::any(), Peer::ns("x"), false),
+        )
+        .policy("x", "deny-all", DENY_INGRESS),
+        phase(
+            "should deny egress from pods based on PodSelector",
+            TCP,
+            80,
+            all_true().expect_all_egress("x/a", false),
+        )
+        .policy(
+            "x",
+            "deny-egress-pod-a",
+            &format!("{POD_A}policyTypes:\n- Egress\n"),
+        ),
+        phase(
+            "should deny egress from all pods in a namespace",
+            TCP,
+            80,
+            all_true().expect_peer(Peer::ns("x"), Peer::any(), false),
+        )
+        .policy(
+            "x",
+            "deny-egress-ns-x",
+            "podSelector: {}\npolicyTypes:\n- Egress\n",
+        ),
+        phase(
+            "should deny ingress from pods on other namespaces",
+            TCP,
+            80,
+            all_true()
+                .expect_peer(Peer::ns("y"), Peer::ns("x"), false)
+                .expect_peer(Peer::ns("z"), Peer::ns("x"), false),
+        )
+        .policy(
+            "x",
+            "deny-empty-policy",
+            "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- from:\n  - podSelector: {}\n",
+        ),
     ]
 }
 
@@ -77,6 +125,11 @@ fn selectors() -> Vec<Phase> {
             .policy("x", "x-a-allows-x-b", &a_ingress("- from:\n  - podSelector:\n      matchExpressions:\n      - key: pod\n        operator: In\n        values:\n        - b\n")),
         phase("should enforce policy based on NamespaceSelector with MatchExpressions", TCP, 80, only_y_to_xa())
             .policy("x", "allow-ns-y-match-selector", &a_ingress("- from:\n  - namespaceSelector:\n      matchExpressions:\n      - key: kubernetes.io/metadata.name\n        operator: In\n        values:\n        - y\n")),
+    ]
+}
+
+fn combined_selectors() -> Vec<Phase> {
+    vec![
         phase("should enforce policy based on PodSelector or NamespaceSelector", TCP, 80,
             all_true().expect("x/c", "x/a", false))
             .policy("x", "allow-ns-y-match-selector", &a_ingress("- from:\n  - namespaceSelector:\n      matchExpressions:\n      - key: kubernetes.io/metadata.name\n        operator: NotIn\n        values:\n        - x\n  - podSelector:\n      matchLabels:\n        pod: b\n")),
@@ -98,7 +151,8 @@ fn selectors() -> Vec<Phase> {
         phase("should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and NamespaceSelector (SCTP)", SCTP, 80,
             all_true().expect_all_ingress("x/a", false).expect("y/a", "x/a", true))
             .policy("x", "allow-ns-y-pod-a-via-namespace-pod-selector", &a_ingress("- from:\n  - namespaceSelector:\n      matchLabels:\n        ns: y\n    podSelector:\n      matchLabels:\n        pod: a\n")),
-        phase("should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using default ns label", TCP, 80, only_y_to_xa())
+        phase("should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using default ns label", TCP, 80,
+            all_true().expect_peer(Peer::ns("x"), Peer::pod("x", "a"), false).expect_peer(Peer::ns("z"), Peer::pod("x", "a"), false))
             .policy("x", "allow-client-a-via-ns-selector-for-immutable-ns-label", &a_ingress("- from:\n  - namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: y\n")),
         phase("should enforce policy based on NamespaceSelector with MatchExpressions using default ns label", TCP, 80,
             all_true().expect_peer(Peer::pod("x", "a"), Peer::ns("y"), false))
@@ -115,41 +169,131 @@ fn ports() -> Vec<Phase> {
             .expect_peer(Peer::ns("y"), Peer::pod("x", "a"), true)
             .expect_peer(Peer::ns("z"), Peer::pod("x", "a"), false)
     };
-    let allow_all = "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- {}\n";
-    let named81 = "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- ports:\n  - port: serve-81-tcp\n";
-    let named80_from_y = a_ingress(&format!("{FROM_NS_Y}  ports:\n  - port: serve-80-tcp\n    protocol: TCP\n"));
-    let egress80 = "podSelector: {}\npolicyTypes:\n- Egress\negress:\n- ports:\n  - port: serve-80-tcp\n";
     vec![
-        phase("should enforce policy based on Ports", TCP, 81, y_to_xa())
-            .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81)),
-        phase("should enforce policy based on Ports (UDP)", UDP, 81, y_to_xa())
-            .policy("x", "allow-ingress-on-port-81-ns-x", &a_ingress(&format!("{FROM_NS_Y}  ports:\n  - port: 81\n    protocol: UDP\n"))),
-        phase("should enforce policy based on Ports (SCTP)", SCTP, 81, y_to_xa())
-            .policy("x", "allow-ingress-on-port-81-ns-x", &a_ingress(&format!("{FROM_NS_Y}  ports:\n  - port: 81\n    protocol: SCTP\n"))),
-        phase("should enforce multiple, stacked policies with overlapping podSelectors (81)", TCP, 81, y_to_xa())
-            .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81)),
-        phase("should enforce multiple, stacked policies with overlapping podSelectors (80 denied)", TCP, 80,
-            all_true().expect_all_ingress("x/a", false))
-            .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81)),
-        phase("should enforce multiple, stacked policies with overlapping podSelectors (80 added)", TCP, 80, y_to_xa())
-            .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81))
-            .policy("x", "allow-client-a-via-ns-selector-80", &a_ingress(&port80)),
-        phase("should support allow-all policy (80)", TCP, 80, all_true()).policy("x", "allow-all", allow_all),
-        phase("should support allow-all policy (81)", TCP, 81, all_true()).policy("x", "allow-all", allow_all),
-        phase("should allow ingress access on one named port (81)", TCP, 81, all_true()).policy("x", "allow-all", named81),
-        phase("should allow ingress access on one named port (80)", TCP, 80,
-            all_true().expect_peer(Peer::any(), Peer::ns("x"), false))
-            .policy("x", "allow-all", named81),
-        phase("should allow ingress access from namespace on one named port (80)", TCP, 80,
-            all_true().expect_peer(Peer::ns("x"), Peer::pod("x", "a"), false).expect_peer(Peer::ns("z"), Peer::pod("x", "a"), false))
-            .policy("x", "allow-client-a-via-ns-selector-80", &named80_from_y),
-        phase("should allow ingress access from namespace on one named port (81)", TCP, 81,
-            all_true().expect_all_ingress("x/a", false))
-            .policy("x", "allow-client-a-via-ns-selector-80", &named80_from_y),
-        phase("should allow egress access on one named port (80)", TCP, 80, all_true()).policy("x", "allow-egress", egress80),
-        phase("should allow egress access on one named port (81)", TCP, 81,
-            all_true().expect_peer(Peer::ns("x"), Peer::any(), false))
-            .policy("x", "allow-egress", egress80),
+        phase("should enforce policy based on Ports", TCP, 81, y_to_xa()).policy(
+            "x",
+            "allow-client-a-via-ns-selector",
+            &a_ingress(&port81),
+        ),
+        phase(
+            "should enforce policy based on Ports (UDP)",
+            UDP,
+            81,
+            y_to_xa(),
+        )
+        .policy(
+            "x",
+            "allow-ingress-on-port-81-ns-x",
+            &a_ingress(&format!(
+                "{FROM_NS_Y}  ports:\n  - port: 81\n    protocol: UDP\n"
+            )),
+        ),
+        phase(
+            "should enforce policy based on Ports (SCTP)",
+            SCTP,
+            81,
+            y_to_xa(),
+        )
+        .policy(
+            "x",
+            "allow-ingress-on-port-81-ns-x",
+            &a_ingress(&format!(
+                "{FROM_NS_Y}  ports:\n  - port: 81\n    protocol: SCTP\n"
+            )),
+        ),
+        phase(
+            "should enforce multiple, stacked policies with overlapping podSelectors (81)",
+            TCP,
+            81,
+            y_to_xa(),
+        )
+        .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81)),
+        phase(
+            "should enforce multiple, stacked policies with overlapping podSelectors (80 denied)",
+            TCP,
+            80,
+            all_true().expect_all_ingress("x/a", false),
+        )
+        .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81)),
+        phase(
+            "should enforce multiple, stacked policies with overlapping podSelectors (80 added)",
+            TCP,
+            80,
+            y_to_xa(),
+        )
+        .policy("x", "allow-client-a-via-ns-selector", &a_ingress(&port81))
+        .policy(
+            "x",
+            "allow-client-a-via-ns-selector-80",
+            &a_ingress(&port80),
+        ),
+    ]
+}
+
+fn named_ports() -> Vec<Phase> {
+    let allow_all = "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- {}\n";
+    let named81 =
+        "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- ports:\n  - port: serve-81-tcp\n";
+    let named80_from_y = a_ingress(&format!(
+        "{FROM_NS_Y}  ports:\n  - port: serve-80-tcp\n    protocol: TCP\n"
+    ));
+    let egress80 =
+        "podSelector: {}\npolicyTypes:\n- Egress\negress:\n- ports:\n  - port: serve-80-tcp\n";
+    vec![
+        phase("should support allow-all policy (80)", TCP, 80, all_true()).policy(
+            "x",
+            "allow-all",
+            allow_all,
+        ),
+        phase("should support allow-all policy (81)", TCP, 81, all_true()).policy(
+            "x",
+            "allow-all",
+            allow_all,
+        ),
+        phase(
+            "should allow ingress access on one named port (81)",
+            TCP,
+            81,
+            all_true(),
+        )
+        .policy("x", "allow-all", named81),
+        phase(
+            "should allow ingress access on one named port (80)",
+            TCP,
+            80,
+            all_true().expect_peer(Peer::any(), Peer::ns("x"), false),
+        )
+        .policy("x", "allow-all", named81),
+        phase(
+            "should allow ingress access from namespace on one named port (80)",
+            TCP,
+            80,
+            all_true()
+                .expect_peer(Peer::ns("x"), Peer::pod("x", "a"), false)
+                .expect_peer(Peer::ns("z"), Peer::pod("x", "a"), false),
+        )
+        .policy("x", "allow-client-a-via-ns-selector-80", &named80_from_y),
+        phase(
+            "should allow ingress access from namespace on one named port (81)",
+            TCP,
+            81,
+            all_true().expect_all_ingress("x/a", false),
+        )
+        .policy("x", "allow-client-a-via-ns-selector-80", &named80_from_y),
+        phase(
+            "should allow egress access on one named port (80)",
+            TCP,
+            80,
+            all_true(),
+        )
+        .policy("x", "allow-egress", egress80),
+        phase(
+            "should allow egress access on one named port (81)",
+            TCP,
+            81,
+            all_true().expect_peer(Peer::ns("x"), Peer::any(), false),
+        )
+        .policy("x", "allow-egress", egress80),
     ]
 }
 
@@ -227,7 +371,9 @@ fn egress_and_both() -> Vec<Phase> {
 }
 
 fn ip_blocks() -> Vec<Phase> {
-    let except = a_egress("- to:\n  - ipBlock:\n      cidr: 0.0.0.0/4\n      except:\n      - 10.10.21.2/32\n");
+    let except = a_egress(
+        "- to:\n  - ipBlock:\n      cidr: 0.0.0.0/4\n      except:\n      - 10.10.21.2/32\n",
+    );
     vec![
         phase("should allow egress access to server in CIDR block", TCP, 80,
             all_true().expect_all_egress("x/a", false).expect("x/a", "y/b", true))
@@ -242,46 +388,114 @@ fn ip_blocks() -> Vec<Phase> {
 }
 
 fn updates() -> Vec<Phase> {
-    let ns2 = a_ingress("- from:\n  - namespaceSelector:\n      matchLabels:\n        ns2: updated\n");
-    let pod2 = a_ingress("- from:\n  - podSelector:\n      matchLabels:\n        pod: b\n        pod2: updated\n");
+    let ns2 =
+        a_ingress("- from:\n  - namespaceSelector:\n      matchLabels:\n        ns2: updated\n");
+    let pod2 = a_ingress(
+        "- from:\n  - podSelector:\n      matchLabels:\n        pod: b\n        pod2: updated\n",
+    );
     let isolated = "podSelector:\n  matchLabels:\n    target: isolated\npolicyTypes:\n- Ingress\n";
     vec![
-        phase("should enforce updated policy (allow all)", TCP, 81, all_true())
-            .policy("x", "allow-all-mutate-to-deny-all", "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- {}\n"),
-        phase("should enforce updated policy (deny all)", TCP, 81,
-            all_true().expect_peer(Peer::any(), Peer::ns("x"), false))
-            .policy("x", "allow-all-mutate-to-deny-all", "podSelector: {}\npolicyTypes:\n- Ingress\n"),
-        phase("should allow ingress access from updated namespace (before)", TCP, 80,
-            all_true().expect_all_ingress("x/a", false))
-            .policy("x", "allow-client-a-via-ns-selector", &ns2),
-        phase("should allow ingress access from updated namespace (after)", TCP, 80,
-            all_true().expect_all_ingress("x/a", false).expect_peer(Peer::ns("y"), Peer::any(), true))
-            .policy("x", "allow-client-a-via-ns-selector", &ns2)
-            .ns_label("y", "ns2", "updated"),
-        phase("should allow ingress access from updated pod (before)", TCP, 80,
-            all_true().expect_all_ingress("x/a", false))
-            .policy("x", "allow-client-a-via-pod-selector", &pod2),
-        phase("should allow ingress access from updated pod (after)", TCP, 80,
-            all_true().expect_all_ingress("x/a", false).expect("x/b", "x/a", true))
-            .policy("x", "allow-client-a-via-pod-selector", &pod2)
-            .pod_label("x/b", "pod2", "updated"),
-        phase("should deny ingress access to updated pod (before)", TCP, 80, all_true())
-            .policy("x", "deny-ingress-via-label-selector", isolated),
-        phase("should deny ingress access to updated pod (after)", TCP, 80,
-            all_true().expect_all_ingress("x/a", false))
-            .policy("x", "deny-ingress-via-label-selector", isolated)
-            .pod_label("x/a", "target", "isolated"),
-        phase("should stop enforcing policies after they are deleted (before)", TCP, 80,
-            all_true().expect_peer(Peer::ns("x"), Peer::any(), false).expect_peer(Peer::any(), Peer::ns("x"), false))
-            .policy("x", "deny-all", "podSelector: {}\npolicyTypes:\n- Ingress\n- Egress\n"),
-        phase("should stop enforcing policies after they are deleted (after)", TCP, 80, all_true()),
+        phase(
+            "should enforce updated policy (allow all)",
+            TCP,
+            81,
+            all_true(),
+        )
+        .policy(
+            "x",
+            "allow-all-mutate-to-deny-all",
+            "podSelector: {}\npolicyTypes:\n- Ingress\ningress:\n- {}\n",
+        ),
+        phase(
+            "should enforce updated policy (deny all)",
+            TCP,
+            81,
+            all_true().expect_peer(Peer::any(), Peer::ns("x"), false),
+        )
+        .policy(
+            "x",
+            "allow-all-mutate-to-deny-all",
+            "podSelector: {}\npolicyTypes:\n- Ingress\n",
+        ),
+        phase(
+            "should allow ingress access from updated namespace (before)",
+            TCP,
+            80,
+            all_true().expect_all_ingress("x/a", false),
+        )
+        .policy("x", "allow-client-a-via-ns-selector", &ns2),
+        phase(
+            "should allow ingress access from updated namespace (after)",
+            TCP,
+            80,
+            all_true().expect_all_ingress("x/a", false).expect_peer(
+                Peer::ns("y"),
+                Peer::any(),
+                true,
+            ),
+        )
+        .policy("x", "allow-client-a-via-ns-selector", &ns2)
+        .ns_label("y", "ns2", "updated"),
+        phase(
+            "should allow ingress access from updated pod (before)",
+            TCP,
+            80,
+            all_true().expect_all_ingress("x/a", false),
+        )
+        .policy("x", "allow-client-a-via-pod-selector", &pod2),
+        phase(
+            "should allow ingress access from updated pod (after)",
+            TCP,
+            80,
+            all_true()
+                .expect_all_ingress("x/a", false)
+                .expect("x/b", "x/a", true),
+        )
+        .policy("x", "allow-client-a-via-pod-selector", &pod2)
+        .pod_label("x/b", "pod2", "updated"),
+        phase(
+            "should deny ingress access to updated pod (before)",
+            TCP,
+            80,
+            all_true(),
+        )
+        .policy("x", "deny-ingress-via-label-selector", isolated),
+        phase(
+            "should deny ingress access to updated pod (after)",
+            TCP,
+            80,
+            all_true().expect_all_ingress("x/a", false),
+        )
+        .policy("x", "deny-ingress-via-label-selector", isolated)
+        .pod_label("x/a", "target", "isolated"),
+        phase(
+            "should stop enforcing policies after they are deleted (before)",
+            TCP,
+            80,
+            all_true()
+                .expect_peer(Peer::ns("x"), Peer::any(), false)
+                .expect_peer(Peer::any(), Peer::ns("x"), false),
+        )
+        .policy(
+            "x",
+            "deny-all",
+            "podSelector: {}\npolicyTypes:\n- Ingress\n- Egress\n",
+        ),
+        phase(
+            "should stop enforcing policies after they are deleted (after)",
+            TCP,
+            80,
+            all_true(),
+        ),
     ]
 }
 
 pub fn all() -> Vec<Phase> {
     let mut v = default_deny();
     v.extend(selectors());
+    v.extend(combined_selectors());
     v.extend(ports());
+    v.extend(named_ports());
     v.extend(protocols());
     v.extend(egress_and_both());
     v.extend(ip_blocks());
