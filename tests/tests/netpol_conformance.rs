@@ -28,6 +28,8 @@ use anyhow::{bail, Context, Result};
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Concurrent `explain` processes.
+const WORKERS: usize = 4;
 
 /// A pod of the model, `ns/pod`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -343,11 +345,33 @@ fn truth_table(got: &BTreeMap<(PodRef, PodRef), bool>, want: &Reachability) -> S
 fn run_phase(bin: &Path, root: &Path, index: usize, p: &Phase) -> Result<String> {
     let dir = root.join(format!("{index:02}"));
     write_phase(&dir, p)?;
+    let pairs: Vec<(PodRef, PodRef)> = PodRef::all()
+        .flat_map(|f| PodRef::all().filter(move |t| *t != f).map(move |t| (f, t)))
+        .collect();
+    // One process per question; a few at a time (they mostly wait on process start-up).
+    let verdicts: Vec<Result<bool>> = std::thread::scope(|s| {
+        let workers: Vec<_> = pairs
+            .chunks(pairs.len().div_ceil(WORKERS))
+            .map(|chunk| {
+                let dir = &dir;
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(f, t)| explain(bin, dir, *f, *t, p))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("explain worker panicked"))
+            .collect()
+    });
     let mut got = BTreeMap::new();
     let mut wrong = Vec::new();
-    for from in PodRef::all() {
-        for to in PodRef::all().filter(|t| *t != from) {
-            let v = explain(bin, &dir, from, to, p)?;
+    for (&(from, to), v) in pairs.iter().zip(verdicts) {
+        {
+            let v = v?;
             if v != p.reach.0[&(from, to)] {
                 wrong.push(format!(
                     "{} -> {} {}/{}: expected {}, got {}",
