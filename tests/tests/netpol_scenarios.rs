@@ -25,7 +25,8 @@ fn scenarios() -> Result<Vec<(String, Scenario)>> {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        if name.starts_with("netpol-") && name.ends_with(".yaml") {
+        let yaml = path.extension().is_some_and(|e| e == "yaml");
+        if name.starts_with("netpol-") && yaml {
             let text = std::fs::read_to_string(&path)?;
             let s = parse_scenario(&name, &text).map_err(|e| anyhow!("{e}"))?;
             out.push((name, s));
