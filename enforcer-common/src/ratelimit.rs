@@ -288,6 +288,8 @@ pub mod rate_stat {
     pub const CONTENDED: u32 = 1;
     /// Packets dropped early by `xdp_uplink` (also counted in `COUNTERS` as `rate_limited`).
     pub const XDP_DROPS: u32 = 2;
+    /// Packets dropped because no bucket could be created for them (bucket table full).
+    pub const NO_BUCKET: u32 = 3;
     pub const COUNT: u32 = 4;
 }
 

@@ -211,8 +211,11 @@ pub fn charge(slot: u32, rule: u32, p: &Packet, segs: u32) -> Charge {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(b) = bucket(&c, rule, &p.src, now, true) else {
-        // The bucket map is full of buckets being created right now: let it through.
-        return Charge::Admit;
+        // No bucket could be created (`RULE_BUCKETS` full, or a new per-source bucket evicted
+        // at once): the limit cannot be checked, so the packet is not admitted (fail closed),
+        // and the miss is counted.
+        stat(rate_stat::NO_BUCKET);
+        return Charge::Drop { report: false };
     };
     refill(b, &c, now);
     let pcost = RateDim::cost(u64::from(segs), MAX_PACKET_COST);

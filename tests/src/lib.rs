@@ -35,6 +35,7 @@ mod cmd;
 pub mod evidence;
 pub mod fixtures;
 pub mod frames;
+pub mod fuzz;
 mod http;
 pub mod live;
 mod load;

@@ -20,7 +20,7 @@ use enforcer_common::{
     maps::names,
     programs,
     ratelimit::{rate_stat, RATE_BUCKET_CAPACITY},
-    DIR_INGRESS, REASON_RATE_LIMITED, VERDICT_DENY,
+    RateBucket, DIR_INGRESS, REASON_RATE_LIMITED, VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{Frame, L4},
@@ -516,4 +516,31 @@ fn live_remote_sources_are_limited_on_the_uplink() {
         "{} of {dropped} drops in XDP",
         stats.xdp_drops
     );
+}
+
+#[test]
+fn a_full_bucket_table_drops_and_counts_instead_of_admitting() {
+    let Some(mut h) = Harness::new() else { return };
+    // Fill `RULE_BUCKETS` with buckets of rules that do not exist.
+    let mut buckets: aya::maps::HashMap<_, u32, RateBucket> = aya::maps::HashMap::try_from(
+        h.dp.ebpf_mut()
+            .map_mut(names::RULE_BUCKETS)
+            .expect("RULE_BUCKETS"),
+    )
+    .expect("hash map");
+    let mut rule = 1_000_000;
+    while buckets.insert(rule, RateBucket::default(), 0).is_ok() {
+        rule += 1;
+    }
+    assert!(rule > 1_000_000, "RULE_BUCKETS took no entry");
+    let before = h.rate_limited();
+    assert_eq!(
+        h.pass_count(&udp("10.10.1.10", 44000, PER_RULE), 1),
+        0,
+        "a per-rule limit without a bucket must not admit"
+    );
+    assert_eq!(h.rate_limited(), before + 1, "counted as rate_limited");
+    assert_eq!(h.per_cpu(names::RATE_STATS, rate_stat::NO_BUCKET), 1);
+    // Flows without a limit are unaffected.
+    assert_eq!(h.pass_count(&udp("10.10.1.10", 44001, UNLIMITED), 1), 1);
 }

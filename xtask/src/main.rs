@@ -8,6 +8,7 @@ mod build;
 mod demo;
 mod deny;
 mod image;
+mod fuzz;
 mod manifests;
 mod reliability;
 mod scenario;
@@ -95,6 +96,16 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz every eBPF program with random and mutated frames (release build); writes the
+    /// figures to RELIABILITY.md section `fuzz`
+    Fuzz {
+        /// Frames to run (each through all four programs)
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seed of the frame generator
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +125,7 @@ fn main() -> ExitCode {
         Command::Demo { args } => demo::demo(&args),
         Command::Soak { updates, crashes } => soak::soak(updates, crashes),
         Command::Bench { names, quick } => bench::bench(&names, quick),
+        Command::Fuzz { frames, seed } => fuzz::fuzz(frames, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
