@@ -96,7 +96,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// Fuzz every eBPF program with random and mutated frames (release build); writes the
+    /// Fuzz every eBPF program with random and mutated frames; writes the
     /// figures to RELIABILITY.md section `fuzz`
     Fuzz {
         /// Frames to run (each through all four programs)

@@ -46,9 +46,10 @@ pub fn section(r: &FuzzReport, command: &str) -> String {
     }
     let _ = writeln!(
         s,
-        "\n\"Refused\": frames `BPF_PROG_TEST_RUN` does not run (shorter than an Ethernet header, \
-         or, for tc, an IPv4 frame whose header is cut). Bad return codes: anything but the \
-         hook's pass/drop."
+        "\n\"Refused\": frames `BPF_PROG_TEST_RUN` returns an error for instead of running the \
+         program (shorter than an Ethernet header; for tc, also frames whose IP header the \
+         kernel cannot pull): no verdict to judge. Bad return codes: anything but the hook's \
+         pass/drop."
     );
     for e in &r.examples {
         let _ = writeln!(s, "\n- {e}");
