@@ -1,8 +1,9 @@
-//! `cargo xtask fuzz`: the long packet-fuzzing run; writes the `fuzz` section of RELIABILITY.md.
+//! `cargo xtask fuzz`: the long packet-fuzzing run; prints (and with `--body`, writes) the body
+//! of the `fuzz` section of RELIABILITY.md.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use enforcer_tests::fuzz;
 
@@ -15,9 +16,9 @@ struct Args {
     /// Seed of the frame generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Write the figures to this file's `fuzz` section.
+    /// Also write the section body to this file.
     #[arg(long)]
-    write: Option<PathBuf>,
+    body: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -29,8 +30,8 @@ fn main() -> Result<()> {
     );
     let section = fuzz::report::section(&report, &command);
     print!("{section}");
-    if let Some(path) = &args.write {
-        fuzz::report::write(path, &section)?;
+    if let Some(path) = &args.body {
+        std::fs::write(path, &section).with_context(|| format!("write {}", path.display()))?;
     }
     if report.wrong() > 0 {
         bail!("{} wrong verdicts", report.wrong());

@@ -1,21 +1,16 @@
-//! The `fuzz` section of RELIABILITY.md, written by the run that measured it.
+//! The body of the `fuzz` section of RELIABILITY.md, made by the run that measured it
+//! (`cargo xtask fuzz` puts it in place).
 
-use std::{fmt::Write as _, path::Path};
-
-use anyhow::{Context, Result};
+use std::fmt::Write as _;
 
 use super::FuzzReport;
 
-const BEGIN: &str = "<!-- section:fuzz -->";
-const END: &str = "<!-- /section:fuzz -->";
-
-/// The section's Markdown (markers included).
+/// The section's Markdown.
 pub fn section(r: &FuzzReport, command: &str) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
     let secs = r.duration.as_secs_f64();
     let mut s = String::new();
-    let _ = writeln!(s, "{BEGIN}");
     let _ = writeln!(s, "## Packet fuzzing (`BPF_PROG_TEST_RUN`)\n");
     let _ = writeln!(
         s,
@@ -54,30 +49,5 @@ pub fn section(r: &FuzzReport, command: &str) -> String {
     for e in &r.examples {
         let _ = writeln!(s, "\n- {e}");
     }
-    let _ = writeln!(s, "{END}");
     s
-}
-
-/// Replace (or append) the section in the file at `path`.
-pub fn write(path: &Path, section: &str) -> Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Reliability\n".into(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if b < e => {
-            format!(
-                "{}{}{}",
-                &old[..b],
-                section.trim_end(),
-                &old[e + END.len()..]
-            )
-        }
-        _ => format!(
-            "{}\n{section}",
-            old.trim_end_matches('\n').to_string() + "\n"
-        ),
-    };
-    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
 }
