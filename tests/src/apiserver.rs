@@ -2,7 +2,8 @@
 //! `--kubernetes` tests (no real API server can run on these machines; the shapes are those of
 //! `tests/fixtures/kube/`, see its README).
 //!
-//! Collections are keyed by their URL path (`/api/v1/pods`). Every change bumps a global
+//! Collections (pods, namespaces, networkpolicies, the enforcer CRDs) are keyed by their URL
+//! path (`/api/v1/pods`). Every change bumps a global
 //! resourceVersion and is kept in an event log that watches replay from their resourceVersion;
 //! [`ApiServer::compact`] forgets the log (a resume then gets `410 Gone`), and
 //! [`ApiServer::drop_connections`] ends every open watch, as an API server restart does.
@@ -25,6 +26,8 @@ use tokio::sync::watch;
 pub const PODS: &str = "/api/v1/pods";
 pub const CLUSTER_FLOW_POLICIES: &str = "/apis/enforcer.dev/v1alpha1/clusterflowpolicies";
 pub const FLOW_POLICIES: &str = "/apis/enforcer.dev/v1alpha1/flowpolicies";
+pub const NAMESPACES: &str = "/api/v1/namespaces";
+pub const NETWORK_POLICIES: &str = "/apis/networking.k8s.io/v1/networkpolicies";
 
 const POD_FIXTURE: &str = include_str!("../fixtures/kube/pod.json");
 const GONE_FIXTURE: &str = include_str!("../fixtures/kube/gone.json");
@@ -57,14 +60,22 @@ fn kind_of(path: &str) -> (&'static str, &'static str, bool) {
     match path {
         PODS => ("Pod", "v1", true),
         CLUSTER_FLOW_POLICIES => ("ClusterFlowPolicy", "enforcer.dev/v1alpha1", false),
+        NAMESPACES => ("Namespace", "v1", false),
+        NETWORK_POLICIES => ("NetworkPolicy", "networking.k8s.io/v1", true),
         _ => ("FlowPolicy", "enforcer.dev/v1alpha1", true),
     }
 }
 
 fn collection(path: &str) -> Option<&'static str> {
-    [PODS, CLUSTER_FLOW_POLICIES, FLOW_POLICIES]
-        .into_iter()
-        .find(|c| *c == path)
+    [
+        PODS,
+        CLUSTER_FLOW_POLICIES,
+        FLOW_POLICIES,
+        NAMESPACES,
+        NETWORK_POLICIES,
+    ]
+    .into_iter()
+    .find(|c| *c == path)
 }
 
 fn query(req: &Request<hyper::body::Incoming>) -> BTreeMap<String, String> {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use enforcer_tests::apiserver::{
-    self, cluster_flow_policy, pod, ApiServer, CLUSTER_FLOW_POLICIES, PODS,
+    self, cluster_flow_policy, pod, ApiServer, CLUSTER_FLOW_POLICIES, NAMESPACES, NETWORK_POLICIES,
+    PODS,
 };
 use enforcer_tests::{
     cluster::{AgentProcess, WorkDir},
@@ -50,6 +51,10 @@ fn api_ingress() -> Value {
 /// Pods web-0, api-0 and batch-0 on node n1, their Pod objects in the stand-in, api-ingress
 /// applied, and the agent started with `--kubernetes` (ready = watches synced).
 fn env(tag: &str) -> Result<Env> {
+    env_with(tag, true)
+}
+
+fn env_with(tag: &str, api_ingress_policy: bool) -> Result<Env> {
     let topo = Topology::builder()
         .pod("web-0", "n1", &[ip(WEB)])
         .pod("api-0", "n1", &[ip(API)])
@@ -71,7 +76,16 @@ fn env(tag: &str) -> Result<Env> {
         PODS,
         pod("team-b", "batch-0", &[("app", "batch")], &[BATCH]),
     );
-    api.put(CLUSTER_FLOW_POLICIES, api_ingress());
+    if api_ingress_policy {
+        api.put(CLUSTER_FLOW_POLICIES, api_ingress());
+    }
+    for ns in ["default", "team-b"] {
+        api.put(
+            NAMESPACES,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}),
+        );
+    }
     let kubeconfig = work.0.join("kubeconfig");
     std::fs::write(&kubeconfig, apiserver::kubeconfig(api.addr))?;
     let kubeconfig = kubeconfig.display().to_string();
@@ -307,5 +321,56 @@ fn converges_after_gone_and_dropped_connections() -> Result<()> {
         "watches were not resumed: {:?}",
         env.api.requests()
     );
+    Ok(())
+}
+
+fn network_policy(name: &str, from: &Value) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "default", "generation": 1},
+        "spec": {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": from, "ports": [{"protocol": "TCP", "port": 8080}]}]},
+    })
+}
+
+#[test]
+fn network_policies_and_namespaces_from_the_api() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let env = env_with("kube-netpol", false)?;
+    // Nothing isolates api yet.
+    env.expect("batch-0", true, Instant::now(), WITHIN)?;
+    let t = Instant::now();
+    let web = json!([{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "web"}}}]);
+    env.api
+        .put(NETWORK_POLICIES, network_policy("api-from-web", &web));
+    let took = env.expect("batch-0", false, t, WITHIN)?;
+    println!("NetworkPolicy applied → batch (team-b) denied in {took:?}");
+    env.expect("web-0", true, Instant::now(), WITHIN)?;
+    // A namespaceSelector peer admits every pod of team-b.
+    let t = Instant::now();
+    let team_b =
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-b"}}}]);
+    env.api
+        .put(NETWORK_POLICIES, network_policy("api-from-team-b", &team_b));
+    let took = env.expect("batch-0", true, t, WITHIN)?;
+    println!("namespaceSelector peer → allowed in {took:?}");
+    // Relabel the namespace: it no longer matches → denied again.
+    let t = Instant::now();
+    env.api.put(NAMESPACES, json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "team-b", "labels": {"kubernetes.io/metadata.name": "team-b", "x": "y"}}}));
+    env.api.put(
+        NETWORK_POLICIES,
+        network_policy(
+            "api-from-team-b",
+            &json!([{"namespaceSelector": {"matchLabels": {"x": "z"}}}]),
+        ),
+    );
+    env.expect("batch-0", false, t, WITHIN)?;
+    env.api.delete(NETWORK_POLICIES, "default/api-from-web");
+    env.api.delete(NETWORK_POLICIES, "default/api-from-team-b");
+    env.expect("batch-0", true, Instant::now(), WITHIN)?;
     Ok(())
 }

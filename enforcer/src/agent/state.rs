@@ -29,7 +29,8 @@ pub struct Documents {
     pub dir_saved: bool,
     /// Applied with the CLI (persisted in the state dir).
     pub cli: PolicySet,
-    /// From the Kubernetes API (`--kubernetes`): pods as Workloads, `ClusterFlowPolicies`.
+    /// From the Kubernetes API (`--kubernetes`): Pods, Namespaces, `NetworkPolicies`, and the
+    /// enforcer CRDs as `FlowPolicies`.
     pub cluster: Vec<Document>,
 }
 
@@ -46,12 +47,12 @@ impl Documents {
         }));
         let taken: std::collections::HashSet<(&str, String)> = docs
             .iter()
-            .map(|d| (d.kind(), d.name().to_owned()))
+            .map(|d| (d.kind(), d.key().to_string()))
             .collect();
         let cluster = self.cluster.iter();
         docs.extend(
             cluster
-                .filter(|d| !taken.contains(&(d.kind(), d.name().to_owned())))
+                .filter(|d| !taken.contains(&(d.kind(), d.key().to_string())))
                 .cloned()
                 .collect::<Vec<_>>(),
         );

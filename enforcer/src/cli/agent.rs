@@ -37,8 +37,8 @@ pub struct AgentArgs {
     /// How tc programs are attached [default: auto: tcx if the kernel has it, else legacy tc].
     #[arg(long, value_enum, env = "ENFORCER_TC_ATTACH")]
     pub tc_attach: Option<crate::datapath::TcAttach>,
-    /// Take pods (as workloads) and cluster flow policies from the Kubernetes API (in-cluster
-    /// config unless --kubeconfig), and write the policies' status.
+    /// Take pods, namespaces, network policies and flow policies from the Kubernetes API
+    /// (in-cluster config unless --kubeconfig), and write the flow policies' status.
     #[arg(long)]
     pub kubernetes: bool,
     /// Kubeconfig file for --kubernetes (default: the in-cluster service account).

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::crd::{ClusterFlowPolicy, FlowPolicySpec};
+use super::crd::{ClusterFlowPolicy, FlowPolicy, FlowPolicySpec};
 use crate::policy::{parse::parse_documents, Document, PolicyErrors};
 
 /// Where a converted document came from, for error messages (`kind/namespace/name`).
@@ -22,7 +22,33 @@ pub fn cluster_flow_policy(policy: &ClusterFlowPolicy) -> Result<Document, Polic
     flow_policy_document(
         &origin("ClusterFlowPolicy", None, name),
         name,
+        None,
         &policy.spec.0,
+    )
+}
+
+/// The engine document of a namespaced `FlowPolicy`: an enforcer/v1 `FlowPolicy` of that
+/// namespace (its selectors and services reach only that namespace's workloads).
+pub fn namespaced_flow_policy(policy: &FlowPolicy) -> Result<Document, PolicyErrors> {
+    let name = policy.metadata.name.as_deref().unwrap_or_default();
+    let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
+    flow_policy_document(
+        &origin("FlowPolicy", Some(ns), name),
+        name,
+        Some(ns),
+        &policy.spec,
+    )
+}
+
+/// A Kubernetes object (`Namespace`, `NetworkPolicy`) through the engine's parser.
+pub fn object<K: kube::Resource<DynamicType = ()> + Serialize>(
+    object: &K,
+) -> Result<Document, PolicyErrors> {
+    let meta = object.meta();
+    let name = meta.name.as_deref().unwrap_or_default();
+    one_document(
+        &origin(&K::kind(&()), meta.namespace.as_deref(), name),
+        object,
     )
 }
 
@@ -30,14 +56,19 @@ pub fn cluster_flow_policy(policy: &ClusterFlowPolicy) -> Result<Document, Polic
 pub fn flow_policy_document(
     origin: &str,
     name: &str,
+    namespace: Option<&str>,
     spec: &FlowPolicySpec,
 ) -> Result<Document, PolicyErrors> {
+    let mut metadata = json!({"name": name});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
     one_document(
         origin,
         &json!({
             "apiVersion": "enforcer/v1",
             "kind": "FlowPolicy",
-            "metadata": {"name": name},
+            "metadata": metadata,
             "spec": spec,
         }),
     )

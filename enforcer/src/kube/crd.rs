@@ -242,7 +242,7 @@ pub struct Condition {
     pub observed_generation: i64,
     /// RFC 3339.
     pub last_transition_time: String,
-    /// `Accepted`, `Invalid` or `Unsupported`.
+    /// `Accepted` or `Invalid`.
     pub reason: String,
     pub message: String,
 }

@@ -1,113 +1,102 @@
-//! Pods → enforcer/v1 `Workload` documents: a pod's identity is the value of its service label
-//! (`app.kubernetes.io/name`, else `app`), its addresses are `status.podIPs`.
+//! Pods → the v1 Pod documents the policy engine parses (its identity model: namespace, labels,
+//! named ports, `status.podIPs`; host-network pods are `host`).
 //!
-//! Skipped: pods without an address, on the host network (their address is the node's: `host`),
-//! finished (`Succeeded`/`Failed`: the address may already be another pod's) or without a
-//! service label. When two pods report the same address (a recycled IP whose old pod object
-//! lingers), the newest pod holds it, so a new pod never inherits the old one's identity.
+//! Before that, two things only the API's view can settle: finished pods (`Succeeded`/`Failed`)
+//! are left out, since their address may already be another pod's; and when two pod objects
+//! report the same address (a recycled IP whose old pod object lingers), the newest pod holds
+//! it and the address is removed from the others, so a new pod never inherits the old one's
+//! identity.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::json;
+use serde_json::{json, Value};
 use tracing::debug;
 
 use super::convert::{one_document, origin};
 use crate::policy::Document;
 
-/// Labels whose value is a pod's service, in order.
-pub const SERVICE_LABELS: &[&str] = &["app.kubernetes.io/name", "app"];
-
-/// One pod's identity and addresses, before address conflicts are settled.
-struct Candidate<'a> {
-    pod: &'a Pod,
-    service: &'a str,
-    addresses: Vec<IpAddr>,
+fn running(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-fn candidate(pod: &Pod) -> Option<Candidate<'_>> {
-    let spec = pod.spec.as_ref()?;
-    let status = pod.status.as_ref()?;
-    if spec.host_network == Some(true) {
-        return None;
-    }
-    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-        return None;
-    }
-    let labels = pod.metadata.labels.as_ref()?;
-    let service = SERVICE_LABELS.iter().find_map(|l| labels.get(*l))?;
-    let mut addresses: Vec<IpAddr> = status
+fn addresses(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpAddr> = status
         .pod_ips
         .iter()
         .flatten()
-        .filter_map(|ip| ip.ip.parse().ok())
+        .map(|ip| ip.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
         .collect();
-    if addresses.is_empty() {
-        addresses.extend(
-            status
-                .pod_ip
-                .as_deref()
-                .and_then(|ip| ip.parse::<IpAddr>().ok()),
-        );
-    }
-    addresses.dedup();
-    (!addresses.is_empty()).then_some(Candidate {
-        pod,
-        service,
-        addresses,
-    })
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
-/// Newest first: by creation time, then by name for a stable order.
+fn host_network(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.host_network) == Some(true)
+}
+
+/// Newest first: by creation time, then by namespace and name for a stable order.
 fn newer(a: &Pod, b: &Pod) -> bool {
     let key = |p: &Pod| {
         (
             p.metadata.creation_timestamp.clone().map(|t| t.0),
+            p.metadata.namespace.clone(),
             p.metadata.name.clone(),
         )
     };
     key(a) > key(b)
 }
 
-/// The Workload documents of `pods`; a pod the engine rejects is logged and skipped.
-pub fn workloads<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Document> {
-    let candidates: Vec<Candidate<'_>> = pods.into_iter().filter_map(candidate).collect();
+/// The Pod documents of `pods`; a pod the engine rejects is logged and left out.
+pub fn documents<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<Document> {
+    let pods: Vec<&Pod> = pods.into_iter().filter(|p| running(p)).collect();
     let mut holder: HashMap<IpAddr, usize> = HashMap::new();
-    for (i, c) in candidates.iter().enumerate() {
-        for addr in &c.addresses {
-            let entry = holder.entry(*addr).or_insert(i);
-            if newer(c.pod, candidates[*entry].pod) {
+    for (i, pod) in pods.iter().enumerate() {
+        if host_network(pod) {
+            continue; // the node's addresses
+        }
+        for addr in addresses(pod) {
+            let entry = holder.entry(addr).or_insert(i);
+            if newer(pod, pods[*entry]) {
                 *entry = i;
             }
         }
     }
-    let mut docs = BTreeMap::new();
-    for (i, c) in candidates.iter().enumerate() {
-        let addresses: Vec<String> = c
-            .addresses
-            .iter()
-            .filter(|a| holder.get(a) == Some(&i))
-            .map(ToString::to_string)
-            .collect();
-        if addresses.is_empty() {
-            continue;
-        }
-        let ns = c.pod.metadata.namespace.as_deref().unwrap_or("default");
-        let pod = c.pod.metadata.name.as_deref().unwrap_or_default();
-        let name = format!("{ns}.{pod}");
-        let doc = json!({
-            "apiVersion": "enforcer/v1",
-            "kind": "Workload",
-            "metadata": {"name": name},
-            "spec": {"service": c.service, "addresses": addresses},
-        });
-        match one_document(&origin("Pod", Some(ns), pod), &doc) {
-            Ok(doc) => {
-                docs.insert(name, doc);
+    let mut docs = Vec::with_capacity(pods.len());
+    for (i, pod) in pods.iter().enumerate() {
+        let mut value = match serde_json::to_value(pod) {
+            Ok(v) => v,
+            Err(e) => {
+                debug!("pod not serializable: {e}");
+                continue;
             }
-            Err(e) => debug!("pod skipped: {e}"),
+        };
+        if !host_network(pod) {
+            let held: Vec<Value> = addresses(pod)
+                .into_iter()
+                .filter(|a| holder.get(a) == Some(&i))
+                .map(|a| json!({"ip": a.to_string()}))
+                .collect();
+            value["status"]["podIP"] = held.first().map_or(Value::Null, |a| a["ip"].clone());
+            value["status"]["podIPs"] = Value::Array(held);
+        }
+        if let Some(meta) = value["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        let ns = pod.metadata.namespace.as_deref();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        match one_document(&origin("Pod", ns, name), &value) {
+            Ok(doc) => docs.push(doc),
+            Err(e) => debug!("pod left out: {e}"),
         }
     }
-    docs.into_values().collect()
+    docs
 }

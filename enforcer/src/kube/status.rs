@@ -36,20 +36,13 @@ impl Verdict {
         }
     }
 
-    /// Namespaced `FlowPolicies` need identities scoped to namespaces, which the policy engine
-    /// does not have yet: refused rather than applied cluster-wide.
-    pub fn namespaced_unsupported(policy: &FlowPolicy) -> Verdict {
+    pub fn namespaced(policy: &FlowPolicy, error: Option<PolicyErrors>) -> Verdict {
         Verdict {
             kind: "FlowPolicy",
             namespace: policy.namespace(),
             name: policy.name_any(),
             generation: policy.metadata.generation.unwrap_or_default(),
-            rejected: Some((
-                "Unsupported",
-                "namespaced FlowPolicy is not enforced yet (the policy engine has no \
-                 namespace-scoped identities); use a ClusterFlowPolicy"
-                    .into(),
-            )),
+            rejected: error.map(|e| ("Invalid", e.to_string())),
         }
     }
 

@@ -113,7 +113,7 @@ fn every_scenario_flow_policy_converts_to_the_same_document() {
             let name = policy["metadata"]["name"].as_str().unwrap();
             let spec: FlowPolicySpec = serde_yaml_ng::from_value(policy["spec"].clone())
                 .unwrap_or_else(|e| panic!("{}: {name}: not a CRD spec: {e}", path.display()));
-            let converted = flow_policy_document("crd", name, &spec)
+            let converted = flow_policy_document("crd", name, None, &spec)
                 .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
             let original = original.pop().unwrap();
             assert!(

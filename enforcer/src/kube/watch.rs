@@ -1,5 +1,6 @@
-//! `enforcer agent --kubernetes`: kube-rs watchers (reflectors with backoff) of Pods and the
-//! enforcer CRDs feed the agent the same documents the policy directory would. Any event marks
+//! `enforcer agent --kubernetes`: kube-rs watchers (reflectors with backoff) of Pods,
+//! Namespaces, `NetworkPolicies` and the enforcer CRDs feed the agent the same documents the
+//! policy directory would. Any event marks
 //! the state dirty; one sync task converts the stores into documents, installs them through the
 //! agent's normal path and writes the CRDs' status.
 //!
@@ -13,7 +14,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -32,6 +34,8 @@ use crate::agent::Agent;
 #[derive(Clone)]
 pub struct Stores {
     pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub network_policies: Store<NetworkPolicy>,
     pub cluster_policies: Store<ClusterFlowPolicy>,
     pub policies: Store<FlowPolicy>,
 }
@@ -105,11 +109,18 @@ pub async fn run(client: Client, agent: Arc<Agent>, node: String) -> Result<()> 
     let dirty = Arc::new(Notify::new());
     let stores = Stores {
         pods: reflect(&client, "pods", &agent, &dirty),
+        namespaces: reflect(&client, "namespaces", &agent, &dirty),
+        network_policies: reflect(&client, "networkpolicies", &agent, &dirty),
         cluster_policies: reflect(&client, "clusterflowpolicies", &agent, &dirty),
         policies: reflect(&client, "flowpolicies", &agent, &dirty),
     };
     for (name, ready) in [
         ("pods", stores.pods.wait_until_ready().await),
+        ("namespaces", stores.namespaces.wait_until_ready().await),
+        (
+            "networkpolicies",
+            stores.network_policies.wait_until_ready().await,
+        ),
         (
             "clusterflowpolicies",
             stores.cluster_policies.wait_until_ready().await,
@@ -132,7 +143,23 @@ pub async fn run(client: Client, agent: Arc<Agent>, node: String) -> Result<()> 
 /// Convert the stores and install the result; then report each policy's verdict in its status.
 async fn sync(agent: &Arc<Agent>, stores: &Stores, status: &mut StatusWriter) -> Result<()> {
     let pod_objects = stores.pods.state();
-    let mut docs = pods::workloads(pod_objects.iter().map(AsRef::as_ref));
+    let mut docs = pods::documents(pod_objects.iter().map(AsRef::as_ref));
+    let namespaces = stores
+        .namespaces
+        .state()
+        .into_iter()
+        .map(|n| convert::object(&*n));
+    let netpols = stores
+        .network_policies
+        .state()
+        .into_iter()
+        .map(|n| convert::object(&*n));
+    for doc in namespaces.chain(netpols) {
+        match doc {
+            Ok(doc) => docs.push(doc),
+            Err(e) => warn!("left out: {e}"),
+        }
+    }
     let mut verdicts = Vec::new();
     for policy in stores.cluster_policies.state() {
         let result = convert::cluster_flow_policy(&policy);
@@ -142,7 +169,11 @@ async fn sync(agent: &Arc<Agent>, stores: &Stores, status: &mut StatusWriter) ->
         verdicts.push(super::status::Verdict::cluster(&policy, result.err()));
     }
     for policy in stores.policies.state() {
-        verdicts.push(super::status::Verdict::namespaced_unsupported(&policy));
+        let result = convert::namespaced_flow_policy(&policy);
+        if let Ok(doc) = &result {
+            docs.push(doc.clone());
+        }
+        verdicts.push(super::status::Verdict::namespaced(&policy, result.err()));
     }
     let a = agent.clone();
     let generation = tokio::task::spawn_blocking(move || a.set_cluster_documents(docs)).await??;
