@@ -15,7 +15,7 @@ use crate::{
     client,
     policy::{
         lint::{lint, sarif, suppress, usage::RuleUsage, Finding, LintConfig, Severity, Usage},
-        Document, PolicySet,
+        report, Document, PolicySet,
     },
 };
 
@@ -78,6 +78,47 @@ pub fn run(socket: &Path, args: &LintArgs) -> Result<bool> {
     };
     print!("{}", render(&findings, suppressed, args.output)?);
     Ok(!findings.iter().any(|f| f.severity >= args.fail_on))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    Md,
+}
+
+/// `policy report`: the graph of the files, or of the agent's policy with its observed flows.
+pub fn report(socket: &Path, files: &[PathBuf], format: ReportFormat) -> Result<()> {
+    let mut r = if files.is_empty() {
+        let docs: Vec<Document> =
+            serde_json::from_value(client::call(socket, &Request::Get { name: None })?)?;
+        let set = PolicySet::from_documents(docs).map_err(|e| anyhow!("{e}"))?;
+        let mut r = report::build(&set);
+        let events: Vec<crate::api::FlowEvent> = serde_json::from_value(client::call(
+            socket,
+            &Request::Flows {
+                follow: false,
+                verdict: None,
+                service: None,
+                limit: None,
+            },
+        )?)?;
+        let seen = events
+            .iter()
+            .filter(|e| e.verdict != "denied")
+            .map(|e| (e.src_identity.clone(), e.dst_identity.clone()))
+            .collect();
+        report::observe(&mut r, &seen);
+        r
+    } else {
+        report::build(&super::policy::load_set(files)?)
+    };
+    r.edges
+        .sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    match format {
+        ReportFormat::Html => print!("{}", report::html::render(&r)?),
+        ReportFormat::Md => print!("{}", report::markdown::render(&r)),
+    }
+    Ok(())
 }
 
 /// The agent's counters as lint reads them.

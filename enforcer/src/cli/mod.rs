@@ -159,6 +159,15 @@ pub enum PolicyCommand {
     /// Least-privilege findings (shadowed, over-broad, unused rules, exposure), for CI:
     /// exit 1 when a finding reaches --fail-on.
     Lint(lint::LintArgs),
+    /// The service graph with exposure (who reaches each service, blast radius), as a
+    /// self-contained HTML page or Markdown.
+    Report {
+        /// Policy files (default: the agent's policy in force and its observed flows).
+        #[arg(short, long)]
+        file: Vec<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "html")]
+        output: lint::ReportFormat,
+    },
     /// Draw the service graph the policy allows.
     Graph {
         /// Policy files (default: the agent's policy in force).
@@ -249,6 +258,7 @@ fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {
         PolicyCommand::Diff { file } => return Ok(!policy::diff(socket, &file)?),
         PolicyCommand::Check { file } => policy::check(&file)?,
         PolicyCommand::Lint(args) => return lint::run(socket, &args),
+        PolicyCommand::Report { file, output } => lint::report(socket, &file, output)?,
         PolicyCommand::Explain {
             from,
             to,

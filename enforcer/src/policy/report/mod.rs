@@ -203,3 +203,6 @@ pub fn observe(report: &mut Report, flows: &BTreeSet<(String, String)>) {
         .cloned()
         .collect();
 }
+
+#[cfg(test)]
+mod tests;
