@@ -112,6 +112,9 @@ pub struct Status {
     pub not_ready: Vec<String>,
     /// How the tc programs are attached: tcx, or netlink (legacy tc, kernels without tcx).
     pub tc_attach: crate::datapath::TcAttachMode,
+    /// Problems that leave the agent ready: a configured uplink that does not exist.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -63,51 +63,86 @@ pub struct AgentProcess {
     pub bpffs: PathBuf,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// The arguments after `enforcer agent`, kept for [`AgentProcess::restart`].
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl AgentProcess {
-    /// Start `enforcer agent` in `node`'s namespace and wait until it answers `status`.
+    /// Start `enforcer agent` in `node`'s namespace with the harness's flags (pod interface glob,
+    /// uplink, socket, bpffs, state dir and metrics address, all under `work` or unique to the
+    /// topology) and `extra`, and wait until it answers `status`. A flag given in `extra`
+    /// replaces the harness's (e.g. `--uplink nosuch0`).
     pub fn start(topo: &Topology, node: &str, work: &Path, extra: &[&str]) -> Result<AgentProcess> {
-        let bin = enforcer_bin()?;
+        let mut a = Self::unstarted(topo, node, work);
+        let defaults = [
+            ("--interfaces", crate::HOST_IF_GLOB.to_string()),
+            ("--uplink", crate::UPLINK_IFNAME.to_string()),
+            ("--socket", a.socket.display().to_string()),
+            ("--bpffs", a.bpffs.display().to_string()),
+            ("--state-dir", a.state_dir.display().to_string()),
+            ("--metrics-addr", "127.0.0.1:9963".to_string()),
+        ];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                a.args.extend([flag.to_string(), value]);
+            }
+        }
+        a.args.extend(extra.iter().map(ToString::to_string));
+        if let Some(i) = extra.iter().position(|f| *f == "--socket") {
+            a.socket = PathBuf::from(extra.get(i + 1).copied().unwrap_or_default());
+        }
+        if let Some(i) = extra.iter().position(|f| *f == "--bpffs") {
+            a.bpffs = PathBuf::from(extra.get(i + 1).copied().unwrap_or_default());
+        }
+        a.spawn(topo)?;
+        Ok(a)
+    }
+
+    /// Start `enforcer agent ARGS` exactly as given (for config-file tests): `socket` and
+    /// `bpffs` are where `args` (or its config file) put them.
+    pub fn start_raw(
+        topo: &Topology,
+        node: &str,
+        work: &Path,
+        args: &[&str],
+        (socket, bpffs): (PathBuf, PathBuf),
+    ) -> Result<AgentProcess> {
+        let mut a = Self::unstarted(topo, node, work);
+        a.args = args.iter().map(ToString::to_string).collect();
+        a.socket = socket;
+        a.bpffs = bpffs;
+        a.spawn(topo)?;
+        Ok(a)
+    }
+
+    /// The paths of an agent of `topo` on `node` under `work`, not started.
+    fn unstarted(topo: &Topology, node: &str, work: &Path) -> AgentProcess {
         let tag = format!("{}-{node}", topo.prefix());
-        let mut a = AgentProcess {
+        AgentProcess {
             node: node.to_string(),
             socket: work.join(format!("{node}.sock")),
             bpffs: PathBuf::from("/sys/fs/bpf").join(format!("enforcer-test-{tag}")),
             state_dir: work.join(format!("{node}-state")),
             log: work.join(format!("{node}-agent.log")),
+            args: Vec::new(),
             child: None,
-        };
-        a.spawn(topo, &bin, extra)?;
-        Ok(a)
+        }
     }
 
-    fn spawn(&mut self, topo: &Topology, bin: &Path, extra: &[&str]) -> Result<()> {
+    fn spawn(&mut self, topo: &Topology) -> Result<()> {
+        let bin = enforcer_bin()?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
         let bin = bin.to_str().context("binary path is not UTF-8")?;
         let mut cmd = topo.node_command(&self.node, bin)?;
-        cmd.args([
-            "agent",
-            "--interfaces",
-            crate::HOST_IF_GLOB,
-            "--uplink",
-            crate::UPLINK_IFNAME,
-        ])
-        .arg("--socket")
-        .arg(&self.socket)
-        .arg("--bpffs")
-        .arg(&self.bpffs)
-        .arg("--state-dir")
-        .arg(&self.state_dir)
-        .args(["--metrics-addr", "127.0.0.1:9963"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        cmd.arg("agent")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         self.child = Some(cmd.spawn().context("starting enforcer agent")?);
         self.wait_ready(ready_timeout())
     }
@@ -208,11 +243,12 @@ impl AgentProcess {
         Ok(())
     }
 
-    /// SIGKILL, then start a new agent on the same pins and state.
+    /// SIGKILL, then start a new agent on the same pins and state, with the same arguments and
+    /// `extra`.
     pub fn restart(&mut self, topo: &Topology, extra: &[&str]) -> Result<()> {
         self.kill()?;
-        let bin = enforcer_bin()?;
-        self.spawn(topo, &bin, extra)
+        self.args.extend(extra.iter().map(ToString::to_string));
+        self.spawn(topo)
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -40,6 +40,7 @@ mod http;
 pub mod live;
 mod load;
 pub mod netns;
+pub mod one_node;
 mod probe;
 pub mod ratelimit_bench;
 mod server;

@@ -3,7 +3,6 @@
 
 use std::{
     net::IpAddr,
-    process::Output,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -15,7 +14,8 @@ use anyhow::Result;
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     fixtures::{API_INGRESS_TCP_8080, BAD_PORT_POLICY, WEB_API_WORKLOADS},
-    probe_tcp, spawn_tcp_echo, ProbeOptions, StreamOptions, TcpEchoStream, Topology, ANY,
+    one_node::{text, OneNode as Env},
+    probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
 };
 
 const WORKLOADS: &str = WEB_API_WORKLOADS;
@@ -28,72 +28,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
-struct Env {
-    topo: Topology,
-    work: WorkDir,
-    agent: AgentProcess,
-    web_ns: String,
-    _servers: Vec<enforcer_tests::TcpEchoServer>,
-}
-
 fn env(tag: &str) -> Result<Env> {
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
-    let work = WorkDir::new(tag)?;
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-    let api_ns = topo.pod_netns("api-0")?.to_string();
-    let servers = vec![
-        spawn_tcp_echo(&api_ns, ANY, 8080)?,
-        spawn_tcp_echo(&api_ns, ANY, 9090)?,
-    ];
-    let web_ns = topo.pod_netns("web-0")?.to_string();
-    agent.apply("workloads.yaml", WORKLOADS)?;
-    Ok(Env {
-        topo,
-        work,
-        agent,
-        web_ns,
-        _servers: servers,
-    })
-}
-
-impl Env {
-    /// Run the real CLI against the agent.
-    fn cli(&self, args: &[&str]) -> Result<Output> {
-        let bin = enforcer_bin()?;
-        let mut cmd = self
-            .topo
-            .node_command("n1", bin.to_str().unwrap_or("enforcer"))?;
-        cmd.arg("--socket").arg(&self.agent.socket).args(args);
-        Ok(cmd.output()?)
-    }
-
-    fn write(&self, name: &str, text: &str) -> Result<String> {
-        let p = self.work.0.join(name);
-        std::fs::write(&p, text)?;
-        Ok(p.display().to_string())
-    }
-
-    /// An allowed connection web-0 → api-0:8080 streaming echo round trips every 20 ms; a round
-    /// trip slower than `timeout` ends it.
-    fn stream_to_api(&self, timeout: Duration) -> Result<TcpEchoStream> {
-        TcpEchoStream::start(
-            &self.web_ns,
-            "10.10.2.10:8080".parse()?,
-            &StreamOptions {
-                interval: Duration::from_millis(20),
-                timeout,
-                source: None,
-            },
-        )
-    }
-
-    fn reaches(&self, port: u16) -> Result<bool> {
-        let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
-        Ok(probe_tcp(&self.web_ns, format!("10.10.2.10:{port}").parse()?, &opts)?.is_answered())
-    }
+    Env::start(tag, &[])
 }
 
 /// Attempts a denied TCP connection over and over on a thread, counting any that get through.
@@ -146,14 +82,6 @@ impl Attacker {
             self.leaked.load(Ordering::SeqCst),
         )
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

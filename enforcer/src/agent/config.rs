@@ -72,12 +72,45 @@ impl AgentConfig {
     }
 }
 
+/// `resync`: a positive number of seconds. Zero would stop reconciling altogether (there is no
+/// "off"), a negative or huge value is no duration: both are config errors.
 mod secs {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{de::Error as _, Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        f64::deserialize(d).map(Duration::from_secs_f64)
+        let v = f64::deserialize(d)?;
+        if v.is_nan() || v <= 0.0 {
+            return Err(D::Error::custom(format!(
+                "resync must be a positive number of seconds (got {v}; there is no \"off\")"
+            )));
+        }
+        Duration::try_from_secs_f64(v)
+            .map_err(|e| D::Error::custom(format!("resync {v} seconds: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn resync_must_be_a_positive_duration() {
+        assert_eq!(
+            parse("resync: 0.5").map(|c| c.resync),
+            Ok(Duration::from_millis(500))
+        );
+        for bad in ["resync: 0", "resync: -1", "resync: .nan", "resync: 1e300"] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains("resync"), "{bad}: {err}");
+        }
+        assert!(parse("resync: 0")
+            .expect_err("0")
+            .contains("there is no \"off\""));
     }
 }

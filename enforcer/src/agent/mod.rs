@@ -63,6 +63,10 @@ pub struct Inner {
     pub attach_errors: BTreeMap<String, String>,
     /// Why the agent is not ready, besides attach errors.
     pub health: Health,
+    /// The configured uplink, while it does not exist: warned about and shown by `status`, but
+    /// not a readiness failure (the pods' veths enforce the policy without it; only the early
+    /// XDP drops of traffic from other nodes are missing).
+    pub missing_uplink: Option<String>,
 }
 
 /// The agent, shared by its tasks.
@@ -111,6 +115,7 @@ impl Agent {
             attached: BTreeMap::new(),
             attach_errors: BTreeMap::new(),
             health,
+            missing_uplink: None,
         };
         let agent = Arc::new(Agent {
             config,
@@ -263,12 +268,14 @@ impl Agent {
             .retain(|name, _| present.contains_key(name));
         if let Some(uplink) = &self.config.uplink {
             if present.contains_key(uplink) {
-                inner.attach_errors.remove(uplink);
-            } else if !inner.attach_errors.contains_key(uplink) {
-                warn!(interface = %uplink, "the uplink interface does not exist");
-                inner
-                    .attach_errors
-                    .insert(uplink.clone(), "no such interface".into());
+                inner.missing_uplink = None;
+            } else if inner.missing_uplink.is_none() {
+                warn!(
+                    interface = %uplink,
+                    "the uplink interface does not exist: no early XDP drops of traffic from \
+                     other nodes (the pod interfaces still enforce the policy)"
+                );
+                inner.missing_uplink = Some(uplink.clone());
             }
         }
         // Forget vanished interfaces (their links died with them).
@@ -583,6 +590,7 @@ impl Agent {
             bpffs: self.config.bpffs.display().to_string(),
             not_ready: inner.health.reasons(&inner.attach_errors, generation),
             tc_attach: inner.dp.tc_attach_mode(),
+            warnings: warnings(&inner),
         })
     }
 }
@@ -612,4 +620,19 @@ pub fn map_usage(dp: &Datapath) -> Vec<MapUsage> {
 pub fn uninstall(bpffs: &Path) -> Result<()> {
     crate::datapath::unpin_all(bpffs)
         .with_context(|| format!("uninstalling from {}", bpffs.display()))
+}
+
+/// What `status` warns about without failing `/readyz` (that list is `not_ready`): a missing
+/// uplink.
+fn warnings(inner: &Inner) -> Vec<String> {
+    inner
+        .missing_uplink
+        .iter()
+        .map(|uplink| {
+            format!(
+                "uplink {uplink}: no such interface (no early XDP drops of traffic from other \
+                 nodes; the pod interfaces still enforce the policy)"
+            )
+        })
+        .collect()
 }

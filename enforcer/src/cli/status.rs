@@ -30,6 +30,9 @@ pub fn status(socket: &Path, format: Format) -> Result<()> {
                 println!("  - {r}");
             }
         }
+        for w in &s.warnings {
+            println!("warning:     {w}");
+        }
         println!();
         let mut t = Table::new(vec!["INTERFACE", "IFINDEX", "ROLE", "PROGRAMS"]);
         for i in &s.interfaces {
