@@ -28,6 +28,22 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
+/// Poll `cond` every 50 ms until it holds; an error naming `what` after `deadline`.
+fn wait_until(
+    deadline: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !cond()? {
+        if start.elapsed() > deadline {
+            anyhow::bail!("timed out after {deadline:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 fn env(tag: &str) -> Result<Env> {
     Env::start(tag, &[])
 }
@@ -71,6 +87,16 @@ impl Attacker {
             leaked,
             thread,
         }
+    }
+
+    /// Wait until `n` more attempts were made (at most 10 s).
+    fn wait_attempts(&self, n: u64) -> Result<()> {
+        let start = self.attempts.load(Ordering::SeqCst);
+        wait_until(
+            Duration::from_secs(10),
+            "denied connection attempts",
+            || Ok(self.attempts.load(Ordering::SeqCst) >= start + n),
+        )
     }
 
     /// Stop; returns (attempts, leaked).
@@ -210,9 +236,19 @@ fn policy_dir_is_watched_and_bad_files_change_nothing() -> Result<()> {
     // CLI delete of a directory document is refused, naming the file.
     let err = agent.delete("api-ingress").expect_err("refused");
     assert!(format!("{err:#}").contains("policy.yaml"), "{err:#}");
-    // A bad file: rejected, the policy in force stays.
+    // A bad file: rejected (the agent says so), the policy in force stays.
     std::fs::write(dir.join("policy.yaml"), BAD_POLICY)?;
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until(
+        Duration::from_secs(10),
+        "the agent rejects the bad file",
+        || {
+            Ok(agent
+                .status()?
+                .not_ready
+                .iter()
+                .any(|r| r.contains("policy directory rejected") && r.contains("policy.yaml:9")))
+        },
+    )?;
     assert_eq!(agent.status()?.generation, g1, "nothing applied");
     assert!(
         reaches(8080)? && !reaches(9090)?,
@@ -238,15 +274,15 @@ fn sigkill_restart_keeps_enforcing_without_a_gap() -> Result<()> {
     assert!(stream.wait_for_round_trips(10, Duration::from_secs(5)));
     // A denied flow attempted over and over.
     let attacker = Attacker::start(&e.web_ns, "10.10.2.10:9090");
-    std::thread::sleep(Duration::from_millis(500));
+    attacker.wait_attempts(3)?;
     let before = stream.round_trips();
     e.agent.kill()?; // SIGKILL
-    std::thread::sleep(Duration::from_millis(700)); // no agent at all for a while
+    attacker.wait_attempts(3)?; // attempts while no agent runs at all
     e.agent.restart(&e.topo, &[])?;
-    std::thread::sleep(Duration::from_millis(700));
+    attacker.wait_attempts(3)?; // and after the new agent took over
     let (attempts, leaked) = attacker.stop();
     assert!(
-        attempts > 3,
+        attempts >= 9,
         "the denied flow was attempted during the restart"
     );
     assert_eq!(leaked, 0, "no denied connection got through");
@@ -398,13 +434,12 @@ fn interfaces_that_appear_later_are_attached_and_vanished_ones_forgotten() -> Re
         3,
         "the new pod's interface is attached"
     );
-    std::thread::sleep(Duration::from_millis(1500)); // one resync: endpoints and identities
     let ns = e.topo.pod_netns("web-1")?.to_string();
     let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
-    assert!(
-        probe_tcp(&ns, "10.10.2.10:8080".parse()?, &opts)?.is_answered(),
-        "web-1 is web: allowed"
-    );
+    // Its endpoint and identity reach the datapath at a resync after the attach.
+    wait_until(Duration::from_secs(10), "web-1 is web: allowed", || {
+        Ok(probe_tcp(&ns, "10.10.2.10:8080".parse()?, &opts)?.is_answered())
+    })?;
     assert!(
         !probe_tcp(&ns, "10.10.2.10:9090".parse()?, &opts)?.is_answered(),
         "and only on 8080"
