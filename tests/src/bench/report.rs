@@ -165,13 +165,17 @@ pub fn write(
                 .push((*x, y.median, y.min, y.max));
         }
     }
-    let svg_link = if cfg.out.join("bench").is_dir() {
+    // The workspace root (a full run) keeps the plot under bench/.
+    let svg_link = if cfg.out.join("Cargo.toml").exists() {
         "bench/scale.svg"
     } else {
         "scale.svg"
     };
     let svg_path = cfg.out.join(svg_link);
     if !data.is_empty() {
+        if let Some(dir) = svg_path.parent() {
+            fs::create_dir_all(dir)?;
+        }
         fs::write(&svg_path, plot(&data))?;
     }
     let report = assemble(
