@@ -47,13 +47,13 @@ pub fn enforcer_bin() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// How long an agent may take to answer after it starts: 20 s, or `$ENFORCER_AGENT_READY_SECS`
+/// How long an agent may take to answer after it starts: 60 s, or `$ENFORCER_AGENT_READY_SECS`
 /// (the kernel matrix raises it: under qemu without KVM the verifier alone takes longer).
 fn ready_timeout() -> Duration {
     std::env::var("ENFORCER_AGENT_READY_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(20), Duration::from_secs)
+        .map_or(Duration::from_mins(1), Duration::from_secs)
 }
 
 /// One agent process.
