@@ -153,21 +153,16 @@ fn assemble(debian: &Path, binary: &Path, rootfs: &Path) -> Result<()> {
 fn write_package_list(debian: &Path, rootfs: &Path, files: &BTreeSet<String>) -> Result<()> {
     let mut packages = BTreeSet::new();
     for file in files.iter().filter(|f| !f.starts_with("/usr/local")) {
-        let owner = output(
-            Command::new("chroot")
-                .arg(debian)
-                .args(["dpkg", "-S", file]),
-        )
-        .or_else(|| {
-            // dpkg knows the unmerged path (/lib/...) of files moved under /usr.
-            let unmerged = file.strip_prefix("/usr")?;
-            output(
-                Command::new("chroot")
-                    .arg(debian)
-                    .args(["dpkg", "-S", unmerged]),
-            )
-        })
-        .with_context(|| format!("no Debian package owns {file}"))?;
+        // dpkg records each file under one spelling of Debian's merged /usr: try all of them.
+        let spellings = [
+            file.clone(),
+            format!("/usr{file}"),
+            file.strip_prefix("/usr").unwrap_or(file).to_owned(),
+        ];
+        let owner = spellings
+            .iter()
+            .find_map(|f| output(Command::new("chroot").arg(debian).args(["dpkg", "-S", f])))
+            .with_context(|| format!("no Debian package owns {file}"))?;
         packages.extend(
             owner
                 .lines()
