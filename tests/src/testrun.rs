@@ -61,8 +61,11 @@ pub fn run_xdp(dp: &Datapath, name: &str, frame: &[u8]) -> u32 {
 
 /// Every workload address of `set` as an endpoint behind the test interface.
 pub fn test_endpoints(set: &PolicySet) -> BTreeSet<(u32, IpAddr)> {
+    let pods = set.pods.values().filter(|p| !p.host_network);
     set.workloads
         .values()
-        .flat_map(|w| w.addresses.iter().map(|a| (TEST_IFINDEX, *a)))
+        .flat_map(|w| &w.addresses)
+        .chain(pods.flat_map(|p| &p.addresses))
+        .map(|a| (TEST_IFINDEX, *a))
         .collect()
 }
