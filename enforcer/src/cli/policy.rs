@@ -14,8 +14,10 @@ use crate::{
     api::{ApplyResult, Request},
     client,
     policy::{
-        explain, parse::parse_documents, resolve::flow_ends, Document, Explanation, NodeContext,
-        PolicySet,
+        explain,
+        parse::parse_documents,
+        resolve::{flow_ends, placeholder_addresses},
+        Document, Explanation, NodeContext, PolicySet,
     },
 };
 
@@ -289,7 +291,10 @@ pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
         )?;
         serde_json::from_value(data)?
     } else {
-        let set = load_set(&a.files)?;
+        let mut set = load_set(&a.files)?;
+        for note in placeholder_addresses(&mut set, &[&a.from, &a.to]) {
+            eprintln!("note: {note}");
+        }
         let ctx = offline_context();
         let (src, dst) = flow_ends(&set, &ctx, &a.from, &a.to).map_err(|e| anyhow!(e))?;
         let flow = flow_of(src, dst, &a.protocol, a.port)?;

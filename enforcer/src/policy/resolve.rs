@@ -70,3 +70,30 @@ pub fn flow_ends(
         .or_else(|| pair(false))
         .ok_or_else(|| format!("{from} and {to} have no address of the same family"))
 }
+
+/// For offline `explain`: gives each pod named in `names` that has no IP yet (a pod is written
+/// without `status`) a placeholder address in `240.0.0.0/4` (reserved, never a pod address), so
+/// that its identity can be judged. Returns a note per placeholder.
+pub fn placeholder_addresses(set: &mut PolicySet, names: &[&str]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut next: u32 = 0;
+    for name in names {
+        let key = match name.split_once('/') {
+            Some((ns, n)) => ObjectKey::namespaced(ns, n),
+            None => ObjectKey::namespaced(DEFAULT_NAMESPACE, name),
+        };
+        let Some(pod) = set.pods.get_mut(&key) else {
+            continue;
+        };
+        if !pod.addresses.is_empty() || pod.host_network {
+            continue;
+        }
+        next += 1;
+        let addr = IpAddr::V4(std::net::Ipv4Addr::from(0xf000_0000 | next));
+        pod.addresses.push(addr);
+        notes.push(format!(
+            "pod {name} has no IP (no status.podIP): judged as if it had {addr}"
+        ));
+    }
+    notes
+}

@@ -1713,3 +1713,5 @@ spec:
         }
     }
 }
+
+mod kube_cases;

@@ -13,13 +13,14 @@ use super::{
 use crate::policy::{
     explain::rules_of,
     identity::{Identity, View},
-    model::{resolve_ports, NamedPort, PortSpec, ResolvedPorts},
+    model::{resolve_ports, NamedPort, PortName, PortSpec, Protocol, ResolvedPorts},
     Direction, Mode, Peer, ANY_SERVICE,
 };
 
 /// The rules a table is made of (indices into the subject's rules), and the named ports of the
-/// destination when rules resolve them per peer (egress rules naming ports).
-type Sel = (Vec<usize>, Option<Vec<NamedPort>>);
+/// destination when rules resolve them per peer (egress rules naming ports): an index into
+/// [`TableCompiler::signatures`].
+type Sel = (Vec<usize>, Option<usize>);
 
 /// A rule as the table compiler sees it.
 struct RuleRef<'a> {
@@ -47,6 +48,9 @@ pub struct TableCompiler<'v, 'a> {
     default_ids: BTreeMap<(String, Direction), u32>,
     /// Subject identities, numbered (cache keys).
     subjects: HashMap<&'v Identity, usize>,
+    /// Distinct named-port lists of destinations, numbered (cache keys).
+    signatures: Vec<Vec<NamedPort>>,
+    signature_ids: HashMap<Vec<NamedPort>, usize>,
     cache: HashMap<(usize, Direction, Sel), Table>,
 }
 
@@ -80,6 +84,8 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
             resolved: HashMap::new(),
             default_ids: BTreeMap::new(),
             subjects: HashMap::new(),
+            signatures: Vec::new(),
+            signature_ids: HashMap::new(),
             cache: HashMap::new(),
         }
     }
@@ -226,20 +232,17 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
             .flatten()
             .copied()
             .collect();
-        let late = rules.iter().any(|r| r.late);
-        if late {
-            named.extend(self.endpoint_ports.keys().copied());
-        }
+        // Rules naming ports resolve them on each destination: the endpoints that have one of
+        // those names get a selection of their own.
+        let signatures = self.signatures_for(rules);
+        named.extend(signatures.keys().copied());
         let selections: BTreeMap<u32, Sel> = named
             .iter()
             .map(|peer| {
                 let selected = (0..rules.len())
                     .filter(|i| rules[*i].peers.as_ref().is_none_or(|s| s.contains(peer)))
                     .collect();
-                let ports = late
-                    .then(|| self.endpoint_ports.get(peer).map(|p| p.to_vec()))
-                    .flatten();
-                (*peer, (selected, ports))
+                (*peer, (selected, signatures.get(peer).copied()))
             })
             .collect();
         // Scale: the table stored for "any peer" is normally the table of the rules without
@@ -315,6 +318,47 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
         }
     }
 
+    /// For rules resolving named ports per destination: the endpoint identities that have one of
+    /// the names (and protocols) they use, and the number of their relevant named ports.
+    fn signatures_for(&mut self, rules: &[RuleRef]) -> BTreeMap<u32, usize> {
+        let names: Vec<(PortName, Protocol)> = rules
+            .iter()
+            .filter(|r| r.late)
+            .flat_map(|r| r.raw_ports.iter())
+            .filter_map(|s| Some((s.name?, s.protocol)))
+            .collect();
+        let mut out = BTreeMap::new();
+        if names.is_empty() {
+            return out;
+        }
+        let endpoints: Vec<(u32, &'v [NamedPort])> = self
+            .endpoint_ports
+            .iter()
+            .map(|(id, p)| (*id, *p))
+            .collect();
+        for (id, ports) in endpoints {
+            let relevant: Vec<NamedPort> = ports
+                .iter()
+                .filter(|p| {
+                    names
+                        .iter()
+                        .any(|(n, pr)| n.as_str() == p.name && *pr == p.protocol)
+                })
+                .cloned()
+                .collect();
+            if relevant.is_empty() {
+                continue;
+            }
+            let next = self.signatures.len();
+            let sig = *self.signature_ids.entry(relevant.clone()).or_insert(next);
+            if sig == next {
+                self.signatures.push(relevant);
+            }
+            out.insert(id, sig);
+        }
+        out
+    }
+
     fn table(
         &mut self,
         key: usize,
@@ -334,7 +378,8 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
                 let r = &rules[*i];
                 let mut d = r.decider.clone();
                 if r.late {
-                    d.ports = resolve_ports(r.raw_ports, sel.1.as_deref());
+                    let ports = sel.1.map(|i| &self.signatures[i][..]);
+                    d.ports = resolve_ports(r.raw_ports, ports);
                 }
                 d
             })
