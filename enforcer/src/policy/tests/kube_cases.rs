@@ -209,10 +209,7 @@ fn gen_port(rng: &mut Rng) -> NetworkPolicyPort {
         .then(|| (*rng.pick(&["TCP", "UDP", "SCTP"])).to_string());
     let (port, end_port) = match rng.below(4) {
         0 => (None, None),
-        1 => (
-            Some(IntOrString::String(rng.pick(&NAMED).0.into())),
-            None,
-        ),
+        1 => (Some(IntOrString::String(rng.pick(&NAMED).0.into())), None),
         2 => {
             let p = *rng.pick(PORTS);
             (Some(IntOrString::Int(p.max(1))), None)
