@@ -194,13 +194,23 @@ fn check_rootfs(rootfs: &Path) -> Result<()> {
         "-ec",
         "ip -V; mount --version; mountpoint --version",
     ])?;
-    chroot(&[
+    // The chroot has no /dev: check a small policy written into the rootfs, then remove it.
+    let probe = rootfs.join("tmp/rootfs-check.yaml");
+    fs::create_dir_all(probe.parent().context("no parent")?)?;
+    fs::write(
+        &probe,
+        "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: check}\n\
+         spec: {service: check, addresses: [192.0.2.1]}\n",
+    )?;
+    let checked = chroot(&[
         "/usr/local/bin/enforcer",
         "policy",
         "check",
         "-f",
-        "/dev/null",
-    ])?;
+        "/tmp/rootfs-check.yaml",
+    ]);
+    fs::remove_file(&probe)?;
+    checked?;
     println!(
         "rootfs check: {} runs in the image's rootfs",
         version.trim()
