@@ -96,7 +96,7 @@ fn legacy_tc_attach_enforces_survives_sigkill_and_uninstalls() -> Result<()> {
     check_filters(&node_ns, &api_if)?;
     // The next agent replaces its filters in place (same priority and handle): no second copy.
     let before = stream.round_trips();
-    agent.restart(&topo, NETLINK)?;
+    agent.restart(&topo, &[])?; // keeps --tc-attach netlink: restart reuses the arguments
     check_filters(&node_ns, &api_if)?;
     assert!(reaches(&web_ns, 8080)? && !reaches(&web_ns, 9090)?);
     assert!(
