@@ -28,7 +28,6 @@ pub struct Env {
     pub node_ns: String,
     /// The policy directory, if the agent has one.
     pub dir: PathBuf,
-    extra: Vec<String>,
     _servers: Vec<TcpEchoServer>,
 }
 
@@ -86,16 +85,14 @@ impl Env {
             work,
             agent,
             dir,
-            extra,
             _servers: servers,
         })
     }
 
     /// Start the agent again (same flags, pins and state); it must answer its socket.
     pub fn restart(&mut self, more: &[&str]) -> Result<()> {
-        let mut args: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        args.extend(more);
-        self.agent.restart(&self.topo, &args)
+        // `AgentProcess::restart` reuses the flags the agent was started with.
+        self.agent.restart(&self.topo, more)
     }
 
     /// Run the real CLI against the agent.
