@@ -96,15 +96,22 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
-    /// Fuzz every eBPF program with random and mutated frames; writes the
-    /// figures to RELIABILITY.md section `fuzz`
+    /// Fuzz every eBPF program with random and mutated frames (RELIABILITY.md section
+    /// `fuzz`); with `--policy`, every policy parser with generated and mutated documents
+    /// (section `policy-fuzz`)
     Fuzz {
         /// Frames to run (each through all four programs)
         #[arg(long, default_value_t = 1_000_000)]
         frames: u64,
-        /// Seed of the frame generator
+        /// Seed of the frame or input generator
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Fuzz the policy parsers instead of the eBPF programs
+        #[arg(long)]
+        policy: bool,
+        /// Policy inputs to run (with `--policy`)
+        #[arg(long, default_value_t = 100_000)]
+        inputs: u64,
     },
 }
 
@@ -125,7 +132,13 @@ fn main() -> ExitCode {
         Command::Demo { args } => demo::demo(&args),
         Command::Soak { updates, crashes } => soak::soak(updates, crashes),
         Command::Bench { names, quick } => bench::bench(&names, quick),
-        Command::Fuzz { frames, seed } => fuzz::fuzz(frames, seed),
+        Command::Fuzz {
+            policy: true,
+            inputs,
+            seed,
+            ..
+        } => fuzz::policy(inputs, seed),
+        Command::Fuzz { frames, seed, .. } => fuzz::fuzz(frames, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
