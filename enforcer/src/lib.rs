@@ -10,5 +10,6 @@ pub mod datapath;
 pub mod kube;
 pub mod metrics;
 pub mod node;
-pub mod policy;
+/// The policy engine lives in its own crate (`enforcer-policy`), kept under its old path.
+pub use enforcer_policy as policy;
 pub mod scenario;

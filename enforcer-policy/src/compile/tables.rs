@@ -10,7 +10,7 @@ use super::{
     cidr_selects, next_rule_id, Compiled, IdentityClass, Kind, PolicyEntry, Prefix, RuleIds,
     RuleInfo,
 };
-use crate::policy::{
+use crate::{
     explain::rules_of,
     identity::{Identity, View},
     model::{resolve_ports, NamedPort, PortName, PortSpec, Protocol, ResolvedPorts},

@@ -848,7 +848,7 @@ pub fn read_rate_limit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::{ApplyOutcome, PolicySet};
+    use crate::model::{ApplyOutcome, PolicySet};
 
     const EXAMPLE: &str = r#"apiVersion: enforcer/v1
 kind: Workload                 # one pod: its addresses and its service identity
@@ -1685,9 +1685,9 @@ spec:
         assert_eq!(Protocol::Sctp.number(false), 132);
         assert_eq!(Protocol::Icmp.number(false), 1);
         assert_eq!(Protocol::Icmp.number(true), 58);
-        let e = crate::policy::model::PolicyError::new("f.yaml", 3, 0, "bad");
+        let e = crate::model::PolicyError::new("f.yaml", 3, 0, "bad");
         assert_eq!(e.to_string(), "f.yaml:3: bad");
-        let e = crate::policy::model::PolicyError::new("f.yaml", 3, 7, "bad");
+        let e = crate::model::PolicyError::new("f.yaml", 3, 7, "bad");
         assert_eq!(e.to_string(), "f.yaml:3:7: bad");
     }
 }

@@ -801,7 +801,7 @@ fn rule8_audit() {
 /// Every complete document in docs/policy.md's YAML examples is valid.
 #[test]
 fn documentation_examples_parse() {
-    let doc = include_str!("../../../docs/policy.md");
+    let doc = include_str!("../../docs/policy.md");
     let mut blocks = 0;
     for (i, block) in doc.split("```yaml\n").skip(1).enumerate() {
         let yaml = block.split("```").next().unwrap_or_default();

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use super::{check_entries, compare, describe, net, Datapath, Rng, CIDRS, PORTS, WORLD};
-use crate::policy::{
+use crate::{
     compile, explain,
     k8s::{
         EgressRule, IngressRule, IntOrString, IpBlock, NetworkPolicyPeer, NetworkPolicyPort,
@@ -148,7 +148,7 @@ fn gen_endpoints(rng: &mut Rng, set: &mut PolicySet) -> Vec<IpAddr> {
             if without_ip {
                 addresses.clear();
             }
-            Document::Pod(crate::policy::Pod {
+            Document::Pod(crate::Pod {
                 name: format!("p{i}"),
                 namespace,
                 labels,
@@ -473,7 +473,7 @@ fn scale_set(namespaces: usize) -> PolicySet {
             for p in 0..10 {
                 let i = (n * 20 + a) * 10 + p;
                 let [_, b, c, d] = u32::try_from(i).expect("small").to_be_bytes();
-                set.insert(Document::Pod(crate::policy::Pod {
+                set.insert(Document::Pod(crate::Pod {
                     name: format!("app{a}-{p}"),
                     namespace: format!("ns{n}"),
                     labels: labels(&[("app", &format!("app{a}"))]),
@@ -563,7 +563,7 @@ fn network_policies_at_scale() {
     let dp = Datapath::new(&compiled);
     let mut rng = Rng(0x5ca1e);
     let pods: Vec<IpAddr> = set.pods.values().map(|p| p.addresses[0]).collect();
-    let view = crate::policy::identity::View::new(&set);
+    let view = crate::identity::View::new(&set);
     for _ in 0..300 {
         let f = Flow {
             src: *rng.pick(&pods),
@@ -571,7 +571,7 @@ fn network_policies_at_scale() {
             protocol: 6,
             port: *rng.pick(&[8080, 9003, 9004, 80]),
         };
-        let e = crate::policy::explain::explain_in(&view, &ctx, &f);
+        let e = crate::explain::explain_in(&view, &ctx, &f);
         compare(&dp, &f, &e).unwrap_or_else(|d| panic!("{d}"));
     }
 }

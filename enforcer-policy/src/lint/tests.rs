@@ -8,9 +8,9 @@ use super::classes::Classes;
 use super::sides::for_each_side;
 use super::usage::RuleUsage;
 use super::*;
-use crate::policy::identity::{Party, View};
-use crate::policy::parse::parse_documents;
-use crate::policy::{explain, Flow, NodeContext, PolicySet, Verdict};
+use crate::identity::{Party, View};
+use crate::parse::parse_documents;
+use crate::{explain, Flow, NodeContext, PolicySet, Verdict};
 
 const WORKLOADS: &str = "
 apiVersion: enforcer/v1
@@ -365,8 +365,8 @@ fn sides_agree_with_explain() {
             };
             for port in [p.low, p.high] {
                 let (src, dst) = match side.dir {
-                    crate::policy::Direction::Ingress => (side.peer.addr, me),
-                    crate::policy::Direction::Egress => (me, side.peer.addr),
+                    crate::Direction::Ingress => (side.peer.addr, me),
+                    crate::Direction::Egress => (me, side.peer.addr),
                 };
                 let flow = Flow {
                     src,

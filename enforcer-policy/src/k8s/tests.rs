@@ -2,9 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::policy::{
-    explain, parse::parse_documents, Document, Flow, NodeContext, PolicySet, Verdict,
-};
+use crate::{explain, parse::parse_documents, Document, Flow, NodeContext, PolicySet, Verdict};
 
 fn set(text: &str) -> PolicySet {
     let docs = parse_documents("k.yaml", text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -248,7 +248,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
-    use crate::policy::yaml::load;
+    use crate::yaml::load;
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "camelCase")]

@@ -1,7 +1,7 @@
 //! The report of a small chain: world → web → api → db (sensitive).
 
 use super::*;
-use crate::policy::parse::parse_documents;
+use crate::parse::parse_documents;
 
 const CHAIN: &str = "
 apiVersion: enforcer/v1

@@ -9,7 +9,7 @@ use super::super::labels::Labels;
 use super::super::model::{ObjectKey, PortName, Protocol};
 use super::meta::ObjectMeta;
 use super::{CORE_V1, KIND_POD};
-use crate::policy::node_de::DeError;
+use crate::node_de::DeError;
 
 /// A named container port: what a policy's `port: NAME` resolves to on this pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
