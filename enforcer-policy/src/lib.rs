@@ -5,7 +5,9 @@ pub mod compile;
 pub mod document;
 pub mod errors;
 pub mod explain;
+pub mod graph;
 pub mod identity;
+pub mod identity_ref;
 pub mod k8s;
 pub mod labels;
 pub mod lint;
@@ -16,6 +18,7 @@ pub mod report;
 pub mod resolve;
 pub mod set;
 pub mod simulate;
+pub mod suggest;
 #[cfg(test)]
 mod tests;
 pub mod yaml;
@@ -24,6 +27,7 @@ use std::{collections::BTreeSet, fmt, net::IpAddr};
 
 pub use compile::{compile, Compiled};
 pub use explain::{explain, Explanation};
+pub use identity_ref::IdentityRef;
 pub use model::*;
 
 /// What the engine must know about the node it runs for.

@@ -32,6 +32,7 @@ use self::tables::TableCompiler;
 use super::{
     document::Kind as DocKind,
     identity::{Identity, View},
+    identity_ref::IdentityRef,
     NodeContext, Peer, PolicySet, RateLimit,
 };
 
@@ -60,6 +61,19 @@ impl fmt::Display for IdentityClass {
         match &self.class {
             Some(p) if self.kind == Kind::World => write!(f, " ({p})"),
             _ => Ok(()),
+        }
+    }
+}
+
+impl IdentityClass {
+    /// The class as flow events name it.
+    pub fn to_ref(&self) -> IdentityRef {
+        match &self.kind {
+            Kind::Host => IdentityRef::Host,
+            Kind::World => IdentityRef::World {
+                cidr: self.class.map(|p| p.to_net()),
+            },
+            Kind::Endpoint(id) => IdentityRef::Workload(id.to_string()),
         }
     }
 }
@@ -120,15 +134,20 @@ impl Compiled {
         id.checked_sub(1).and_then(|i| self.rules.get(i as usize))
     }
 
-    pub fn identity_name(&self, id: u32) -> String {
+    /// What identity number `id` stands for in this generation.
+    pub fn identity_ref(&self, id: u32) -> IdentityRef {
         match id {
-            identity::HOST => "host".into(),
-            identity::WORLD => "world".into(),
+            identity::HOST => IdentityRef::Host,
+            identity::WORLD => IdentityRef::World { cidr: None },
             _ => self
                 .identity_classes
                 .get(&id)
-                .map_or_else(|| format!("identity {id}"), ToString::to_string),
+                .map_or(IdentityRef::Unknown(id), IdentityClass::to_ref),
         }
+    }
+
+    pub fn identity_name(&self, id: u32) -> String {
+        self.identity_ref(id).to_string()
     }
 }
 

@@ -46,6 +46,17 @@ impl Prefix {
         self.addr.to_be_bytes()
     }
 
+    /// The prefix as an `IpNet` (IPv4 for the IPv4-mapped part, as `Display` writes it).
+    pub fn to_net(&self) -> IpNet {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.len >= 96 => {
+                IpNet::V4(ipnet::Ipv4Net::new(v4, self.len - 96).expect("prefix length ≤ 128"))
+            }
+            _ => IpNet::V6(ipnet::Ipv6Net::new(v6, self.len).expect("prefix length ≤ 128")),
+        }
+    }
+
     /// Whether the prefix lies in the IPv4 part of the mapped space (`::ffff:0:0/96`).
     pub fn is_ipv4(&self) -> bool {
         IPV4_MAPPED.contains(self)

@@ -105,7 +105,7 @@ pub fn report(socket: &Path, files: &[PathBuf], format: ReportFormat) -> Result<
         let seen = events
             .iter()
             .filter(|e| e.verdict != "denied")
-            .map(|e| (e.src_identity.clone(), e.dst_identity.clone()))
+            .map(|e| (e.src_identity.to_string(), e.dst_identity.to_string()))
             .collect();
         report::observe(&mut r, &seen);
         r

@@ -3,7 +3,6 @@
 
 pub mod agent;
 pub mod flows;
-pub mod graph;
 pub mod lint;
 pub mod output;
 pub mod policy;
@@ -16,6 +15,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use self::output::Format;
+use crate::policy::graph;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -283,7 +283,8 @@ fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {
                     socket,
                     &crate::api::Request::Get { name: None },
                 )?)?;
-                graph::set_of(docs)?
+                crate::policy::PolicySet::from_documents(docs)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
             } else {
                 policy::load_set(&file)?
             };

@@ -1,11 +1,12 @@
-//! `enforcer policy graph -o dot|mermaid`: the service graph the policy allows (and denies),
-//! as documentation generated from policy.
+//! The engine of `enforcer policy graph -o dot|mermaid`: the service graph the policy allows
+//! (and denies), as documentation generated from policy.
 
 use std::{collections::BTreeSet, fmt::Write as _};
 
-use crate::policy::{Document, FlowPolicy, Peer, PolicySet, Rule, Section};
+use crate::{FlowPolicy, Mode, Peer, PolicySet, Rule, Section};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum GraphFormat {
     Dot,
     Mermaid,
@@ -95,7 +96,7 @@ fn label(p: &FlowPolicy, section: Section, rule: &Rule) -> String {
     if section.is_deny() {
         l = format!("deny {l}");
     }
-    if p.mode == crate::policy::Mode::Audit {
+    if p.mode == Mode::Audit {
         l.push_str(" (audit)");
     }
     l
@@ -154,9 +155,4 @@ pub fn render(set: &PolicySet, format: GraphFormat) -> String {
         }
     }
     out
-}
-
-/// Documents → set, for a graph of what an agent has in force.
-pub fn set_of(docs: Vec<Document>) -> anyhow::Result<PolicySet> {
-    PolicySet::from_documents(docs).map_err(|e| anyhow::anyhow!("{e}"))
 }
