@@ -1,4 +1,10 @@
-//! Types shared by the eBPF programs (`enforcer-ebpf`) and the userspace agent (`enforcer`).
+//! The contract between the eBPF programs (`enforcer-ebpf`) and the userspace agent (`enforcer`).
+//!
+//! - `codes`: `Direction`, `Verdict`, `Reason`, `Protocol` (`#[repr(u8)]`, one name table each);
+//! - `counters`: the layout of `COUNTERS` (`CounterIndex` encode/decode);
+//! - `maps`: map names, capacities, keys and values (`PolicyKey` encode/decode), `Event`;
+//! - `ratelimit`: the token-bucket arithmetic both sides run;
+//! - `layout`: size/offset assertions and the layout fingerprint of every shared struct.
 //!
 //! Every map key and value is `#[repr(C)]` with explicit padding, so the kernel hashes exactly the
 //! bytes we mean and both sides agree on the layout. The userspace side gets `aya::Pod` impls behind
@@ -6,25 +12,34 @@
 #![no_std]
 
 pub mod addr;
+pub mod codes;
+pub mod counters;
+pub mod layout;
 pub mod maps;
 pub mod ratelimit;
-pub mod verdict;
 
 pub use addr::Addr;
+pub use codes::*;
+pub use counters::*;
 pub use maps::*;
 pub use ratelimit::{BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKey};
-pub use verdict::*;
 
-/// Bumped whenever the layout of a pinned map changes; part of the bpffs pin path, so an agent never
-/// adopts maps whose layout it does not understand.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Bumped whenever the layout of a pinned map or of `Event` changes; part of the bpffs pin path
+/// (`<bpffs>/v<LAYOUT_VERSION>/`), so an agent never adopts maps whose layout it does not
+/// understand. 3: `Event.generation` is a u64 (was a u32 followed by 4 bytes of padding).
+pub const LAYOUT_VERSION: u32 = 3;
+
+/// `layout::fingerprint()` of `LAYOUT_VERSION`: the `layout` test fails when they disagree.
+pub const LAYOUT_FINGERPRINT: u64 = 0x2062_1fb9_3ad1_c7da;
 
 #[cfg(feature = "user")]
 mod user {
     use super::{
-        Config, CtKey, CtValue, EndpointKey, Event, IdentityKey, IdentityValue, PolicyValue,
+        BucketKey, Config, CtKey, CtValue, EndpointKey, Event, FragKey, FragValue, IdentityKey,
+        IdentityValue, PolicyValue, RateBucket, RateLimitConfig, RateLimitKey,
     };
-    // SAFETY: all of these are `#[repr(C)]`, `Copy`, contain no pointers and have no implicit padding.
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, contain no pointers, and have no implicit
+    // padding: `layout` asserts at compile time that their fields cover them byte for byte.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for IdentityKey {}
     unsafe impl aya::Pod for IdentityValue {}
@@ -33,10 +48,10 @@ mod user {
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for Event {}
-    unsafe impl aya::Pod for super::FragKey {}
-    unsafe impl aya::Pod for super::FragValue {}
-    unsafe impl aya::Pod for super::RateLimitKey {}
-    unsafe impl aya::Pod for super::RateLimitConfig {}
-    unsafe impl aya::Pod for super::BucketKey {}
-    unsafe impl aya::Pod for super::RateBucket {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragValue {}
+    unsafe impl aya::Pod for RateLimitKey {}
+    unsafe impl aya::Pod for RateLimitConfig {}
+    unsafe impl aya::Pod for BucketKey {}
+    unsafe impl aya::Pod for RateBucket {}
 }

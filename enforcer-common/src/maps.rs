@@ -123,6 +123,21 @@ pub type CidrKeyData = [u8; 17];
 
 /// Bits of the `CIDR_IDENTITIES` key before the address.
 pub const CIDR_KEY_FIXED_BITS: u32 = 8;
+/// Prefix length of a `CIDR_IDENTITIES` lookup of one whole address.
+pub const CIDR_KEY_FULL_BITS: u32 = CIDR_KEY_FIXED_BITS + 128;
+
+/// The data of a `CIDR_IDENTITIES` key: `slot`, then `addr`.
+#[inline(always)]
+pub const fn cidr_key_data(slot: u8, addr: &Addr) -> CidrKeyData {
+    let mut data: CidrKeyData = [0; 17];
+    data[0] = slot;
+    let mut i = 0;
+    while i < 16 {
+        data[i + 1] = addr[i];
+        i += 1;
+    }
+    data
+}
 
 /// Reserved identities.
 pub mod identity {
@@ -136,7 +151,7 @@ pub mod identity {
     pub const FIRST_DYNAMIC: u32 = 16;
 }
 
-/// Data part of the `POLICY` LPM key:
+/// Data part of the `POLICY` LPM key, as `PolicyKey::encode` writes it:
 /// `slot(1) direction(1) subject(4, BE) peer(4, BE) protocol(1) port(2, BE)`, 3 bytes of zero.
 ///
 /// The prefix always covers slot..peer (`POLICY_KEY_FIXED_BITS`); 8 more bits select one protocol,
@@ -151,23 +166,75 @@ pub const POLICY_KEY_PROTO_BITS: u32 = 88;
 /// Bits of the policy key with protocol and full port.
 pub const POLICY_KEY_FULL_BITS: u32 = 104;
 
-/// Build the data of a policy key.
-#[inline(always)]
-pub fn policy_key_data(
-    slot: u8,
-    direction: u8,
-    subject: u32,
-    peer: u32,
-    protocol: u8,
-    port: u16,
-) -> PolicyKeyData {
-    let s = subject.to_be_bytes();
-    let p = peer.to_be_bytes();
-    let port = port.to_be_bytes();
-    [
-        slot, direction, s[0], s[1], s[2], s[3], p[0], p[1], p[2], p[3], protocol, port[0],
-        port[1], 0, 0, 0,
-    ]
+/// The fields of a `POLICY` key. `encode` and `decode` are the only code that knows the byte
+/// layout of `PolicyKeyData`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyKey {
+    /// Policy slot (0 or 1).
+    pub slot: u8,
+    /// `Direction` code.
+    pub direction: u8,
+    /// Identity whose policy this is.
+    pub subject: u32,
+    /// Identity of the other end (`identity::ANY` for any peer).
+    pub peer: u32,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Destination port (or ICMP type), host byte order.
+    pub port: u16,
+}
+
+impl PolicyKey {
+    /// The key bytes.
+    #[inline(always)]
+    pub const fn encode(&self) -> PolicyKeyData {
+        let s = self.subject.to_be_bytes();
+        let p = self.peer.to_be_bytes();
+        let port = self.port.to_be_bytes();
+        [
+            self.slot,
+            self.direction,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            self.protocol,
+            port[0],
+            port[1],
+            0,
+            0,
+            0,
+        ]
+    }
+
+    /// The fields of key bytes (the 3 bytes of padding are not looked at: `encode` of the result
+    /// gives `data` back exactly when they are zero).
+    pub const fn decode(data: &PolicyKeyData) -> PolicyKey {
+        PolicyKey {
+            slot: data[0],
+            direction: data[1],
+            subject: u32::from_be_bytes([data[2], data[3], data[4], data[5]]),
+            peer: u32::from_be_bytes([data[6], data[7], data[8], data[9]]),
+            protocol: data[10],
+            port: u16::from_be_bytes([data[11], data[12]]),
+        }
+    }
+
+    /// Protocol and port as the 24 bits after the fixed part: `protocol << 16 | port`.
+    pub const fn point(&self) -> u32 {
+        (self.protocol as u32) << 16 | self.port as u32
+    }
+
+    /// Whether an entry of this key with prefix length `prefix_len` matches the (protocol,
+    /// port) `point` (the fixed part is assumed to match).
+    pub const fn covers(&self, prefix_len: u32, point: u32) -> bool {
+        let bits = prefix_len.saturating_sub(POLICY_KEY_FIXED_BITS);
+        bits == 0 || (bits <= 24 && (self.point() ^ point) >> (24 - bits) == 0)
+    }
 }
 
 /// Value of `POLICY`: the decision for a (subject, direction, peer, protocol, port) point, both
@@ -270,7 +337,8 @@ pub struct FragValue {
     pub _pad: [u8; 2],
 }
 
-/// A flow or drop event in the `EVENTS` ring buffer.
+/// A flow or drop event in the `EVENTS` ring buffer. Fields are ordered so that there is no
+/// padding at all (checked in `layout`): every byte the agent reads was written by the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -279,17 +347,21 @@ pub struct Event {
     pub dst: Addr,
     /// Host byte order.
     pub sport: u16,
-    /// Host byte order.
+    /// Host byte order; the ICMP type for ICMP (the policy "port").
     pub dport: u16,
     pub protocol: u8,
+    /// `Direction` code.
     pub direction: u8,
+    /// `Verdict` code.
     pub verdict: u8,
+    /// `Reason` code.
     pub reason: u8,
     pub src_identity: u32,
     pub dst_identity: u32,
     pub rule: u32,
     pub ifindex: u32,
-    pub generation: u32,
+    /// `Config::generation` the packet was judged under (the whole u64).
+    pub generation: u64,
 }
 
 /// Index of `EVENT_STATS` (per-CPU array of counters about the event stream itself).
@@ -299,4 +371,42 @@ pub mod event_stat {
     /// Events skipped by sampling.
     pub const SAMPLED_OUT: u32 = 1;
     pub const COUNT: u32 = 4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_key_round_trip() {
+        let k = PolicyKey {
+            slot: 1,
+            direction: 1,
+            subject: 0x0102_0304,
+            peer: 0xa0b0_c0d0,
+            protocol: 17,
+            port: 0x1f90,
+        };
+        let data = k.encode();
+        assert_eq!(
+            data,
+            [1, 1, 1, 2, 3, 4, 0xa0, 0xb0, 0xc0, 0xd0, 17, 0x1f, 0x90, 0, 0, 0]
+        );
+        assert_eq!(PolicyKey::decode(&data), k);
+        assert_eq!(k.point(), 17 << 16 | 0x1f90);
+        // Full key: one point; protocol only: every port; fixed part only: everything.
+        assert!(k.covers(POLICY_KEY_FULL_BITS, k.point()));
+        assert!(!k.covers(POLICY_KEY_FULL_BITS, k.point() + 1));
+        assert!(k.covers(POLICY_KEY_PROTO_BITS, 17 << 16 | 22));
+        assert!(!k.covers(POLICY_KEY_PROTO_BITS, 6 << 16 | 0x1f90));
+        assert!(k.covers(POLICY_KEY_FIXED_BITS, 6 << 16));
+    }
+
+    #[test]
+    fn cidr_key_is_slot_then_address() {
+        let a = crate::addr::from_v4([10, 1, 2, 3]);
+        let d = cidr_key_data(1, &a);
+        assert_eq!(d[0], 1);
+        assert_eq!(&d[1..], &a[..]);
+    }
 }

@@ -6,20 +6,16 @@
 //! dropped with reason `fragment`. A denied first fragment erases what an earlier datagram with
 //! the same identification left, so its later fragments cannot ride on it.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
-use enforcer_common::{FragKey, FragValue, FRAGMENT_CAPACITY, REASON_FRAGMENT, VERDICT_DENY};
+use enforcer_common::{FragKey, FragValue, Reason, Verdict};
 
 use crate::{
+    maps::FRAGMENTS,
     parse::{Packet, FRAG_FIRST, FRAG_LATER},
-    policy::{judge_segs, verdict_without_policy, Action, Decision},
+    policy::{judge_segs, Action, Decision},
+    report::verdict_without_policy,
 };
 
-/// (direction, datagram) → layer 4 facts of its first fragment; least recently used evicted.
-#[map]
-pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
-    LruHashMap::with_max_entries(FRAGMENT_CAPACITY, 0);
-
-const ORPHAN: Decision = Decision::new(VERDICT_DENY, REASON_FRAGMENT);
+const ORPHAN: Decision = Decision::new(Verdict::Deny, Reason::Fragment);
 
 #[inline(always)]
 fn key(p: &Packet, direction: u8) -> FragKey {

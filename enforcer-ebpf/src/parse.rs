@@ -1,24 +1,37 @@
-//! Bounds-checked header parsing shared by the XDP and tc hooks: each helper checks the header it
-//! reads against `data_end` once and advances a cursor, as the verifier (and xdp-tools) like it.
+//! Header parsing shared by the XDP and tc hooks: Ethernet (and up to two VLAN tags), IPv4 or
+//! IPv6 (with extension headers and fragments), then the layer 4 header, read through `Cursor`.
 
 use core::mem::size_of;
 
-use enforcer_common::{addr::from_v4, Addr};
-use network_types::{
-    eth::EthHdr,
-    ip::{Ipv4Hdr, Ipv6Hdr},
-};
+use enforcer_common::{addr::from_v4, icmp, tcp, Addr, Protocol};
+use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86DD;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88A8;
+use crate::cursor::{Cursor, Header, Malformed};
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_SCTP: u8 = 132;
-pub const IPPROTO_ICMPV6: u8 = 58;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+const IPPROTO_ICMP: u8 = Protocol::Icmp as u8;
+const IPPROTO_TCP: u8 = Protocol::Tcp as u8;
+const IPPROTO_UDP: u8 = Protocol::Udp as u8;
+const IPPROTO_SCTP: u8 = Protocol::Sctp as u8;
+const IPPROTO_ICMPV6: u8 = Protocol::Icmpv6 as u8;
+
+/// IPv6 extension headers skipped as `(len + 1) * 8` bytes: hop-by-hop, routing, destination
+/// options.
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_DSTOPTS: u8 = 60;
+/// IPv6 fragment header (8 bytes).
+const IPV6_FRAGMENT: u8 = 44;
+/// IPv6 authentication header: `(len + 2) * 4` bytes.
+const IPV6_AUTH: u8 = 51;
+
+/// IPv4 `frags` field: fragment offset (8-byte units) and the more-fragments flag.
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
+const IPV4_MORE_FRAGMENTS: u16 = 0x2000;
 
 /// The layer 3/4 facts the policy needs. Ports are in host byte order.
 #[derive(Clone, Copy)]
@@ -75,43 +88,23 @@ pub enum Parsed {
     Ip,
 }
 
-/// The packet could not be parsed (truncated, bad header, unsupported fragment).
-pub struct Malformed;
-
-struct Cursor {
-    pos: usize,
-    end: usize,
-}
-
-impl Cursor {
-    /// A pointer to a `T` at the cursor, if it lies inside the packet; advances past it.
-    #[inline(always)]
-    fn take<T>(&mut self) -> Result<*const T, Malformed> {
-        let p = self.pos;
-        if p + size_of::<T>() > self.end {
-            return Err(Malformed);
-        }
-        self.pos = p + size_of::<T>();
-        Ok(p as *const T)
-    }
-
-    #[inline(always)]
-    fn skip(&mut self, n: usize) -> Result<(), Malformed> {
-        if self.pos + n > self.end {
-            return Err(Malformed);
-        }
-        self.pos += n;
-        Ok(())
-    }
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: [u8; 2],
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct VlanHdr {
     tci: [u8; 2],
     ether_type: [u8; 2],
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct Ports {
     src: [u8; 2],
     dst: [u8; 2],
@@ -119,6 +112,7 @@ struct Ports {
 
 /// The first 14 bytes of a TCP header: ports, sequence numbers, offset and flags.
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct TcpHead {
     src: [u8; 2],
     dst: [u8; 2],
@@ -129,6 +123,7 @@ struct TcpHead {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct IcmpHdr {
     ty: u8,
     code: u8,
@@ -138,10 +133,25 @@ struct IcmpHdr {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct ExtHdr {
     next: u8,
     len: u8,
 }
+
+// SAFETY: `repr(C)` structs of `u8` and `[u8; N]` fields only: alignment 1, every bit pattern
+// valid.
+unsafe impl Header for EthHdr {}
+// SAFETY: as above.
+unsafe impl Header for VlanHdr {}
+// SAFETY: as above.
+unsafe impl Header for Ports {}
+// SAFETY: as above.
+unsafe impl Header for TcpHead {}
+// SAFETY: as above.
+unsafe impl Header for IcmpHdr {}
+// SAFETY: as above.
+unsafe impl Header for ExtHdr {}
 
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_EXT_HEADERS: usize = 6;
@@ -150,18 +160,15 @@ const MAX_EXT_HEADERS: usize = 6;
 /// scratch map: the BPF stack is too small for it).
 #[inline(always)]
 pub fn parse(data: usize, data_end: usize, p: &mut Packet) -> Result<Parsed, Malformed> {
-    let mut c = Cursor {
-        pos: data,
-        end: data_end,
-    };
-    let eth: *const EthHdr = c.take()?;
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut c = Cursor::new(data, data_end);
+    let eth: EthHdr = c.read()?;
+    let mut ether_type = u16::from_be_bytes(eth.ether_type);
     for _ in 0..MAX_VLAN_TAGS {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
-        let vlan: *const VlanHdr = c.take()?;
-        ether_type = u16::from_be_bytes(unsafe { (*vlan).ether_type });
+        let vlan: VlanHdr = c.read()?;
+        ether_type = u16::from_be_bytes(vlan.ether_type);
     }
     match ether_type {
         ETH_P_IP => parse_ipv4(&mut c, p).map(|()| Parsed::Ip),
@@ -174,38 +181,39 @@ pub fn parse(data: usize, data_end: usize, p: &mut Packet) -> Result<Parsed, Mal
 #[inline(always)]
 fn parse_ipv4(c: &mut Cursor, p: &mut Packet) -> Result<(), Malformed> {
     let start = c.pos;
-    let ip: *const Ipv4Hdr = c.take()?;
-    let (vihl, protocol, frags, id, tot_len, src, dst) = unsafe {
-        (
-            (*ip).vihl,
-            (*ip).proto,
-            u16::from_be_bytes((*ip).frags),
-            u16::from_be_bytes((*ip).id),
-            u16::from_be_bytes((*ip).tot_len),
-            (*ip).src_addr,
-            (*ip).dst_addr,
-        )
-    };
-    let ihl = usize::from(vihl & 0x0f) * 4;
-    if vihl >> 4 != 4 || ihl < size_of::<Ipv4Hdr>() || usize::from(tot_len) < ihl {
+    let ip: Ipv4Hdr = c.read()?;
+    let frags = u16::from_be_bytes(ip.frags);
+    let tot_len = u16::from_be_bytes(ip.tot_len);
+    let ihl = usize::from(ip.vihl & 0x0f) * 4;
+    if ip.vihl >> 4 != 4 || ihl < size_of::<Ipv4Hdr>() || usize::from(tot_len) < ihl {
         return Err(Malformed);
     }
     c.pos = start;
     c.skip(ihl)?;
-    p.src = from_v4(src);
-    p.dst = from_v4(dst);
-    p.protocol = protocol;
+    p.src = from_v4(ip.src_addr);
+    p.dst = from_v4(ip.dst_addr);
+    p.protocol = ip.proto;
     p.len = u32::from(tot_len);
-    p.frag_id = u32::from(id);
-    let offset = frags & 0x1fff;
+    p.frag_id = u32::from(u16::from_be_bytes(ip.id));
+    let offset = frags & IPV4_OFFSET_MASK;
     p.fragment = if offset != 0 {
         FRAG_LATER
-    } else if frags & 0x2000 != 0 {
+    } else if frags & IPV4_MORE_FRAGMENTS != 0 {
         FRAG_FIRST
     } else {
         FRAG_NONE
     };
     parse_l4_or_fragment(c, p, false, offset)
+}
+
+/// Clear the layer 4 facts of `p` (a protocol without them, or before parsing them).
+#[inline(always)]
+fn clear_l4(p: &mut Packet) {
+    p.icmp_type = 0;
+    p.tcp_flags = 0;
+    p.is_icmp_error = false;
+    p.sport = 0;
+    p.dport = 0;
 }
 
 /// A later fragment has no layer 4 header (its first fragment's is used); anything else has one.
@@ -222,36 +230,23 @@ fn parse_l4_or_fragment(
     if offset < MIN_LATER_FRAGMENT_OFFSET {
         return Err(Malformed);
     }
-    p.icmp_type = 0;
-    p.tcp_flags = 0;
-    p.is_icmp_error = false;
-    p.sport = 0;
-    p.dport = 0;
+    clear_l4(p);
     Ok(())
 }
 
 #[inline(always)]
 fn parse_ipv6(c: &mut Cursor, p: &mut Packet) -> Result<(), Malformed> {
-    let ip: *const Ipv6Hdr = c.take()?;
-    let (vcf, next, payload_len) = unsafe {
-        (
-            (*ip).vcf[0],
-            (*ip).next_hdr,
-            u16::from_be_bytes((*ip).payload_len),
-        )
-    };
-    if vcf >> 4 != 6 {
+    let ip: Ipv6Hdr = c.read()?;
+    if ip.vcf[0] >> 4 != 6 {
         return Err(Malformed);
     }
-    unsafe {
-        p.src = (*ip).src_addr;
-        p.dst = (*ip).dst_addr;
-    }
+    p.src = ip.src_addr;
+    p.dst = ip.dst_addr;
     p.fragment = FRAG_NONE;
     p.frag_id = 0;
-    let (protocol, offset) = skip_ext_headers(c, next, p)?;
+    let (protocol, offset) = skip_ext_headers(c, ip.next_hdr, p)?;
     p.protocol = protocol;
-    p.len = u32::from(payload_len) + size_of::<Ipv6Hdr>() as u32;
+    p.len = u32::from(u16::from_be_bytes(ip.payload_len)) + size_of::<Ipv6Hdr>() as u32;
     parse_l4_or_fragment(c, p, true, offset)
 }
 
@@ -262,44 +257,34 @@ fn parse_ipv6(c: &mut Cursor, p: &mut Packet) -> Result<(), Malformed> {
 fn skip_ext_headers(c: &mut Cursor, mut next: u8, p: &mut Packet) -> Result<(u8, u16), Malformed> {
     for _ in 0..MAX_EXT_HEADERS {
         match next {
-            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
-            0 | 43 | 60 => {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
                 let start = c.pos;
-                let h: *const ExtHdr = c.take()?;
-                let (n, len) = unsafe { ((*h).next, (*h).len) };
+                let h: ExtHdr = c.read()?;
                 c.pos = start;
-                c.skip((usize::from(len) + 1) * 8)?;
-                next = n;
+                c.skip((usize::from(h.len) + 1) * 8)?;
+                next = h.next;
             }
-            // Fragment header: 8 bytes; only the first fragment has the layer 4 header.
-            44 => {
-                let h: *const [u8; 8] = c.take()?;
-                let (n, off, id) = unsafe {
-                    (
-                        (*h)[0],
-                        u16::from_be_bytes([(*h)[2], (*h)[3]]),
-                        u32::from_be_bytes([(*h)[4], (*h)[5], (*h)[6], (*h)[7]]),
-                    )
-                };
-                p.frag_id = id;
+            // Only the first fragment has the layer 4 header.
+            IPV6_FRAGMENT => {
+                let h: [u8; 8] = c.read()?;
+                let off = u16::from_be_bytes([h[2], h[3]]);
+                p.frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                 let offset = off >> 3;
                 if offset != 0 {
                     p.fragment = FRAG_LATER;
-                    return Ok((n, offset));
+                    return Ok((h[0], offset));
                 }
                 if off & 1 != 0 {
                     p.fragment = FRAG_FIRST;
                 }
-                next = n;
+                next = h[0];
             }
-            // Authentication header: (len + 2) * 4 bytes.
-            51 => {
+            IPV6_AUTH => {
                 let start = c.pos;
-                let h: *const ExtHdr = c.take()?;
-                let (n, len) = unsafe { ((*h).next, (*h).len) };
+                let h: ExtHdr = c.read()?;
                 c.pos = start;
-                c.skip((usize::from(len) + 2) * 4)?;
-                next = n;
+                c.skip((usize::from(h.len) + 2) * 4)?;
+                next = h.next;
             }
             _ => return Ok((next, 0)),
         }
@@ -310,39 +295,36 @@ fn skip_ext_headers(c: &mut Cursor, mut next: u8, p: &mut Packet) -> Result<(u8,
 
 #[inline(always)]
 fn parse_l4(c: &mut Cursor, p: &mut Packet, v6: bool) -> Result<(), Malformed> {
-    p.icmp_type = 0;
-    p.tcp_flags = 0;
-    p.is_icmp_error = false;
-    p.sport = 0;
-    p.dport = 0;
+    clear_l4(p);
     match p.protocol {
         IPPROTO_TCP => {
-            let tcp: *const TcpHead = c.take()?;
-            p.sport = u16::from_be_bytes(unsafe { (*tcp).src });
-            p.dport = u16::from_be_bytes(unsafe { (*tcp).dst });
-            p.tcp_flags = unsafe { (*tcp).flags };
+            let tcp: TcpHead = c.read()?;
+            p.sport = u16::from_be_bytes(tcp.src);
+            p.dport = u16::from_be_bytes(tcp.dst);
+            p.tcp_flags = tcp.flags;
             // The rest of the fixed header must be there too.
             c.skip(6)?;
         }
         IPPROTO_UDP | IPPROTO_SCTP => {
-            let ports: *const Ports = c.take()?;
-            p.sport = u16::from_be_bytes(unsafe { (*ports).src });
-            p.dport = u16::from_be_bytes(unsafe { (*ports).dst });
+            let ports: Ports = c.read()?;
+            p.sport = u16::from_be_bytes(ports.src);
+            p.dport = u16::from_be_bytes(ports.dst);
             // The rest of the fixed header must be there too.
             c.skip(if p.protocol == IPPROTO_UDP { 4 } else { 8 })?;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let icmp: *const IcmpHdr = c.take()?;
-            let (ty, id) = unsafe { ((*icmp).ty, u16::from_be_bytes((*icmp).id)) };
-            p.icmp_type = ty;
-            match (v6, ty) {
+            let h: IcmpHdr = c.read()?;
+            let id = u16::from_be_bytes(h.id);
+            p.icmp_type = h.ty;
+            match (v6, h.ty) {
                 // Echo request: the identifier is the "source port" of the flow.
-                (false, 8) | (true, 128) => p.sport = id,
+                (false, icmp::ECHO_REQUEST) | (true, icmp::V6_ECHO_REQUEST) => p.sport = id,
                 // Echo reply: the identifier comes back as the "destination port".
-                (false, 0) | (true, 129) => p.dport = id,
+                (false, icmp::ECHO_REPLY) | (true, icmp::V6_ECHO_REPLY) => p.dport = id,
                 // Errors about another flow: destination unreachable, time exceeded,
                 // parameter problem (and packet too big for v6).
-                (false, 3 | 11 | 12) | (true, 1..=4) => {
+                (false, icmp::DEST_UNREACH | icmp::TIME_EXCEEDED | icmp::PARAMETER_PROBLEM)
+                | (true, icmp::V6_ERROR_FIRST..=icmp::V6_ERROR_LAST) => {
                     p.is_icmp_error = parse_inner(c, &mut p.inner, v6).is_ok();
                 }
                 _ => {}
@@ -359,22 +341,17 @@ fn parse_inner(c: &mut Cursor, t: &mut Tuple, v6: bool) -> Result<(), Malformed>
     t.sport = 0;
     t.dport = 0;
     if v6 {
-        let ip: *const Ipv6Hdr = c.take()?;
-        unsafe {
-            t.src = (*ip).src_addr;
-            t.dst = (*ip).dst_addr;
-            t.protocol = (*ip).next_hdr;
-        }
+        let ip: Ipv6Hdr = c.read()?;
+        t.src = ip.src_addr;
+        t.dst = ip.dst_addr;
+        t.protocol = ip.next_hdr;
     } else {
         let start = c.pos;
-        let ip: *const Ipv4Hdr = c.take()?;
-        let vihl = unsafe { (*ip).vihl };
-        unsafe {
-            t.src = from_v4((*ip).src_addr);
-            t.dst = from_v4((*ip).dst_addr);
-            t.protocol = (*ip).proto;
-        }
-        let ihl = usize::from(vihl & 0x0f) * 4;
+        let ip: Ipv4Hdr = c.read()?;
+        t.src = from_v4(ip.src_addr);
+        t.dst = from_v4(ip.dst_addr);
+        t.protocol = ip.proto;
+        let ihl = usize::from(ip.vihl & 0x0f) * 4;
         if ihl < size_of::<Ipv4Hdr>() {
             return Err(Malformed);
         }
@@ -383,13 +360,13 @@ fn parse_inner(c: &mut Cursor, t: &mut Tuple, v6: bool) -> Result<(), Malformed>
     }
     match t.protocol {
         IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => {
-            let ports: *const Ports = c.take()?;
-            t.sport = u16::from_be_bytes(unsafe { (*ports).src });
-            t.dport = u16::from_be_bytes(unsafe { (*ports).dst });
+            let ports: Ports = c.read()?;
+            t.sport = u16::from_be_bytes(ports.src);
+            t.dport = u16::from_be_bytes(ports.dst);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let icmp: *const IcmpHdr = c.take()?;
-            t.sport = u16::from_be_bytes(unsafe { (*icmp).id });
+            let h: IcmpHdr = c.read()?;
+            t.sport = u16::from_be_bytes(h.id);
         }
         _ => {}
     }
@@ -403,9 +380,9 @@ fn parse_inner(c: &mut Cursor, t: &mut Tuple, v6: bool) -> Result<(), Malformed>
 #[inline(always)]
 pub fn opens_flow(p: &Packet) -> bool {
     match p.protocol {
-        IPPROTO_TCP => p.tcp_flags & 0x12 == 0x02,
-        IPPROTO_ICMP => p.icmp_type != 0,
-        IPPROTO_ICMPV6 => p.icmp_type != 129,
+        IPPROTO_TCP => p.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN,
+        IPPROTO_ICMP => p.icmp_type != icmp::ECHO_REPLY,
+        IPPROTO_ICMPV6 => p.icmp_type != icmp::V6_ECHO_REPLY,
         _ => true,
     }
 }
@@ -413,5 +390,19 @@ pub fn opens_flow(p: &Packet) -> bool {
 /// ICMPv6 messages the link needs whatever the policy says: MLD and neighbour discovery.
 #[inline(always)]
 pub fn is_link_control(p: &Packet) -> bool {
-    p.protocol == IPPROTO_ICMPV6 && matches!(p.icmp_type, 130..=137 | 143)
+    p.protocol == IPPROTO_ICMPV6
+        && matches!(
+            p.icmp_type,
+            icmp::V6_LINK_CONTROL_FIRST..=icmp::V6_LINK_CONTROL_LAST | icmp::V6_MLD2_REPORT
+        )
+}
+
+/// The policy "port" of a packet that starts a flow: the destination port, or the ICMP type.
+#[inline(always)]
+pub fn policy_port(p: &Packet) -> u16 {
+    if Protocol::is_icmp(p.protocol) {
+        u16::from(p.icmp_type)
+    } else {
+        p.dport
+    }
 }

@@ -20,41 +20,21 @@ use core::{
     ptr::read_volatile,
 };
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
-    macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
 use enforcer_common::{
-    ratelimit::{
-        rate_stat, EVENT_INTERVAL_NS, MAX_BYTE_COST, MAX_PACKET_COST, RATE_BUCKET_CAPACITY,
-        RATE_LIMIT_CAPACITY,
-    },
-    Addr, BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKey, SLOTS,
+    ratelimit::{rate_stat, EVENT_INTERVAL_NS, MAX_BYTE_COST, MAX_PACKET_COST},
+    Addr, BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKey, Reason, Verdict,
+    CONFIG_RATE_LIMITS, DIR_INGRESS, IDF_LOCAL, VERDICT_ALLOW,
 };
 
-use crate::parse::Packet;
-
-/// (slot, rule) → limit, written by the agent.
-#[map]
-pub static RATE_LIMITS: HashMap<RateLimitKey, RateLimitConfig> =
-    HashMap::with_max_entries(RATE_LIMIT_CAPACITY * SLOTS, 0);
-
-/// (rule, source address) → bucket, for `per: source`; the least recently used is evicted when
-/// full (a new bucket starts full).
-#[map]
-pub static RATE_BUCKETS: LruHashMap<BucketKey, RateBucket> =
-    LruHashMap::with_max_entries(RATE_BUCKET_CAPACITY, 0);
-
-/// rule → bucket, for `per: rule`; the agent removes the buckets of rules that lost their limit.
-#[map]
-pub static RULE_BUCKETS: HashMap<u32, RateBucket> =
-    HashMap::with_max_entries(RATE_LIMIT_CAPACITY * SLOTS, 0);
-
-/// Counters about the buckets (`rate_stat::*`).
-#[map]
-pub static RATE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(rate_stat::COUNT, 0);
+use crate::{
+    conntrack::{tracked_ingress, Tracked},
+    identity::identity_of,
+    maps::{bump, config, RATE_BUCKETS, RATE_LIMITS, RATE_STATS, RULE_BUCKETS},
+    parse::{Packet, FRAG_LATER},
+    policy::{decide, Action, Decision, FlowRef},
+    report::rate_limited,
+};
 
 /// Rounds of a compare-and-swap loop before giving up.
 const CAS_TRIES: u32 = 8;
@@ -78,15 +58,19 @@ enum Take {
 
 #[inline(always)]
 fn stat(i: u32) {
-    if let Some(c) = RATE_STATS.get_ptr_mut(i) {
-        unsafe { *c += 1 };
-    }
+    bump(&RATE_STATS, i);
 }
 
 /// Compare-and-swap; `true` if `*p` was `old` and is now `new`.
+///
+/// # Safety
+/// `p` must point at a live, aligned `T` in a map value.
 #[inline(always)]
 unsafe fn cas<T: Copy>(p: *mut T, old: T, new: T) -> bool {
-    // SeqCst with `-C target-cpu=v3`: the fetching BPF_CMPXCHG (see NOTES-aya.md).
+    // SeqCst with `-C target-cpu=v3` (set by the build) is what makes LLVM emit the fetching
+    // BPF_CMPXCHG, whose old value we use; a Relaxed fetch compiles to the non-fetching form and
+    // returns garbage.
+    // SAFETY: the caller guarantees `p` points at a live, aligned `T`.
     unsafe {
         atomic_cxchg::<T, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1
     }
@@ -96,10 +80,14 @@ unsafe fn cas<T: Copy>(p: *mut T, old: T, new: T) -> bool {
 #[inline(always)]
 fn limit(slot: u32, rule: u32) -> Option<RateLimitConfig> {
     let key = RateLimitKey { slot, rule };
+    // SAFETY: the reference into the map value is copied out at once; the agent writes limits
+    // only into the inactive slot, so the entry of the active slot does not change under us.
     unsafe { RATE_LIMITS.get(&key) }.copied()
 }
 
 /// The bucket of a packet from `src` for `rule`; with `create`, a missing one is created full.
+/// The pointer is a map lookup result: non-null, aligned, and valid until the program returns
+/// (map values are freed after an RCU grace period, even when the LRU evicts the entry).
 #[inline(always)]
 fn bucket(
     c: &RateLimitConfig,
@@ -140,8 +128,11 @@ fn bucket(
 #[inline(always)]
 fn add(t: *mut i64, d: &RateDim, amount: i64) -> bool {
     for _ in 0..CAS_TRIES {
+        // SAFETY: `t` points at a token count of a live bucket (see `bucket`); both the
+        // volatile read and the CAS are whole aligned i64 accesses.
         let cur = unsafe { read_volatile(t) };
         let new = d.add(cur, amount);
+        // SAFETY: as above.
         if new == cur || unsafe { cas(t, cur, new) } {
             return true;
         }
@@ -153,10 +144,13 @@ fn add(t: *mut i64, d: &RateDim, amount: i64) -> bool {
 #[inline(always)]
 fn take(t: *mut i64, d: &RateDim, cost: i64) -> Take {
     for _ in 0..CAS_TRIES {
+        // SAFETY: `t` points at a token count of a live bucket (see `bucket`); both the
+        // volatile read and the CAS are whole aligned i64 accesses.
         let cur = unsafe { read_volatile(t) };
         let Some(new) = d.charge(cur, cost) else {
             return Take::Refused;
         };
+        // SAFETY: as above.
         if unsafe { cas(t, cur, new) } {
             return Take::Taken;
         }
@@ -169,25 +163,24 @@ fn take(t: *mut i64, d: &RateDim, cost: i64) -> Take {
 /// and what remains up to ours is claimed by a later packet), so time is never counted twice.
 #[inline(always)]
 fn refill(b: *mut RateBucket, c: &RateLimitConfig, now: u64) {
+    // SAFETY: `b` is a live bucket (see `bucket`); a volatile read and a CAS of one aligned
+    // u64 field.
     let last = unsafe { read_volatile(&raw const (*b).last_ns) };
+    // SAFETY: as above.
     if now <= last || !unsafe { cas(&raw mut (*b).last_ns, last, now) } {
         return;
     }
     let elapsed = now - last;
     let mut ok = true;
     if c.packets.rate != 0 {
-        ok &= add(
-            unsafe { &raw mut (*b).packet_tokens },
-            &c.packets,
-            c.packets.refill(elapsed),
-        );
+        // SAFETY: the address of a field of the live bucket `b`; nothing is read.
+        let t = unsafe { &raw mut (*b).packet_tokens };
+        ok &= add(t, &c.packets, c.packets.refill(elapsed));
     }
     if c.bytes.rate != 0 {
-        ok &= add(
-            unsafe { &raw mut (*b).byte_tokens },
-            &c.bytes,
-            c.bytes.refill(elapsed),
-        );
+        // SAFETY: as above.
+        let t = unsafe { &raw mut (*b).byte_tokens };
+        ok &= add(t, &c.bytes, c.bytes.refill(elapsed));
     }
     if !ok {
         stat(rate_stat::CONTENDED);
@@ -197,9 +190,19 @@ fn refill(b: *mut RateBucket, c: &RateLimitConfig, now: u64) {
 /// Whether this drop is the bucket's sampled event (at most one per `EVENT_INTERVAL_NS`).
 #[inline(always)]
 fn sample(b: *mut RateBucket, now: u64) -> bool {
+    // SAFETY: `b` is a live bucket (see `bucket`); a volatile read and a CAS of one aligned
+    // u64 field.
     let last = unsafe { read_volatile(&raw const (*b).last_event_ns) };
+    // SAFETY: as above.
     now >= last.saturating_add(EVENT_INTERVAL_NS)
         && unsafe { cas(&raw mut (*b).last_event_ns, last, now) }
+}
+
+/// The current time for bucket arithmetic.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: `bpf_ktime_get_ns` has no preconditions; it reads the monotonic clock.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Charge a packet of `segs` segments (GSO aggregates count each) and `p.len` bytes to the
@@ -209,7 +212,7 @@ pub fn charge(slot: u32, rule: u32, p: &Packet, segs: u32) -> Charge {
     let Some(c) = limit(slot, rule) else {
         return Charge::Admit;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     let Some(b) = bucket(&c, rule, &p.src, now, true) else {
         // No bucket could be created (`RULE_BUCKETS` full, or a new per-source bucket evicted
         // at once): the limit cannot be checked, so the packet is not admitted (fail closed),
@@ -218,17 +221,19 @@ pub fn charge(slot: u32, rule: u32, p: &Packet, segs: u32) -> Charge {
         return Charge::Drop { report: false };
     };
     refill(b, &c, now);
+    // SAFETY: addresses of fields of the live bucket `b`; nothing is read here.
+    let (packets, bytes) = unsafe { (&raw mut (*b).packet_tokens, &raw mut (*b).byte_tokens) };
     let pcost = RateDim::cost(u64::from(segs), MAX_PACKET_COST);
     let bcost = RateDim::cost(u64::from(p.len), MAX_BYTE_COST);
     let mut result = Take::Taken;
     if c.packets.rate != 0 {
-        result = take(unsafe { &raw mut (*b).packet_tokens }, &c.packets, pcost);
+        result = take(packets, &c.packets, pcost);
     }
     if result == Take::Taken && c.bytes.rate != 0 {
-        result = take(unsafe { &raw mut (*b).byte_tokens }, &c.bytes, bcost);
+        result = take(bytes, &c.bytes, bcost);
         if result != Take::Taken && c.packets.rate != 0 {
             // Give the packet tokens back: the packet does not pass.
-            add(unsafe { &raw mut (*b).packet_tokens }, &c.packets, pcost);
+            add(packets, &c.packets, pcost);
         }
     }
     match result {
@@ -250,20 +255,26 @@ pub fn charge(slot: u32, rule: u32, p: &Packet, segs: u32) -> Charge {
 /// charged by the tc hook (microseconds later, with the tokens refilled since), so a packet is
 /// never charged twice and the admitted rate is unchanged.
 #[inline(always)]
-pub fn precheck(slot: u32, rule: u32, p: &Packet) -> Charge {
+fn would_refuse(slot: u32, rule: u32, p: &Packet) -> Charge {
     let Some(c) = limit(slot, rule) else {
         return Charge::Admit;
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
     // No bucket yet: it starts full.
     let Some(b) = bucket(&c, rule, &p.src, now, false) else {
         return Charge::Admit;
     };
-    let last = unsafe { read_volatile(&raw const (*b).last_ns) };
+    // SAFETY: `b` is a live bucket (see `bucket`); volatile reads of aligned u64/i64 fields.
+    let (last, packet_tokens, byte_tokens) = unsafe {
+        (
+            read_volatile(&raw const (*b).last_ns),
+            read_volatile(&raw const (*b).packet_tokens),
+            read_volatile(&raw const (*b).byte_tokens),
+        )
+    };
     let elapsed = now.saturating_sub(last);
     if c.packets.rate != 0 {
-        let tokens = unsafe { read_volatile(&raw const (*b).packet_tokens) };
-        let tokens = c.packets.add(tokens, c.packets.refill(elapsed));
+        let tokens = c.packets.add(packet_tokens, c.packets.refill(elapsed));
         if c.packets
             .charge(tokens, RateDim::cost(1, MAX_PACKET_COST))
             .is_none()
@@ -274,8 +285,7 @@ pub fn precheck(slot: u32, rule: u32, p: &Packet) -> Charge {
         }
     }
     if c.bytes.rate != 0 {
-        let tokens = unsafe { read_volatile(&raw const (*b).byte_tokens) };
-        let tokens = c.bytes.add(tokens, c.bytes.refill(elapsed));
+        let tokens = c.bytes.add(byte_tokens, c.bytes.refill(elapsed));
         let cost = RateDim::cost(u64::from(p.len), MAX_BYTE_COST);
         if c.bytes.charge(tokens, cost).is_none() {
             return Charge::Drop {
@@ -286,8 +296,47 @@ pub fn precheck(slot: u32, rule: u32, p: &Packet) -> Charge {
     Charge::Admit
 }
 
-/// Count an early drop by the XDP hook.
+/// Early rate limiting on the uplink (XDP): a packet for a local workload whose flow is allowed
+/// by a rate-limited ingress rule is dropped here if its bucket is empty; everything else passes
+/// on (and is judged and charged by `to_pod`).
 #[inline(always)]
-pub fn count_xdp_drop() {
-    stat(rate_stat::XDP_DROPS);
+pub fn uplink_rate_limit(p: &Packet, ifindex: u32) -> Action {
+    let cfg = config();
+    // A later fragment has no ports to find its bucket by: `to_pod` judges and charges it.
+    if cfg.flags & CONFIG_RATE_LIMITS == 0 || p.is_icmp_error || p.fragment == FRAG_LATER {
+        return Action::Pass;
+    }
+    if identity_of(cfg.slot, &p.dst).flags & IDF_LOCAL == 0 {
+        return Action::Pass;
+    }
+    // The same lookups as `judge_active`, read-only: a reply passes, an established flow has its
+    // bucket in conntrack, a new (or re-judged) flow gets the policy's.
+    let d = match tracked_ingress(p, &cfg) {
+        Some(Tracked::Reply) => return Action::Pass,
+        Some(Tracked::Forward { rule, rate_limited }) => {
+            let mut d = Decision::new(Verdict::Allow, Reason::Established);
+            if rate_limited {
+                d.rule = rule;
+                d.ratelimit = rule;
+            }
+            d
+        }
+        None => {
+            let d = decide(&cfg, DIR_INGRESS, &FlowRef::of(p));
+            if d.verdict != VERDICT_ALLOW {
+                return Action::Pass;
+            }
+            d
+        }
+    };
+    if d.ratelimit == 0 {
+        return Action::Pass;
+    }
+    match would_refuse(cfg.slot, d.ratelimit, p) {
+        Charge::Admit => Action::Pass,
+        Charge::Drop { report } => {
+            stat(rate_stat::XDP_DROPS);
+            rate_limited(p, DIR_INGRESS, ifindex, &cfg, d, report)
+        }
+    }
 }

@@ -362,23 +362,25 @@ pub enum Protocol {
 impl Protocol {
     /// The IP protocol number: 6, 17, 132, and 1 (ICMP) or 58 (`ICMPv6`).
     pub fn number(self, ipv6: bool) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-            Protocol::Icmp if ipv6 => 58,
-            Protocol::Icmp => 1,
-        }
+        use enforcer_common::Protocol as Ip;
+        let ip = match self {
+            Protocol::Tcp => Ip::Tcp,
+            Protocol::Udp => Ip::Udp,
+            Protocol::Sctp => Ip::Sctp,
+            Protocol::Icmp if ipv6 => Ip::Icmpv6,
+            Protocol::Icmp => Ip::Icmp,
+        };
+        ip as u8
     }
 
     /// The protocol of an IP protocol number (1 and 58 are both ICMP).
     pub fn from_number(number: u8) -> Option<Protocol> {
-        match number {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            132 => Some(Protocol::Sctp),
-            1 | 58 => Some(Protocol::Icmp),
-            _ => None,
+        use enforcer_common::Protocol as Ip;
+        match Ip::from_u8(number)? {
+            Ip::Tcp => Some(Protocol::Tcp),
+            Ip::Udp => Some(Protocol::Udp),
+            Ip::Sctp => Some(Protocol::Sctp),
+            Ip::Icmp | Ip::Icmpv6 => Some(Protocol::Icmp),
         }
     }
 

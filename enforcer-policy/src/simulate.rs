@@ -4,9 +4,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use enforcer_common::{
-    identity, IdentityValue, PolicyValue, IDF_HOST, POLICY_KEY_FIXED_BITS, VERDICT_DENY,
-};
+use enforcer_common::{identity, IdentityValue, PolicyKey, PolicyValue, IDF_HOST, VERDICT_DENY};
 
 use super::{
     compile::{addr_bits, PolicyEntry},
@@ -24,10 +22,11 @@ impl<'a> Simulator<'a> {
     pub fn new(compiled: &'a Compiled) -> Self {
         let mut tables: HashMap<(u8, u32, u32), Vec<&PolicyEntry>> = HashMap::new();
         for e in &compiled.policy {
-            let k = &e.key;
-            let subject = u32::from_be_bytes([k[2], k[3], k[4], k[5]]);
-            let peer = u32::from_be_bytes([k[6], k[7], k[8], k[9]]);
-            tables.entry((k[1], subject, peer)).or_default().push(e);
+            let k = PolicyKey::decode(&e.key);
+            tables
+                .entry((k.direction, k.subject, k.peer))
+                .or_default()
+                .push(e);
         }
         Simulator {
             compiled,
@@ -67,12 +66,7 @@ impl<'a> Simulator<'a> {
         let point = (u32::from(proto) << 16) | u32::from(port);
         table
             .iter()
-            .filter(|e| {
-                let bits = e.prefix_len - POLICY_KEY_FIXED_BITS;
-                let entry = (u32::from(e.key[10]) << 16)
-                    | u32::from(u16::from_be_bytes([e.key[11], e.key[12]]));
-                bits == 0 || (entry ^ point) >> (24 - bits) == 0
-            })
+            .filter(|e| PolicyKey::decode(&e.key).covers(e.prefix_len, point))
             .max_by_key(|e| e.prefix_len)
             .map(|e| e.value)
     }

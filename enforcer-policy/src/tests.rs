@@ -16,7 +16,7 @@ use std::{
 };
 
 use enforcer_common::{
-    identity, PolicyValue, IDF_HOST, POLICY_KEY_FIXED_BITS, REASON_POLICY, VERDICT_DENY,
+    identity, PolicyKey, PolicyValue, IDF_HOST, POLICY_KEY_FIXED_BITS, REASON_POLICY, VERDICT_DENY,
 };
 use ipnet::IpNet;
 
@@ -48,10 +48,11 @@ impl<'a> Datapath<'a> {
     fn new(compiled: &'a Compiled) -> Self {
         let mut tables: HashMap<(u8, u32, u32), Vec<&PolicyEntry>> = HashMap::new();
         for e in &compiled.policy {
-            let k = &e.key;
-            let subject = u32::from_be_bytes([k[2], k[3], k[4], k[5]]);
-            let peer = u32::from_be_bytes([k[6], k[7], k[8], k[9]]);
-            tables.entry((k[1], subject, peer)).or_default().push(e);
+            let k = PolicyKey::decode(&e.key);
+            tables
+                .entry((k.direction, k.subject, k.peer))
+                .or_default()
+                .push(e);
         }
         Datapath {
             compiled,
@@ -66,12 +67,7 @@ impl<'a> Datapath<'a> {
         self.tables
             .get(&key)?
             .iter()
-            .filter(|e| {
-                let bits = e.prefix_len - POLICY_KEY_FIXED_BITS;
-                let entry = (u32::from(e.key[10]) << 16)
-                    | u32::from(u16::from_be_bytes([e.key[11], e.key[12]]));
-                bits == 0 || (entry ^ point) >> (24 - bits) == 0
-            })
+            .filter(|e| PolicyKey::decode(&e.key).covers(e.prefix_len, point))
             .max_by_key(|e| e.prefix_len)
             .map(|e| e.value)
     }
@@ -131,12 +127,11 @@ fn check_entries(compiled: &Compiled) -> Result<(), String> {
                 e.prefix_len
             ));
         };
-        let rest =
-            (u32::from(e.key[10]) << 16) | u32::from(u16::from_be_bytes([e.key[11], e.key[12]]));
-        if bits < 24 && rest & ((1 << (24 - bits)) - 1) != 0 {
+        let k = PolicyKey::decode(&e.key);
+        if bits < 24 && k.point() & ((1 << (24 - bits)) - 1) != 0 {
             return Err(format!("bits set beyond the prefix: {e:?}"));
         }
-        if e.key[13..] != [0, 0, 0] {
+        if k.encode() != e.key {
             return Err(format!("padding set: {e:?}"));
         }
         if !keys.insert((e.prefix_len, e.key)) {

@@ -20,9 +20,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use enforcer_common::{
-    maps::names, programs, CidrKeyData, Config, EndpointKey, IdentityKey, IdentityValue,
-    PolicyKeyData, PolicyValue, CIDR_CAPACITY, CIDR_KEY_FIXED_BITS, CONFIG_ACTIVE, COUNTER_ENTRIES,
-    ENDPOINT_CAPACITY, IDENTITY_CAPACITY, LAYOUT_VERSION, POLICY_CAPACITY, REASONS, VERDICTS,
+    cidr_key_data, maps::names, programs, CidrKeyData, Config, CounterIndex, EndpointKey,
+    IdentityKey, IdentityValue, PolicyKey, PolicyKeyData, PolicyValue, CIDR_CAPACITY,
+    CIDR_KEY_FIXED_BITS, CONFIG_ACTIVE, ENDPOINT_CAPACITY, IDENTITY_CAPACITY, LAYOUT_VERSION,
+    POLICY_CAPACITY,
 };
 
 use crate::policy::{compile::addr_bits, Compiled};
@@ -321,7 +322,7 @@ impl Datapath {
             for (prefix, value) in &compiled.cidrs {
                 let key = Key::new(
                     CIDR_KEY_FIXED_BITS + u32::from(prefix.len),
-                    cidr_key(slot, &prefix.octets()),
+                    cidr_key_data(u8::try_from(slot).unwrap_or(0), &prefix.octets()),
                 );
                 cidrs
                     .insert(&key, value, 0)
@@ -333,8 +334,11 @@ impl Datapath {
                 LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map_mut(names::POLICY)?)
                     .map_err(map_err(names::POLICY))?;
             for e in &compiled.policy {
-                let mut data = e.key;
-                data[0] = u8::try_from(slot).unwrap_or(0);
+                let data = PolicyKey {
+                    slot: u8::try_from(slot).unwrap_or(0),
+                    ..PolicyKey::decode(&e.key)
+                }
+                .encode();
                 policy
                     .insert(&Key::new(e.prefix_len, data), e.value, 0)
                     .map_err(map_err(names::POLICY))?;
@@ -480,23 +484,13 @@ impl Datapath {
         let map = PerCpuArray::<_, u64>::try_from(self.map(names::COUNTERS)?)
             .map_err(map_err(names::COUNTERS))?;
         let mut out = BTreeMap::new();
-        for i in 0..COUNTER_ENTRIES {
+        for (i, c) in CounterIndex::all() {
             let total: u64 = map
                 .get(&i, 0)
                 .map_err(map_err(names::COUNTERS))?
                 .iter()
                 .sum();
-            let reason = i % REASONS;
-            let verdict = (i / REASONS) % VERDICTS;
-            let direction = i / REASONS / VERDICTS;
-            out.insert(
-                (
-                    u8::try_from(direction).unwrap_or(0),
-                    u8::try_from(verdict).unwrap_or(0),
-                    u8::try_from(reason).unwrap_or(0),
-                ),
-                total,
-            );
+            out.insert((c.direction as u8, c.verdict as u8, c.reason as u8), total);
         }
         Ok(out)
     }
@@ -557,13 +551,6 @@ fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<()>
         });
     }
     Ok(())
-}
-
-fn cidr_key(slot: u32, addr: &[u8; 16]) -> CidrKeyData {
-    let mut data = [0u8; 17];
-    data[0] = u8::try_from(slot).unwrap_or(0);
-    data[1..].copy_from_slice(addr);
-    data
 }
 
 /// A link error with its cause (aya's errors keep the OS error in `source()`).

@@ -10,10 +10,7 @@ use std::{
 };
 
 use anyhow::Result;
-use enforcer_common::{
-    direction_name, verdict_name, REASON_DEFAULT_DENY, REASON_MALFORMED, REASON_POLICY,
-    REASON_RATE_LIMITED, REASON_SPOOFED, VERDICT_DENY,
-};
+use enforcer_common::{Direction, Verdict, DROP_LABELS};
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
@@ -75,17 +72,6 @@ impl Metrics {
     }
 }
 
-/// The drop reason label of a datapath reason code.
-pub fn drop_reason(reason: u8) -> &'static str {
-    match reason {
-        REASON_POLICY | REASON_DEFAULT_DENY => "policy_denied",
-        REASON_RATE_LIMITED => "rate_limited",
-        REASON_SPOOFED => "spoofed",
-        REASON_MALFORMED => "malformed",
-        _ => "other",
-    }
-}
-
 /// What a scrape reads: the published view, the counter maps and the agent's own counters.
 pub struct ScrapeInput<'a> {
     pub view: &'a View,
@@ -143,26 +129,29 @@ pub fn render(input: &ScrapeInput<'_>) -> Result<String> {
         "Packets dropped by the datapath, by policy direction and reason.",
         &["direction", "reason"],
     )?;
-    for ((d, v, r), n) in input.maps.packets() {
+    for (c, n) in input.maps.packets() {
         if n == 0 {
             continue;
         }
+        let d = c.direction.as_str();
         packets
-            .with_label_values(&[direction_name(d), verdict_name(v)])
+            .with_label_values(&[d, c.verdict.as_str()])
             .inc_by(n);
-        if v == VERDICT_DENY {
+        if c.verdict == Verdict::Deny {
             drops
-                .with_label_values(&[direction_name(d), drop_reason(r)])
+                .with_label_values(&[d, c.reason.drop_label()])
                 .inc_by(n);
         }
     }
     // Make the main series exist from the start, so rate() and alerts see them.
-    for d in ["ingress", "egress"] {
-        for v in ["allowed", "denied", "audit"] {
-            packets.with_label_values(&[d, v]).inc_by(0);
+    for d in Direction::ALL {
+        for v in Verdict::ALL {
+            packets
+                .with_label_values(&[d.as_str(), v.as_str()])
+                .inc_by(0);
         }
-        for r in ["policy_denied", "rate_limited", "spoofed", "malformed"] {
-            drops.with_label_values(&[d, r]).inc_by(0);
+        for r in DROP_LABELS {
+            drops.with_label_values(&[d.as_str(), r]).inc_by(0);
         }
     }
     register_rules(&registry, input)?;
@@ -549,12 +538,16 @@ spec:
 
     #[test]
     fn drop_reasons_cover_the_contract() {
-        use enforcer_common::REASON_NOT_ISOLATED;
-        assert_eq!(drop_reason(REASON_POLICY), "policy_denied");
-        assert_eq!(drop_reason(REASON_DEFAULT_DENY), "policy_denied");
-        assert_eq!(drop_reason(REASON_RATE_LIMITED), "rate_limited");
-        assert_eq!(drop_reason(REASON_SPOOFED), "spoofed");
-        assert_eq!(drop_reason(REASON_MALFORMED), "malformed");
-        assert_eq!(drop_reason(REASON_NOT_ISOLATED), "other");
+        use enforcer_common::Reason;
+        assert_eq!(Reason::Policy.drop_label(), "policy_denied");
+        assert_eq!(Reason::DefaultDeny.drop_label(), "policy_denied");
+        assert_eq!(Reason::RateLimited.drop_label(), "rate_limited");
+        assert_eq!(Reason::Spoofed.drop_label(), "spoofed");
+        assert_eq!(Reason::Malformed.drop_label(), "malformed");
+        assert_eq!(Reason::NotIsolated.drop_label(), "other");
+        assert_eq!(
+            DROP_LABELS,
+            ["policy_denied", "rate_limited", "spoofed", "malformed"]
+        );
     }
 }

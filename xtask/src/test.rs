@@ -65,6 +65,22 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     steps.run("clippy", || {
         cargo_step("clippy --workspace --all-targets -- -D warnings")
     })?;
+    // The eBPF crate is not a workspace member (it builds with -Z build-std for bpfel), so it is
+    // linted through its own manifest, type-checked for the host target (RUSTC_BOOTSTRAP for its
+    // `core_intrinsics`), in a target directory of its own.
+    let ebpf = "--manifest-path enforcer-ebpf/Cargo.toml";
+    steps.run("rustfmt (eBPF)", || {
+        cargo_step(&format!("fmt {ebpf} -- --check"))
+    })?;
+    steps.run("clippy (eBPF)", || {
+        let dir = target_dir().join("ebpf-clippy");
+        run(cargo()
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(format!("clippy {ebpf}").split(' '))
+            .arg("--target-dir")
+            .arg(dir)
+            .args(["--", "-D", "warnings"]))
+    })?;
     steps.run("manifests", || crate::manifests::manifests(false))?;
     steps.run("cargo deny (licenses, bans, sources)", crate::deny::check)?;
     // The end-to-end tests start the agent binary.

@@ -3,11 +3,14 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use enforcer_common::DIR_EGRESS;
 
-use super::{pull_headers, skb_ifindex, tc_action};
+use super::{pull_headers, skb_fields, tc_action};
 use crate::{
     fragment,
+    identity::spoofed_from_pod,
+    maps::scratch_packet,
     parse::parse,
-    policy::{precheck, scratch_packet, spoofed_from_pod, verdict_without_policy, Action, SPOOFED},
+    policy::{early_verdict, Action},
+    report::{verdict_without_policy, SPOOFED},
 };
 
 #[classifier]
@@ -18,12 +21,12 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_from_pod(ctx: &TcContext) -> Action {
     pull_headers(ctx);
-    let ifindex = skb_ifindex(ctx);
+    let ifindex = skb_fields(ctx).ifindex;
     let Some(p) = scratch_packet() else {
         return Action::Drop;
     };
     let parsed = parse(ctx.data(), ctx.data_end(), p);
-    if let Some(d) = precheck(&parsed, p) {
+    if let Some(d) = early_verdict(&parsed, p) {
         return verdict_without_policy(None, DIR_EGRESS, ifindex, d);
     }
     if spoofed_from_pod(p, ifindex) {

@@ -17,7 +17,7 @@ use crate::policy::Action;
 fn tc_action(a: Action) -> i32 {
     match a {
         Action::Pass => TC_ACT_UNSPEC,
-        Action::Drop => TC_ACT_SHOT as i32,
+        Action::Drop => TC_ACT_SHOT,
     }
 }
 
@@ -32,7 +32,23 @@ fn pull_headers(ctx: &TcContext) {
     }
 }
 
+/// The `__sk_buff` fields the tc hooks need.
+struct SkbFields {
+    ifindex: u32,
+    /// Segments of a GSO aggregate (0 for a plain packet).
+    gso_segs: u32,
+}
+
 #[inline(always)]
-fn skb_ifindex(ctx: &TcContext) -> u32 {
-    unsafe { (*ctx.skb.skb).ifindex }
+fn skb_fields(ctx: &TcContext) -> SkbFields {
+    let skb = ctx.skb.skb;
+    // SAFETY: `skb` is the context pointer the kernel passed to this tc program, valid for the
+    // whole run; reads of `__sk_buff` fields are rewritten by the verifier into reads of the
+    // real skb, and both fields are readable by tc programs.
+    unsafe {
+        SkbFields {
+            ifindex: (*skb).ifindex,
+            gso_segs: (*skb).gso_segs,
+        }
+    }
 }

@@ -4,11 +4,13 @@
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use enforcer_common::DIR_INGRESS;
 
-use super::{pull_headers, skb_ifindex, tc_action};
+use super::{pull_headers, skb_fields, tc_action};
 use crate::{
     fragment,
+    maps::scratch_packet,
     parse::parse,
-    policy::{precheck, scratch_packet, verdict_without_policy, Action},
+    policy::{early_verdict, Action},
+    report::verdict_without_policy,
 };
 
 #[classifier]
@@ -19,15 +21,14 @@ pub fn to_pod(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_to_pod(ctx: &TcContext) -> Action {
     pull_headers(ctx);
-    let ifindex = skb_ifindex(ctx);
+    let skb = skb_fields(ctx);
     let Some(p) = scratch_packet() else {
         return Action::Drop;
     };
     let parsed = parse(ctx.data(), ctx.data_end(), p);
-    if let Some(d) = precheck(&parsed, p) {
-        return verdict_without_policy(None, DIR_INGRESS, ifindex, d);
+    if let Some(d) = early_verdict(&parsed, p) {
+        return verdict_without_policy(None, DIR_INGRESS, skb.ifindex, d);
     }
     // A GSO aggregate counts as its segments against packet rate limits.
-    let segs = unsafe { (*ctx.skb.skb).gso_segs };
-    fragment::judge(p, DIR_INGRESS, ifindex, segs.max(1))
+    fragment::judge(p, DIR_INGRESS, skb.ifindex, skb.gso_segs.max(1))
 }

@@ -5,8 +5,11 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use enforcer_common::{DIR_EGRESS, VERDICT_DENY};
 
 use crate::{
+    identity::spoofed_from_pod,
+    maps::scratch_packet,
     parse::parse,
-    policy::{precheck, scratch_packet, spoofed_from_pod, verdict_without_policy, Action, SPOOFED},
+    policy::{early_verdict, Action},
+    report::{verdict_without_policy, SPOOFED},
 };
 
 #[xdp]
@@ -24,7 +27,7 @@ fn try_xdp_pod(ctx: &XdpContext) -> Action {
         return Action::Drop;
     };
     let parsed = parse(ctx.data(), ctx.data_end(), p);
-    match precheck(&parsed, p) {
+    match early_verdict(&parsed, p) {
         // Drops are final and counted here; passes are counted by the tc hook.
         Some(d) if d.verdict == VERDICT_DENY => {
             verdict_without_policy(None, DIR_EGRESS, ifindex, d)

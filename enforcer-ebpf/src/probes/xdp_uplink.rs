@@ -7,11 +7,12 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use enforcer_common::DIR_INGRESS;
 
 use crate::{
+    identity::spoofed_from_uplink,
+    maps::scratch_packet,
     parse::{parse, Parsed},
-    policy::{
-        scratch_packet, spoofed_from_uplink, uplink_rate_limit, verdict_without_policy, Action,
-        SPOOFED,
-    },
+    policy::Action,
+    ratelimit::uplink_rate_limit,
+    report::{verdict_without_policy, SPOOFED},
 };
 
 #[xdp]

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use enforcer_common::{
-    PolicyValue, POLICY_KEY_FIXED_BITS, POLICY_KEY_PROTO_BITS, REASON_DEFAULT_DENY,
+    PolicyValue, Protocol, POLICY_KEY_FIXED_BITS, POLICY_KEY_PROTO_BITS, REASON_DEFAULT_DENY,
     REASON_NOT_ISOLATED, REASON_POLICY, VERDICT_ALLOW, VERDICT_DENY,
 };
 
@@ -12,7 +12,13 @@ use super::super::model::ResolvedPorts;
 
 /// Protocols whose ports (or ICMP types) the trie distinguishes; any other protocol is decided
 /// by the rules without ports.
-pub const PROTOCOLS: [u8; 5] = [6, 17, 132, 1, 58];
+pub const PROTOCOLS: [u8; 5] = [
+    Protocol::Tcp as u8,
+    Protocol::Udp as u8,
+    Protocol::Sctp as u8,
+    Protocol::Icmp as u8,
+    Protocol::Icmpv6 as u8,
+];
 /// A protocol number no port entry names, to evaluate "every other protocol".
 const OTHER_PROTOCOL: u8 = 255;
 

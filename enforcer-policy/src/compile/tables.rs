@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use enforcer_common::{identity, policy_key_data, POLICY_KEY_FIXED_BITS};
+use enforcer_common::{identity, PolicyKey, POLICY_KEY_FIXED_BITS};
 
 use super::decide::{decision_table, Decider, Table, MISS};
 use super::{
@@ -493,13 +493,19 @@ fn has_root(table: &Table) -> bool {
 }
 
 fn push_table(out: &mut Vec<PolicyEntry>, dir: Direction, subject: u32, peer: u32, table: &Table) {
-    out.extend(
-        table
-            .iter()
-            .map(|(prefix_len, proto, port, value)| PolicyEntry {
-                prefix_len: *prefix_len,
-                key: policy_key_data(0, dir.code(), subject, peer, *proto, *port),
-                value: *value,
-            }),
-    );
+    out.extend(table.iter().map(|(prefix_len, proto, port, value)| {
+        PolicyEntry {
+            prefix_len: *prefix_len,
+            key: PolicyKey {
+                slot: 0,
+                direction: dir.code(),
+                subject,
+                peer,
+                protocol: *proto,
+                port: *port,
+            }
+            .encode(),
+            value: *value,
+        }
+    }));
 }

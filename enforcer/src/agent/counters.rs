@@ -14,7 +14,7 @@ use enforcer_common::{
     event_stat,
     maps::names,
     ratelimit::{BucketKey, RateBucket},
-    COUNTER_ENTRIES, REASONS, VERDICTS,
+    CounterIndex,
 };
 
 /// How long the count of per-source rate-limit buckets (a walk of an LRU map) is reused.
@@ -53,19 +53,9 @@ impl CounterMaps {
     }
 
     /// Packets per (direction, verdict, reason), summed over CPUs.
-    pub fn packets(&self) -> BTreeMap<(u8, u8, u8), u64> {
-        (0..COUNTER_ENTRIES)
-            .map(|i| {
-                let reason = i % REASONS;
-                let verdict = (i / REASONS) % VERDICTS;
-                let direction = i / REASONS / VERDICTS;
-                let key = (
-                    u8::try_from(direction).unwrap_or(0),
-                    u8::try_from(verdict).unwrap_or(0),
-                    u8::try_from(reason).unwrap_or(0),
-                );
-                (key, sum(&self.packets, i))
-            })
+    pub fn packets(&self) -> BTreeMap<CounterIndex, u64> {
+        CounterIndex::all()
+            .map(|(i, c)| (c, sum(&self.packets, i)))
             .collect()
     }
 

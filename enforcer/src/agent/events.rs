@@ -10,10 +10,7 @@ use std::{
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use enforcer_common::{
-    direction_name, reason_name, verdict_name, Event, REASON_DEFAULT_DENY, REASON_POLICY,
-    VERDICT_DENY,
-};
+use enforcer_common::{Direction, Event, Protocol, Reason, Verdict};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 use tracing::warn;
 
@@ -106,9 +103,10 @@ fn addr(a: [u8; 16]) -> IpAddr {
 /// Decode an event with the names of the policy in force.
 pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
     let rule = inner.compiled.rule(e.rule);
-    let reason = match (e.verdict, e.reason) {
-        (VERDICT_DENY, REASON_POLICY | REASON_DEFAULT_DENY) => "policy_denied",
-        (_, r) => reason_name(r),
+    let verdict = Verdict::from_u8(e.verdict);
+    let reason = match (verdict, Reason::from_u8(e.reason)) {
+        (Some(v), Some(r)) => r.event_name(v),
+        _ => "unknown",
     };
     let time_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -122,32 +120,23 @@ pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
         protocol: protocol_name(e.protocol),
         sport: e.sport,
         dport: e.dport,
-        direction: direction_name(e.direction).into(),
-        verdict: verdict_name(e.verdict).into(),
-        reason: if e.reason == REASON_DEFAULT_DENY {
-            "default_deny".into()
-        } else {
-            reason.into()
-        },
+        direction: Direction::from_u8(e.direction)
+            .map_or("unknown", Direction::as_str)
+            .into(),
+        verdict: verdict.map_or("unknown", Verdict::as_str).into(),
+        reason: reason.into(),
         policy: rule.map(|r| r.policy_name().to_string()),
         rule: rule.map(|r| r.rule.clone()),
         interface: inner
             .attached
             .get(&e.ifindex)
             .map_or_else(|| e.ifindex.to_string(), |(n, _)| n.clone()),
-        generation: u64::from(e.generation),
+        generation: e.generation,
     }
 }
 
 pub fn protocol_name(p: u8) -> String {
-    match p {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        58 => "ICMPv6".into(),
-        132 => "SCTP".into(),
-        n => n.to_string(),
-    }
+    Protocol::from_u8(p).map_or_else(|| p.to_string(), |p| p.as_str().into())
 }
 
 /// Spawn the reader if the ring buffer can be taken from the object.

@@ -190,10 +190,8 @@ pub fn flow_of(
     }
     let port = if p.has_ports() {
         port.ok_or_else(|| anyhow!("--port is required for {protocol}"))?
-    } else if v6 {
-        128
     } else {
-        8
+        u16::from(enforcer_common::icmp::echo_request(v6))
     };
     Ok(Flow {
         src,
@@ -243,11 +241,15 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
     let packets = counters
         .iter()
         .filter(|(_, n)| **n > 0)
-        .map(|((d, v, r), n)| crate::api::Counter {
-            direction: enforcer_common::direction_name(*d).into(),
-            verdict: enforcer_common::verdict_name(*v).into(),
-            reason: enforcer_common::reason_name(*r).into(),
-            packets: *n,
+        .filter_map(|((d, v, r), n)| {
+            let c =
+                enforcer_common::CounterIndex::decode(enforcer_common::counter_index(*d, *v, *r))?;
+            Some(crate::api::Counter {
+                direction: c.direction.as_str().into(),
+                verdict: c.verdict.as_str().into(),
+                reason: c.reason.as_str().into(),
+                packets: *n,
+            })
         })
         .collect();
     let mut rules = Vec::new();

@@ -1,0 +1,264 @@
+//! Connection tracking: one `CONNTRACK` entry per flow, whichever way a packet goes, holding what
+//! each side (the destination's ingress policy, the source's egress policy) was judged and under
+//! which policy generation. A side judged under an older generation is judged again.
+
+use enforcer_common::{
+    Addr, Config, CtKey, CtValue, Reason, Verdict, CT_AUDIT, CT_ORIGIN_A, CT_ORIGIN_B,
+    CT_RATE_LIMITED, DIR_EGRESS, DIR_INGRESS, VERDICT_AUDIT, VERDICT_DENY,
+};
+
+use crate::{
+    maps::CONNTRACK,
+    parse::{opens_flow, Packet},
+    policy::{decide, Decision, FlowRef},
+};
+
+/// Whether end (`x`, `xp`) orders before (`y`, `yp`): addresses byte by byte, then ports.
+#[inline(always)]
+fn orders_before(x: &Addr, xp: u16, y: &Addr, yp: u16) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if x[i] != y[i] {
+            return x[i] < y[i];
+        }
+        i += 1;
+    }
+    xp <= yp
+}
+
+/// The conntrack key of a flow's packet, and whether its source is end `a` of the key.
+#[inline(always)]
+fn ct_key_of(src: &Addr, sport: u16, dst: &Addr, dport: u16, protocol: u8) -> (CtKey, bool) {
+    if orders_before(src, sport, dst, dport) {
+        let k = CtKey {
+            a: *src,
+            b: *dst,
+            a_port: sport,
+            b_port: dport,
+            protocol,
+            _pad: [0; 3],
+        };
+        (k, true)
+    } else {
+        let k = CtKey {
+            a: *dst,
+            b: *src,
+            a_port: dport,
+            b_port: sport,
+            protocol,
+            _pad: [0; 3],
+        };
+        (k, false)
+    }
+}
+
+/// The conntrack key of a packet, and whether its source is end `a` of the key.
+#[inline(always)]
+pub fn ct_key(p: &Packet) -> (CtKey, bool) {
+    ct_key_of(&p.src, p.sport, &p.dst, p.dport, p.protocol)
+}
+
+#[inline(always)]
+const fn other(direction: u8) -> u8 {
+    if direction == DIR_INGRESS {
+        DIR_EGRESS
+    } else {
+        DIR_INGRESS
+    }
+}
+
+/// The decision for a packet under an active policy: related ICMP errors pass, tracked flows
+/// pass on their judgment (re-judged after a policy change), new flows are judged and tracked.
+#[inline(always)]
+pub fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
+    if p.is_icmp_error && related_error(p, cfg) {
+        return Decision::new(Verdict::Allow, Reason::Established);
+    }
+    let (k, src_is_a) = ct_key(p);
+    let Some(ct) = CONNTRACK.get_ptr_mut(&k) else {
+        return judge_new(p, direction, cfg, &k, src_is_a);
+    };
+    // SAFETY: `ct` is the non-null lookup result, a live `CtValue` in the map; the field is a
+    // plain byte read by value (another CPU may update the entry, which only makes the read
+    // stale, never invalid).
+    let origin_is_a = unsafe { (*ct).origin } == CT_ORIGIN_A;
+    let forward = origin_is_a == src_is_a;
+    // A packet of the flow's opener is judged by this hook's direction; a reply passes on the
+    // judgment of the other direction (made where the flow's packets went the other way).
+    let side = if forward { direction } else { other(direction) };
+    // SAFETY: as above; a u64 read by value.
+    let judged = unsafe { (*ct).generation[usize::from(side & 1)] } != 0;
+    if judged {
+        let mut d = revalidate(cfg, side, &k, origin_is_a, ct);
+        if !forward {
+            d.ratelimit = 0; // replies are not rate limited
+        }
+        return d;
+    }
+    // Not judged on this side yet (the second hook on the way of a new flow, or a side cut by an
+    // earlier policy change): judge this packet as the start of a flow in its own direction.
+    let d = decide(cfg, direction, &FlowRef::of(p));
+    if forward && d.verdict != VERDICT_DENY && opens_flow(p) {
+        record(ct, direction, cfg, &d);
+    }
+    d
+}
+
+/// A packet of no tracked flow: judge it, and track the flow if it is allowed and the packet may
+/// open one.
+#[inline(always)]
+fn judge_new(p: &Packet, direction: u8, cfg: &Config, k: &CtKey, src_is_a: bool) -> Decision {
+    let flow = FlowRef::of(p);
+    let d = decide(cfg, direction, &flow);
+    if d.verdict != VERDICT_DENY && opens_flow(p) {
+        let mut v = CtValue {
+            generation: [0; 2],
+            rule: [0; 2],
+            flags: [0; 2],
+            policy_port: flow.port,
+            origin: if src_is_a { CT_ORIGIN_A } else { CT_ORIGIN_B },
+            _pad: 0,
+        };
+        let side = usize::from(direction & 1);
+        v.generation[side] = cfg.generation;
+        v.rule[side] = d.rule;
+        v.flags[side] = ct_flags(&d);
+        let _ = CONNTRACK.insert(k, &v, 0);
+    }
+    d
+}
+
+/// Record the judgment `d` of one side of a tracked flow.
+#[inline(always)]
+fn record(ct: *mut CtValue, side: u8, cfg: &Config, d: &Decision) {
+    let s = usize::from(side & 1);
+    // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `s` is 0 or
+    // 1, inside both arrays. Concurrent writers of the same entry write whole fields, and the
+    // next packet re-judges whatever mix it finds (the design accepts a stale judgment).
+    unsafe {
+        (*ct).generation[s] = cfg.generation;
+        (*ct).rule[s] = d.rule;
+        (*ct).flags[s] = ct_flags(d);
+    }
+}
+
+/// Whether an ICMP error is related to a flow allowed under the active generation, as Linux's
+/// `nf_conntrack_inet_error` decides it: the quoted packet must belong to a tracked flow, and the
+/// error must be addressed to the quoted packet's source (its outer source may be any router on
+/// the path, so it is not checked). Without the destination check a pod could send "errors"
+/// quoting any tracked flow to a pod it may not reach. An error that is not related is judged
+/// as a new ICMP flow.
+#[inline(always)]
+fn related_error(p: &Packet, cfg: &Config) -> bool {
+    let i = &p.inner;
+    if p.dst != i.src {
+        return false;
+    }
+    let (k, _) = ct_key_of(&i.src, i.sport, &i.dst, i.dport, i.protocol);
+    let Some(ct) = CONNTRACK.get_ptr(&k) else {
+        return false;
+    };
+    // SAFETY: `ct` is a non-null pointer to a live `CtValue` returned by the map lookup; the
+    // fields are plain integers read by value.
+    let (ingress, egress) = unsafe { ((*ct).generation[0], (*ct).generation[1]) };
+    ingress == cfg.generation || egress == cfg.generation
+}
+
+/// A side of a tracked flow: pass it if it was judged under the active generation, else judge
+/// the flow (in its original direction) again.
+#[inline(always)]
+fn revalidate(cfg: &Config, side: u8, k: &CtKey, origin_is_a: bool, ct: *mut CtValue) -> Decision {
+    let s = usize::from(side & 1);
+    // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `s` is 0 or
+    // 1; the fields are integers read by value.
+    let (generation, rule, flags, port) = unsafe {
+        (
+            (*ct).generation[s],
+            (*ct).rule[s],
+            (*ct).flags[s],
+            (*ct).policy_port,
+        )
+    };
+    if generation == cfg.generation {
+        let mut d = Decision::new(Verdict::Allow, Reason::Established);
+        d.rule = rule;
+        if flags & CT_AUDIT != 0 {
+            d.verdict = VERDICT_AUDIT;
+        }
+        if flags & CT_RATE_LIMITED != 0 {
+            // The bucket of a rate-limited rule is its rule id (see the compiler).
+            d.ratelimit = rule;
+        }
+        return d;
+    }
+    let (src, dst) = if origin_is_a {
+        (&k.a, &k.b)
+    } else {
+        (&k.b, &k.a)
+    };
+    let flow = FlowRef {
+        src,
+        dst,
+        protocol: k.protocol,
+        port,
+    };
+    let d = decide(cfg, side, &flow);
+    if d.verdict == VERDICT_DENY {
+        // This side is cut; the next packet that needs it is judged as a new flow.
+        // SAFETY: as above; one whole u64 field written.
+        unsafe { (*ct).generation[s] = 0 };
+    } else {
+        record(ct, side, cfg, &d);
+    }
+    d
+}
+
+/// `CtValue::flags` of a flow allowed by `d`.
+#[inline(always)]
+fn ct_flags(d: &Decision) -> u16 {
+    let mut flags = 0;
+    if d.verdict == VERDICT_AUDIT {
+        flags |= CT_AUDIT;
+    }
+    if d.ratelimit != 0 {
+        flags |= CT_RATE_LIMITED;
+    }
+    flags
+}
+
+/// What conntrack says about the ingress side of a packet's flow, read-only (the uplink's early
+/// rate limit): `None` for no entry judged under the active generation.
+pub enum Tracked {
+    /// A reply: it is not rate limited.
+    Reply,
+    /// The flow's opener, judged under the active generation by `rule`, rate limited or not.
+    Forward { rule: u32, rate_limited: bool },
+}
+
+/// The ingress side of the flow of `p`, if conntrack knows it under the active generation.
+#[inline(always)]
+pub fn tracked_ingress(p: &Packet, cfg: &Config) -> Option<Tracked> {
+    let (k, src_is_a) = ct_key(p);
+    let ct = CONNTRACK.get_ptr(&k)?;
+    let i = DIR_INGRESS as usize;
+    // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; the fields
+    // are integers read by value.
+    let (origin, generation, rule, flags) = unsafe {
+        (
+            (*ct).origin,
+            (*ct).generation[i],
+            (*ct).rule[i],
+            (*ct).flags[i],
+        )
+    };
+    if (origin == CT_ORIGIN_A) != src_is_a {
+        return Some(Tracked::Reply);
+    }
+    if generation != cfg.generation {
+        return None;
+    }
+    Some(Tracked::Forward {
+        rule,
+        rate_limited: flags & CT_RATE_LIMITED != 0,
+    })
+}
