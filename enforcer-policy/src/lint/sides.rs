@@ -3,6 +3,7 @@
 //! allow rules; audit policies count only in the audit decision. Each point keeps the rules that
 //! match it, so that a caller can decide it again without some of them.
 
+use enforcer_common::Protocol as Ip;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -76,8 +77,8 @@ pub fn decide(
 }
 
 /// Protocols with ports, then ICMP (both numbers) and a protocol no rule names.
-const PORTED: [u8; 3] = [6, 17, 132];
-const PORTLESS: [u8; 3] = [1, 58, 255];
+const PORTED: [u8; 3] = [Ip::Tcp as u8, Ip::Udp as u8, Ip::Sctp as u8];
+const PORTLESS: [u8; 3] = [Ip::Icmp as u8, Ip::Icmpv6 as u8, 255];
 
 /// A (protocol, port interval) of one side with the rules matching it.
 #[derive(Debug, Clone)]

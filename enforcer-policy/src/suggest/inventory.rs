@@ -157,12 +157,14 @@ impl Edge {
 
 /// The protocol name policies use, and whether it has ports.
 fn canonical_protocol(p: &str) -> (String, bool) {
-    match p.to_ascii_uppercase().as_str() {
-        "ICMP" | "ICMPV6" => ("ICMP".into(), false),
-        "TCP" => ("TCP".into(), true),
-        "UDP" => ("UDP".into(), true),
-        "SCTP" => ("SCTP".into(), true),
-        other => (other.to_string(), false),
+    use enforcer_common::Protocol as Ip;
+    match Ip::ALL
+        .iter()
+        .find(|ip| ip.as_str().eq_ignore_ascii_case(p))
+    {
+        Some(Ip::Icmp | Ip::Icmpv6) => (Ip::Icmp.as_str().into(), false),
+        Some(ip) => (ip.as_str().into(), true),
+        None => (p.to_ascii_uppercase(), false),
     }
 }
 
