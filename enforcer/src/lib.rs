@@ -12,4 +12,3 @@ pub mod metrics;
 pub mod node;
 /// The policy engine lives in its own crate (`enforcer-policy`), kept under its old path.
 pub use enforcer_policy as policy;
-pub mod scenario;

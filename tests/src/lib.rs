@@ -43,6 +43,7 @@ pub mod netns;
 pub mod one_node;
 mod probe;
 pub mod ratelimit_bench;
+pub mod scenario;
 mod server;
 mod sock;
 mod stream;

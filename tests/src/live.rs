@@ -10,6 +10,12 @@ use enforcer::{
     policy::{
         explain, Document, Explanation, Flow, PolicySet, Protocol as PolicyProtocol, Verdict,
     },
+};
+
+use crate::{
+    cluster::{AgentProcess, WorkDir},
+    evidence::{self, FlowKey, EVENT_DEADLINE},
+    probe as send_probe,
     scenario::{
         model::{Endpoint, Expect, Family, Probe, Scenario, Step},
         offline::{
@@ -18,13 +24,8 @@ use enforcer::{
         parse::parse_scenario,
         report::{Outcome, ProbeResult, Report},
     },
-};
-
-use crate::{
-    cluster::{AgentProcess, WorkDir},
-    evidence::{self, FlowKey, EVENT_DEADLINE},
-    probe as send_probe, spawn_tcp_echo, spawn_udp_echo, Family as NetFamily, ProbeOptions,
-    ProbeOutcome, Protocol, TcpEchoServer, Topology, UdpEchoServer, ANY,
+    spawn_tcp_echo, spawn_udp_echo, Family as NetFamily, ProbeOptions, ProbeOutcome, Protocol,
+    TcpEchoServer, Topology, UdpEchoServer, ANY,
 };
 
 mod rate;

@@ -9,15 +9,15 @@ use anyhow::{anyhow, Result};
 use enforcer::{
     datapath::Datapath,
     policy::{compile, PolicySet, Protocol},
+};
+use enforcer_common::{programs, VERDICT_AUDIT};
+use enforcer_tests::{
+    frames::{Frame, L4},
     scenario::{
         model::{Endpoint, Expect, Probe, Scenario},
         offline::{node_context, probe_flow},
         parse::parse_scenario,
     },
-};
-use enforcer_common::{programs, VERDICT_AUDIT};
-use enforcer_tests::{
-    frames::{Frame, L4},
     testrun::{run_tc, test_endpoints, TC_PASS},
 };
 

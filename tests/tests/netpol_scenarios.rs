@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use enforcer::scenario::{
+use enforcer_tests::scenario::{
     model::{Endpoint, Expect, Probe, Scenario},
     parse::parse_scenario,
 };

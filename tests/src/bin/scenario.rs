@@ -9,7 +9,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use enforcer::scenario::{offline, report::Report};
+use enforcer_tests::scenario::{offline, report::Report};
 
 fn main() -> ExitCode {
     let mut offline_only = false;

@@ -9,12 +9,12 @@
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use enforcer::scenario::{
+use enforcer_tests::live::{Live, Model};
+use enforcer_tests::scenario::{
     model::{Expect, Scenario},
     parse::parse_scenario,
     report::Outcome,
 };
-use enforcer_tests::live::{Live, Model};
 
 const TOPOLOGY: &str = "name: selftest
 workloads:

@@ -11,11 +11,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
-use enforcer::scenario::{
+use crate::scenario::{
     model::{Expect, Probe},
     report::Outcome,
 };
+use anyhow::{anyhow, Context, Result};
 
 use super::Live;
 use crate::{send_udp_load, UdpEchoServer, UdpLoad};

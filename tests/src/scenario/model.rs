@@ -7,11 +7,11 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::policy::labels::Labels;
-use crate::policy::model::{
+use enforcer_policy::labels::Labels;
+use enforcer_policy::model::{
     Document, NamedPort, Namespace, Protocol, Source, Workload, DEFAULT_NAMESPACE,
 };
-use crate::policy::set::Selector;
+use enforcer_policy::set::Selector;
 
 /// The name that stands for the node's own addresses in probes.
 pub const HOST: &str = "host";

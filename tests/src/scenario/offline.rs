@@ -41,16 +41,14 @@ use std::path::PathBuf;
 use super::model::{Endpoint, Expect, Family, Probe, Scenario};
 use super::parse::parse_scenario;
 use super::report::{Outcome, ProbeResult, Report};
-use crate::policy::{explain, Explanation, Flow, NodeContext, PolicySet, RateLimit, Verdict};
+use enforcer_policy::{explain, Explanation, Flow, NodeContext, PolicySet, RateLimit, Verdict};
 
 /// ICMP echo request type (the "port" of an ICMP probe).
 pub const ICMP_ECHO_REQUEST: u16 = 8;
 /// `ICMPv6` echo request type.
 pub const ICMPV6_ECHO_REQUEST: u16 = 128;
-/// The pods' gateway, configured on every host-side pod veth (a node address, thus `host`).
-pub const POD_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-/// The pods' IPv6 gateway, configured on every host-side pod veth.
-pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// The pods' gateways, configured on every host-side pod veth (node addresses, thus `host`).
+pub use crate::{POD_GATEWAY_V4, POD_GATEWAY_V6};
 
 /// The uplink address of node `index` (0-based, in `nodes` order): `10.255.0.(index+1)` or
 /// `fd00:255::(index+1)` (the harness supports at most 99 nodes).
