@@ -29,7 +29,7 @@ const METRICS: &str = "127.0.0.1:9963";
 /// Where the test's Prometheus listens, inside the node namespace.
 const PROMETHEUS: &str = "127.0.0.1:9090";
 
-/// The metric families of the contract (DESIGN.md) and the others the agent exports.
+/// The metric families of the contract (docs/design.md, "Metrics") and the others the agent exports.
 const FAMILIES: &[&str] = &[
     "enforcer_packets_total",
     "enforcer_drops_total",

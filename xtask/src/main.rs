@@ -14,6 +14,7 @@ mod reliability;
 mod scenario;
 mod selftest;
 mod setup;
+mod sizes;
 mod soak;
 mod test;
 mod tools;
@@ -72,6 +73,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// List production files over 600 lines and functions over 60 (tests left out); under CI,
+    /// fail on any not named in xtask/sizes-allowlist.txt
+    Sizes {
+        /// Rewrite the allowlist from the tree (new entries get a TODO reason to fill in)
+        #[arg(long)]
+        write: bool,
+    },
     /// Build and run the demo (`enforcer-tests` binary `demo`)
     Demo {
         /// Arguments passed to the demo
@@ -129,6 +137,7 @@ fn main() -> ExitCode {
             release,
             files,
         } => scenario::scenario(offline, release, &files),
+        Command::Sizes { write } => sizes::sizes(write),
         Command::Demo { args } => demo::demo(&args),
         Command::Soak { updates, crashes } => soak::soak(updates, crashes),
         Command::Bench { names, quick } => bench::bench(&names, quick),

@@ -83,6 +83,7 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     })?;
     steps.run("manifests", || crate::manifests::manifests(false))?;
     steps.run("cargo deny (licenses, bans, sources)", crate::deny::check)?;
+    steps.run("sizes", crate::sizes::check)?;
     // The end-to-end tests start the agent binary.
     let runner = steps.run("build enforcer and the scenario runner", || {
         build_runner(false)

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::output::Format;
+use super::output::{utc, Format};
 use crate::{
     api::{FlowEvent, Request},
     client,
@@ -18,19 +18,17 @@ pub struct FlowsArgs {
     pub format: Format,
 }
 
+/// The UTC time of day of a Unix time in milliseconds, `HH:MM:SS.mmm`.
+fn clock(ms: u64) -> String {
+    utc(ms).strftime("%H:%M:%S%.3f").to_string()
+}
+
 fn line(e: &FlowEvent) -> String {
     let by = match (&e.policy, &e.rule) {
         (Some(p), Some(r)) => format!(" by {p} {r}"),
         _ => String::new(),
     };
-    let ms = e.time_ms % 86_400_000;
-    let time = format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    );
+    let time = clock(e.time_ms);
     format!(
         "{time} {}:{} ({}) -> {}:{} ({}) {} {} {} {}{by} on {}",
         e.src,
@@ -86,4 +84,16 @@ pub fn flows(socket: &Path, a: FlowsArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock;
+
+    #[test]
+    fn clock_is_the_utc_time_of_day_to_the_millisecond() {
+        assert_eq!(clock(0), "00:00:00.000");
+        assert_eq!(clock(1_709_251_199_007), "23:59:59.007");
+        assert_eq!(clock(86_400_000 + 3_723_450), "01:02:03.450");
+    }
 }

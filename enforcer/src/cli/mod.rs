@@ -9,7 +9,7 @@ pub mod policy;
 pub mod status;
 pub mod suggest;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -190,13 +190,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
     match command {
         Command::Agent(args) => agent::run(&args, given)?,
-        Command::Uninstall { bpffs } => {
-            crate::agent::uninstall(&bpffs)?;
-            println!(
-                "uninstalled: programs detached and pins removed under {}",
-                bpffs.display()
-            );
-        }
+        Command::Uninstall { bpffs } => uninstall(&bpffs)?,
         Command::Policy(p) => return policy_command(&socket, p),
         Command::Status { output } => status::status(&socket, output)?,
         Command::Stats { output } => status::stats(&socket, output)?,
@@ -243,6 +237,16 @@ pub fn run(cli: Cli) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// `enforcer uninstall`: detach the programs and remove the pins.
+fn uninstall(bpffs: &Path) -> Result<()> {
+    crate::agent::uninstall(bpffs)?;
+    println!(
+        "uninstalled: programs detached and pins removed under {}",
+        bpffs.display()
+    );
+    Ok(())
 }
 
 fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {

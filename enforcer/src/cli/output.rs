@@ -1,7 +1,5 @@
 //! One printer for every listing: table, YAML or JSON (`-o`).
 
-use std::fmt::Write as _;
-
 use anyhow::Result;
 use serde::Serialize;
 
@@ -23,7 +21,17 @@ pub fn print<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> Ta
     Ok(())
 }
 
-/// A plain, aligned table with an upper-case header (kubectl style).
+/// The instant of a Unix time in milliseconds; a time past jiff's range (year 9999), which no
+/// clock gives, shows as its last instant.
+pub fn utc(ms: u64) -> jiff::Timestamp {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(jiff::Timestamp::MAX)
+}
+
+/// A plain, aligned table with an upper-case header (kubectl style): no borders, columns
+/// left-aligned and three spaces apart, no trailing blanks. Rendered by `comfy-table`.
 pub struct Table {
     pub headers: Vec<&'static str>,
     pub rows: Vec<Vec<String>>,
@@ -42,31 +50,42 @@ impl Table {
     }
 
     pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
-        for r in &self.rows {
-            for (i, c) in r.iter().enumerate() {
-                if let Some(w) = widths.get_mut(i) {
-                    *w = (*w).max(c.len());
-                }
-            }
+        let mut table = comfy_table::Table::new();
+        table
+            .load_style(comfy_table::presets::NOTHING)
+            .set_header(self.headers.clone())
+            .add_rows(self.rows.clone());
+        let last = table.column_count().saturating_sub(1);
+        for (i, column) in table.column_iter_mut().enumerate() {
+            column.set_padding((0, if i == last { 0 } else { 3 }));
         }
         let mut out = String::new();
-        let line = |cells: Vec<&str>, out: &mut String| {
-            let mut l = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    l.push_str(c);
-                } else {
-                    let _ = write!(l, "{c:<w$}   ", w = widths[i]);
-                }
-            }
-            out.push_str(l.trim_end());
+        for line in table.lines() {
+            out.push_str(line.trim_end());
             out.push('\n');
-        };
-        line(self.headers.clone(), &mut out);
-        for r in &self.rows {
-            line(r.iter().map(String::as_str).collect(), &mut out);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn columns_align_three_spaces_apart_without_trailing_blanks() {
+        let mut t = Table::new(vec!["A", "BB", "C"]);
+        t.row(vec!["xx".into(), "y".into(), "zzz".into()]);
+        t.row(vec![String::new(); 3]);
+        t.row(vec!["1".into(), String::new(), "3".into()]);
+        assert_eq!(t.render(), "A    BB   C\nxx   y    zzz\n\n1         3\n");
+    }
+
+    #[test]
+    fn a_table_without_rows_is_its_header() {
+        assert_eq!(
+            Table::new(vec!["MAP", "ENTRIES"]).render(),
+            "MAP   ENTRIES\n"
+        );
     }
 }

@@ -15,9 +15,10 @@ use crate::{
     client,
     policy::{
         explain,
+        k8s::NetworkPolicy,
         parse::parse_documents,
         resolve::{flow_ends, placeholder_addresses},
-        Document, Explanation, NodeContext, PolicySet,
+        Document, Explanation, FlowPolicy, NodeContext, PolicySet,
     },
 };
 
@@ -122,102 +123,123 @@ pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
     Ok(())
 }
 
+/// One row of `policy get`, by column; an empty cell is left blank.
+#[derive(Default)]
+struct GetRow {
+    kind: &'static str,
+    name: String,
+    service: String,
+    labels: String,
+    mode: String,
+    ingress: String,
+    egress: String,
+    addresses: String,
+}
+
 /// One row of `policy get`.
 fn row(d: &Document) -> Vec<String> {
-    let ns = d.namespace().unwrap_or("").to_string();
-    let addresses = |a: &[std::net::IpAddr]| {
-        a.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    match d {
-        Document::Workload(w) => vec![
-            "Workload".into(),
-            ns,
-            w.name.clone(),
-            w.service.clone().unwrap_or_default(),
-            labels_text(&w.labels),
-            String::new(),
-            String::new(),
-            String::new(),
-            addresses(&w.addresses),
-        ],
-        Document::Pod(p) => vec![
-            "Pod".into(),
-            ns,
-            p.name.clone(),
-            crate::policy::service_of(&p.labels)
+    let namespace = d.namespace().unwrap_or("").to_string();
+    let r = match d {
+        Document::Workload(w) => GetRow {
+            kind: "Workload",
+            name: w.name.clone(),
+            service: w.service.clone().unwrap_or_default(),
+            labels: labels_text(&w.labels),
+            addresses: addresses_text(&w.addresses),
+            ..GetRow::default()
+        },
+        Document::Pod(p) => GetRow {
+            kind: "Pod",
+            name: p.name.clone(),
+            service: crate::policy::service_of(&p.labels)
                 .unwrap_or("")
                 .to_string(),
-            labels_text(&p.labels),
-            String::new(),
-            String::new(),
-            String::new(),
-            if p.host_network {
+            labels: labels_text(&p.labels),
+            addresses: if p.host_network {
                 "host".to_string()
             } else {
-                addresses(&p.addresses)
+                addresses_text(&p.addresses)
             },
-        ],
-        Document::Namespace(n) => vec![
-            "Namespace".into(),
-            String::new(),
-            n.name.clone(),
-            String::new(),
-            labels_text(&n.labels),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ],
-        Document::NetworkPolicy(p) => {
-            let (ingress, egress) = p.types();
-            let count = |on: bool, n: usize| {
-                if on {
-                    format!("{n} allow")
-                } else {
-                    "-".to_string()
-                }
-            };
-            vec![
-                "NetworkPolicy".into(),
-                ns,
-                p.name.clone(),
-                String::new(),
-                p.spec.pod_selector.to_string(),
-                "enforce".into(),
-                count(ingress, p.spec.ingress.as_ref().map_or(0, Vec::len)),
-                count(egress, p.spec.egress.as_ref().map_or(0, Vec::len)),
-                String::new(),
-            ]
+            ..GetRow::default()
+        },
+        Document::Namespace(n) => GetRow {
+            kind: "Namespace",
+            name: n.name.clone(),
+            labels: labels_text(&n.labels),
+            ..GetRow::default()
+        },
+        Document::NetworkPolicy(p) => network_policy_row(p),
+        Document::FlowPolicy(p) => flow_policy_row(p),
+    };
+    let namespace = if matches!(d, Document::Namespace(_)) {
+        String::new()
+    } else {
+        namespace
+    };
+    vec![
+        r.kind.into(),
+        namespace,
+        r.name,
+        r.service,
+        r.labels,
+        r.mode,
+        r.ingress,
+        r.egress,
+        r.addresses,
+    ]
+}
+
+fn addresses_text(a: &[std::net::IpAddr]) -> String {
+    a.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn network_policy_row(p: &NetworkPolicy) -> GetRow {
+    let (ingress, egress) = p.types();
+    let count = |on: bool, n: usize| {
+        if on {
+            format!("{n} allow")
+        } else {
+            "-".to_string()
         }
-        Document::FlowPolicy(p) => {
-            let count = |r: &Option<Vec<crate::policy::Rule>>, deny: &[crate::policy::Rule]| {
-                let allow = r
-                    .as_ref()
-                    .map_or("-".to_string(), |r| format!("{} allow", r.len()));
-                if deny.is_empty() {
-                    allow
-                } else {
-                    format!("{allow}, {} deny", deny.len())
-                }
-            };
-            vec![
-                "FlowPolicy".into(),
-                ns,
-                p.name.clone(),
-                p.service.clone(),
-                p.selector
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                p.mode.to_string(),
-                count(&p.ingress, &p.ingress_deny),
-                count(&p.egress, &p.egress_deny),
-                String::new(),
-            ]
+    };
+    GetRow {
+        kind: "NetworkPolicy",
+        name: p.name.clone(),
+        labels: p.spec.pod_selector.to_string(),
+        mode: "enforce".into(),
+        ingress: count(ingress, p.spec.ingress.as_ref().map_or(0, Vec::len)),
+        egress: count(egress, p.spec.egress.as_ref().map_or(0, Vec::len)),
+        ..GetRow::default()
+    }
+}
+
+fn flow_policy_row(p: &FlowPolicy) -> GetRow {
+    let count = |r: &Option<Vec<crate::policy::Rule>>, deny: &[crate::policy::Rule]| {
+        let allow = r
+            .as_ref()
+            .map_or("-".to_string(), |r| format!("{} allow", r.len()));
+        if deny.is_empty() {
+            allow
+        } else {
+            format!("{allow}, {} deny", deny.len())
         }
+    };
+    GetRow {
+        kind: "FlowPolicy",
+        name: p.name.clone(),
+        service: p.service.clone(),
+        labels: p
+            .selector
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        mode: p.mode.to_string(),
+        ingress: count(&p.ingress, &p.ingress_deny),
+        egress: count(&p.egress, &p.egress_deny),
+        ..GetRow::default()
     }
 }
 
@@ -385,33 +407,33 @@ pub fn diff(socket: &Path, path: &Path) -> Result<bool> {
     Ok(changed)
 }
 
-/// A minimal line diff (longest common subsequence), `-`/`+`/` ` prefixed.
+/// A line diff (`similar`'s Myers diff), `-`/`+`/` ` prefixed; within a changed run the removed
+/// lines come before the added ones.
 pub fn line_diff(old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            let _ = writeln!(out, "  {}", a[i]);
-            i += 1;
-            j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            let _ = writeln!(out, "+ {}", b[j]);
-            j += 1;
-        } else {
-            let _ = writeln!(out, "- {}", a[i]);
-            i += 1;
-        }
+    let mut out = String::new();
+    for change in similar::TextDiff::from_lines(old, new).iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => '-',
+            similar::ChangeTag::Insert => '+',
+            similar::ChangeTag::Equal => ' ',
+        };
+        let line = change.value().trim_end_matches(['\n', '\r']);
+        let _ = writeln!(out, "{sign} {line}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn line_diff_marks_kept_removed_and_added_lines() {
+        assert_eq!(
+            line_diff("a\nb\nc\n", "a\nB\nc\nd\n"),
+            "  a\n- b\n+ B\n  c\n+ d\n"
+        );
+        assert_eq!(line_diff("same\n", "same\n"), "  same\n");
+        assert_eq!(line_diff("", "new"), "+ new\n");
+    }
 }

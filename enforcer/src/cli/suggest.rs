@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::output::{Format, Table};
+use super::output::{utc, Format, Table};
 use crate::{
     api::{FlowEvent, Request},
     client,
@@ -60,27 +60,9 @@ fn observation(e: &FlowEvent) -> Option<Observation> {
     })
 }
 
-/// RFC 3339 UTC time of a Unix time in milliseconds (`1970-01-01T00:00:00Z` style, seconds).
+/// RFC 3339 UTC time of a Unix time in milliseconds, to the second (`1970-01-01T00:00:00Z`).
 pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    utc(ms).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The inventory as a table.

@@ -12,7 +12,7 @@ use super::{
     Config, Goal, Section,
 };
 
-/// The admitted rate must be within this fraction of the configured one (DESIGN.md: ±5 %).
+/// The admitted rate must be within this fraction of the configured one (docs/design.md, "Policy semantics", rule 9: ±5 %).
 const TOLERANCE: f64 = 0.05;
 
 pub fn run(cfg: &Config) -> Result<Section> {

@@ -486,25 +486,36 @@ fn remove(s: &Setup, a: Active) -> Result<Option<String>> {
     }
 }
 
-/// The object of `"key": {...}` (flat objects only) in iperf3's JSON.
-fn json_object<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    let i = json.find(&format!("\"{key}\""))?;
-    let rest = &json[i..];
-    let start = rest.find('{')?;
-    let end = rest[start..].find('}')?;
-    Some(&rest[start..start + end])
+/// What is read of `iperf3 -J`: `end.sum_received` (the receiver's totals).
+#[derive(serde::Deserialize)]
+struct IperfReport {
+    end: IperfEnd,
 }
 
-fn json_number(obj: &str, key: &str) -> Option<f64> {
-    let i = obj.find(&format!("\"{key}\""))?;
-    let rest = obj[i + key.len() + 2..]
-        .trim_start()
-        .strip_prefix(':')?
-        .trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+#[derive(serde::Deserialize)]
+struct IperfEnd {
+    sum_received: IperfSum,
+}
+
+#[derive(serde::Deserialize)]
+struct IperfSum {
+    seconds: f64,
+    bits_per_second: f64,
+    /// UDP only: the datagrams sent, and of them those that did not arrive.
+    packets: Option<f64>,
+    lost_packets: Option<f64>,
+}
+
+impl IperfSum {
+    /// TCP bits/s, or UDP packets/s received.
+    fn rate(&self, udp: bool) -> f64 {
+        if udp {
+            let packets = self.packets.unwrap_or(f64::NAN);
+            (packets - self.lost_packets.unwrap_or(0.0)) / self.seconds
+        } else {
+            self.bits_per_second
+        }
+    }
 }
 
 /// One iperf3 run: TCP bits/s, or UDP packets/s received.
@@ -526,21 +537,16 @@ fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
             Duration::from_secs(u64::from(seconds) + 20),
         ) {
             Ok(json) => {
-                let Some(sum) = json_object(&json, "sum_received") else {
-                    last = format!(
-                        "no sum_received in its JSON: {}",
-                        json.chars().take(600).collect::<String>()
-                    );
-                    thread::sleep(Duration::from_millis(300));
-                    continue;
-                };
-                let v = if udp {
-                    let packets = json_number(sum, "packets").unwrap_or(f64::NAN);
-                    let missing = json_number(sum, "lost_packets").unwrap_or(0.0);
-                    let secs = json_number(sum, "seconds").unwrap_or(f64::NAN);
-                    (packets - missing) / secs
-                } else {
-                    json_number(sum, "bits_per_second").unwrap_or(f64::NAN)
+                let v = match serde_json::from_str::<IperfReport>(&json) {
+                    Ok(report) => report.end.sum_received.rate(udp),
+                    Err(e) => {
+                        last = format!(
+                            "its JSON has no end.sum_received ({e}): {}",
+                            json.chars().take(600).collect::<String>()
+                        );
+                        thread::sleep(Duration::from_millis(300));
+                        continue;
+                    }
                 };
                 if v.is_finite() && v > 0.0 {
                     return Ok(v);
@@ -872,4 +878,41 @@ pub fn run(cfg: &Config) -> Result<Section> {
         goals,
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IperfReport;
+
+    /// `end.sum_received` of `iperf3 -J` (3.12) for a 1 s TCP run on loopback; the other
+    /// objects are left out.
+    const TCP: &str = r#"{"start": {}, "end": {"streams": [],
+        "sum_received": {"start": 0, "end": 1.019265, "seconds": 1.019265, "bytes": 2044723200,
+                         "bits_per_second": 16048609144.824945, "sender": true}}}"#;
+
+    /// `end.sum_received` of `iperf3 -J -u -l 64 -b 10M` (3.12) for a 1 s UDP run on
+    /// loopback; the other objects are left out.
+    const UDP: &str = r#"{"end": {"streams": [],
+        "sum_received": {"start": 0, "end": 1.000219, "seconds": 1.000219, "bytes": 1180416,
+                         "bits_per_second": 9441260.36398029, "jitter_ms": 0.004536715797245317,
+                         "lost_packets": 1072, "packets": 19516, "lost_percent": 5.49292887886862,
+                         "sender": false}}}"#;
+
+    #[test]
+    fn tcp_rate_is_the_receivers_bits_per_second() {
+        let r: IperfReport = serde_json::from_str(TCP).unwrap();
+        assert!((r.end.sum_received.rate(false) - 16_048_609_144.824_945).abs() < 1e-3);
+    }
+
+    #[test]
+    fn udp_rate_is_the_datagrams_that_arrived_per_second() {
+        let r: IperfReport = serde_json::from_str(UDP).unwrap();
+        let expected = (19_516.0 - 1_072.0) / 1.000_219;
+        assert!((r.end.sum_received.rate(true) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_report_without_sum_received_is_an_error() {
+        assert!(serde_json::from_str::<IperfReport>(r#"{"end": {"streams": []}}"#).is_err());
+    }
 }

@@ -1,4 +1,4 @@
-//! The scenario file model (DESIGN.md, "Scenario files"): a topology of workloads and externals
+//! The scenario file model (docs/design.md, "Scenario files"): a topology of workloads and externals
 //! on nodes, and steps that apply or delete policy documents and then run probes.
 
 use std::fmt;
