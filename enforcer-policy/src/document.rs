@@ -16,7 +16,7 @@ use super::model::{
     DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD,
 };
 use super::parse;
-use super::yaml::{Ctx, Node};
+use super::yaml::{Ctx, Node, PlainNode};
 
 /// The kind of a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -401,7 +401,7 @@ fn from_node<'de, D, T>(
 where
     D: Deserializer<'de>,
 {
-    let node = Node::deserialize(deserializer)?;
+    let node = PlainNode::deserialize(deserializer)?.0;
     let mut ctx = Ctx::new("");
     let value = read(&mut ctx, &node);
     match value {

@@ -1089,8 +1089,8 @@ spec:
     fn rejects_yaml_syntax_errors() {
         rejects(
             "apiVersion: enforcer/v1\nkind: [Workload\n",
-            3,
-            "invalid YAML",
+            2,
+            "invalid YAML: unclosed bracket '['",
         );
         rejects("apiVersion: enforcer/v1\n  kind: x\n", 2, "invalid YAML");
     }

@@ -170,8 +170,11 @@ fn hostile_yaml_is_an_error_with_a_location() -> Result<()> {
     // (input, the exact error, checked by `policy check` and by an apply to the agent)
     let many_docs = "---\n".repeat(100_002);
     let cases = [
-        ("[".repeat(100), "1:65: nested deeper than 64 levels"),
-        // saphyr's own limit on flow nesting comes first here.
+        (
+            "[".repeat(100) + &"]".repeat(100),
+            "1:65: nested deeper than 64 levels",
+        ),
+        // The parser's own limit on flow nesting comes first here.
         (
             "[".repeat(100_000),
             "1:256: invalid YAML: recursion limit exceeded",
@@ -184,7 +187,7 @@ fn hostile_yaml_is_an_error_with_a_location() -> Result<()> {
             (0..100).map(|i| " ".repeat(i) + "k:\n").collect(),
             "65:65: nested deeper than 64 levels",
         ),
-        (many_docs, "100002:1: more than 100000 documents"),
+        (many_docs, "100001:1: more than 100000 documents"),
         (
             "#".repeat(17 << 20),
             "1:1: input larger than 16777216 bytes",

@@ -33,7 +33,7 @@ pub fn fuzz(frames: u64, seed: u64) -> Result<()> {
 }
 
 /// The package of the policy parsers and of their fuzzing test.
-const POLICY_PACKAGE: &str = "enforcer";
+const POLICY_PACKAGE: &str = "enforcer-policy";
 
 pub fn policy(inputs: u64, seed: u64) -> Result<()> {
     banner(&format!("fuzz: {inputs} policy inputs"));

@@ -6,7 +6,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use enforcer::policy::{parse::parse_documents, Document, PolicyErrors};
+use enforcer_policy::{parse::parse_documents, Document, PolicyErrors};
 
 /// A parser under test.
 pub type Parser = fn(&str, &str) -> Result<Vec<Document>, PolicyErrors>;
@@ -106,7 +106,13 @@ impl Judge {
 
     /// Judges `text` and counts it. Panics (ending the run) if the parser does not answer
     /// within the limit: a hang.
+    ///
+    /// With `ENFORCER_POLICY_FUZZ_TRACE=FILE`, each input is written to FILE first: an input
+    /// that aborts the process (a stack overflow cannot be caught) is left there.
     pub fn check(&mut self, text: &str) -> Verdict {
+        if let Some(path) = std::env::var_os("ENFORCER_POLICY_FUZZ_TRACE") {
+            std::fs::write(path, text).expect("write the trace file");
+        }
         self.inputs
             .send(text.to_string())
             .expect("parser thread alive");
@@ -140,7 +146,7 @@ impl Judge {
 
 #[cfg(test)]
 mod tests {
-    use enforcer::policy::PolicyError;
+    use enforcer_policy::PolicyError;
 
     use super::*;
 
