@@ -65,22 +65,7 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     steps.run("clippy", || {
         cargo_step("clippy --workspace --all-targets -- -D warnings")
     })?;
-    // The eBPF crate is not a workspace member (it builds with -Z build-std for bpfel), so it is
-    // linted through its own manifest, type-checked for the host target (RUSTC_BOOTSTRAP for its
-    // `core_intrinsics`), in a target directory of its own.
-    let ebpf = "--manifest-path enforcer-ebpf/Cargo.toml";
-    steps.run("rustfmt (eBPF)", || {
-        cargo_step(&format!("fmt {ebpf} -- --check"))
-    })?;
-    steps.run("clippy (eBPF)", || {
-        let dir = target_dir().join("ebpf-clippy");
-        run(cargo()
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(format!("clippy {ebpf}").split(' '))
-            .arg("--target-dir")
-            .arg(dir)
-            .args(["--", "-D", "warnings"]))
-    })?;
+    ebpf_lint(steps)?;
     steps.run("manifests", || crate::manifests::manifests(false))?;
     steps.run("cargo deny (licenses, bans, sources)", crate::deny::check)?;
     steps.run("sizes", crate::sizes::check)?;
@@ -142,6 +127,25 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
         vm::kernel_legs(&[CI_KERNEL.to_owned()]).map(|_| ())
     })?;
     Ok(())
+}
+
+/// rustfmt and clippy of the eBPF crate. It is not a workspace member (it builds with -Z
+/// build-std for bpfel), so it is linted through its own manifest, type-checked for the host
+/// target (`RUSTC_BOOTSTRAP` for its `core_intrinsics`), in a target directory of its own.
+fn ebpf_lint(steps: &mut Steps) -> Result<()> {
+    const MANIFEST: [&str; 2] = ["--manifest-path", "enforcer-ebpf/Cargo.toml"];
+    steps.run("rustfmt (eBPF)", || {
+        run(cargo().arg("fmt").args(MANIFEST).args(["--", "--check"]))
+    })?;
+    steps.run("clippy (eBPF)", || {
+        run(cargo()
+            .env("RUSTC_BOOTSTRAP", "1")
+            .arg("clippy")
+            .args(MANIFEST)
+            .arg("--target-dir")
+            .arg(target_dir().join("ebpf-clippy"))
+            .args(["--", "-D", "warnings"]))
+    })
 }
 
 /// `cargo xtask test --kernel V...`: setup, then only the kernel legs.
