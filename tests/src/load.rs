@@ -129,8 +129,11 @@ pub fn spawn_udp_sink(ns: &str, port: u16) -> Result<UdpSink> {
                 return Ok(());
             }
         };
-        sock::set_rcvbuf(&v4, 8 << 20);
-        sock::set_rcvbuf(&v6, 8 << 20);
+        let sized = sock::set_rcvbuf(&v4, 8 << 20).and_then(|()| sock::set_rcvbuf(&v6, 8 << 20));
+        if let Err(e) = sized {
+            let _ = ready.send(Err(anyhow::Error::from(e).context("UDP sink")));
+            return Ok(());
+        }
         for s in [&v4, &v6] {
             s.set_nonblocking(true)?;
         }

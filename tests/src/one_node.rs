@@ -29,10 +29,20 @@ fn ip(s: &str) -> Result<IpAddr> {
 impl OneNode {
     /// Build it (`tag` names the work directory); `extra` are more `enforcer agent` flags.
     pub fn start(tag: &str, extra: &[&str]) -> Result<OneNode> {
-        let topo = Topology::builder()
+        Self::start_on(Self::topology()?, tag, extra)
+    }
+
+    /// The topology alone (node n1, pods web-0 and api-0), for a test that prepares the node
+    /// before the agent starts ([`OneNode::start_on`]).
+    pub fn topology() -> Result<Topology> {
+        Topology::builder()
             .pod("web-0", "n1", &[ip("10.10.1.10")?])
             .pod("api-0", "n1", &[ip("10.10.2.10")?])
-            .build()?;
+            .build()
+    }
+
+    /// As [`OneNode::start`], on a topology built by [`OneNode::topology`].
+    pub fn start_on(topo: Topology, tag: &str, extra: &[&str]) -> Result<OneNode> {
         let work = WorkDir::new(tag)?;
         let agent = AgentProcess::start(&topo, "n1", &work.0, extra)?;
         let api_ns = topo.pod_netns("api-0")?.to_string();

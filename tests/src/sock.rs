@@ -162,11 +162,31 @@ pub(crate) fn udp_socket(addr: SocketAddr, v6only: bool) -> io::Result<UdpSocket
     Ok(UdpSocket::from(fd))
 }
 
-/// Grows the receive buffer of `sock` to `bytes` (ignoring the system limit when privileged).
-pub(crate) fn set_rcvbuf(sock: &impl AsRawFd, bytes: libc::c_int) {
+/// Grows the receive buffer of `sock` to `bytes` (ignoring the system limit when privileged),
+/// and checks that the kernel really holds that much (it reports twice what it was asked):
+/// a sink whose buffer silently stayed small would lose datagrams at high rates.
+pub(crate) fn set_rcvbuf(sock: &impl AsRawFd, bytes: libc::c_int) -> io::Result<()> {
     if set_int_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes).is_err() {
-        let _ = set_int_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
+        set_int_opt(sock, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)?;
     }
+    let mut got: libc::c_int = 0;
+    let mut len = socklen::<libc::c_int>();
+    // SAFETY: the pointers describe a live c_int and its length.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw mut got).cast(),
+            &raw mut len,
+        )
+    })?;
+    if got < bytes {
+        return Err(io::Error::other(format!(
+            "receive buffer is {got} bytes, {bytes} asked (net.core.rmem_max too low, not root)"
+        )));
+    }
+    Ok(())
 }
 
 /// Waits until `fd` is ready for `events` or `timeout` passes; returns whether it became ready.

@@ -1,8 +1,9 @@
 //! Documented CLI verbs and agent flags, each driven through the real binary, with a check that
 //! fails if the feature broke: `policy diff`, `apply --dry-run`, `policy graph`, `completions`,
 //! `uninstall` / `agent --uninstall`, `flows --follow` / `--service`, `agent --config` (and its
-//! `socket` key), `--xdp-pods`, `--log-format`, a missing uplink (warned, still ready), socket
-//! takeover, and the `policy get` columns of docs/cli.md.
+//! `socket` key), `--xdp-pods`, `--log-format`, a missing uplink (warned, still ready), a failed
+//! attach (`/readyz` 503 with the reason until it succeeds), socket takeover, and the
+//! `policy get` columns of docs/cli.md.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -77,6 +78,78 @@ fn a_missing_uplink_is_warned_about_and_the_agent_stays_ready() -> Result<()> {
     // The pods are still enforced.
     assert!(e.reaches(8080)?, "allowed flow");
     assert!(!e.reaches(9090)?, "denied flow");
+    Ok(())
+}
+
+/// Our own `xdp_uplink` program attached (by this test process, unpinned) to the uplink of the
+/// node namespace `ns`: XDP takes one program per interface, so the agent's attach fails while
+/// this lives. Dropping it detaches the program.
+fn occupy_uplink(ns: &str) -> Result<enforcer::datapath::Datapath> {
+    run_in_netns(ns, || {
+        let mut dp = enforcer::datapath::Datapath::load(None)?;
+        let name = std::ffi::CString::new(enforcer_tests::UPLINK_IFNAME)?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        anyhow::ensure!(ifindex != 0, "no uplink in the node namespace");
+        dp.attach_uplink(enforcer_tests::UPLINK_IFNAME, ifindex)?;
+        Ok(dp)
+    })
+}
+
+#[test]
+fn a_failed_attach_fails_readyz_with_the_reason_until_it_succeeds() -> Result<()> {
+    if skip_unless_root() {
+        return Ok(());
+    }
+    let topo = OneNode::topology()?;
+    let ns = topo.node_netns("n1")?.to_string();
+    let occupant = occupy_uplink(&ns)?;
+    let e = OneNode::start_on(topo, "attachfail", &[])?;
+    e.agent.apply("p.yaml", API_INGRESS_TCP_8080)?;
+    let uplink = enforcer_tests::UPLINK_IFNAME;
+    let (status, body) = http_get(&ns, "/readyz")?;
+    assert!(
+        status.contains("503"),
+        "/readyz must fail while {uplink} is not attached: {status} {body}"
+    );
+    assert!(
+        body.contains(&format!("not attached to {uplink}: ")),
+        "/readyz names the interface and why: {body}"
+    );
+    let s = e.agent.status()?;
+    assert!(
+        s.not_ready
+            .iter()
+            .any(|r| r.starts_with(&format!("not attached to {uplink}"))),
+        "status: {:?}",
+        s.not_ready
+    );
+    assert!(
+        !s.interfaces.iter().any(|i| i.role == "uplink"),
+        "the uplink is not ours: {s:?}"
+    );
+    // The pods are still enforced.
+    assert!(e.reaches(8080)?, "allowed flow");
+    assert!(!e.reaches(9090)?, "denied flow");
+    // The interface is freed: a resync attaches it and the agent becomes ready.
+    drop(occupant);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&ns, "/readyz")?;
+        if status.contains("200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not ready 10 s after {uplink} was freed: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = e.agent.status()?;
+    assert!(
+        s.interfaces.iter().any(|i| i.role == "uplink"),
+        "attached at last: {s:?}"
+    );
     Ok(())
 }
 
@@ -165,13 +238,10 @@ fn agent_config_file_keys_are_used() -> Result<()> {
         "uplink attached: {s:?}"
     );
     // xdpPods: XDP really is on the pods' host-side veths.
-    let pod_if = first.topo.pod_host_ifname("web-0")?.to_string();
-    let link = ok(&first
-        .topo
-        .node_command("n1", "ip")?
-        .args(["-d", "link", "show", "dev", &pod_if])
-        .output()?)?;
-    assert!(link.contains("xdp"), "no XDP program on {pod_if}:\n{link}");
+    assert!(
+        has_xdp(&first, "web-0")?,
+        "xdpPods: no XDP program on web-0's veth"
+    );
     // metricsAddr.
     let ns = first.topo.node_netns("n1")?.to_string();
     let body = run_in_netns(&ns, || {
@@ -215,6 +285,33 @@ fn cli_in(e: &OneNode, args: &[&str]) -> Result<Output> {
         .topo
         .node_command("n1", bin.to_str().unwrap_or("enforcer"))?;
     Ok(cmd.args(args).output()?)
+}
+
+/// Whether `ip -d link show` lists an XDP program on the host side of `pod`'s veth.
+fn has_xdp(e: &OneNode, pod: &str) -> Result<bool> {
+    let pod_if = e.topo.pod_host_ifname(pod)?.to_string();
+    let link = ok(&e
+        .topo
+        .node_command("n1", "ip")?
+        .args(["-d", "link", "show", "dev", &pod_if])
+        .output()?)?;
+    Ok(link.contains("prog/xdp"))
+}
+
+#[test]
+fn xdp_pods_flag_puts_xdp_on_the_pod_interfaces() -> Result<()> {
+    if skip_unless_root() {
+        return Ok(());
+    }
+    let without = OneNode::start("noxdp", &[])?;
+    assert!(!has_xdp(&without, "web-0")?, "no XDP without --xdp-pods");
+    drop(without);
+    let e = OneNode::start("xdppods", &["--xdp-pods"])?;
+    assert!(has_xdp(&e, "web-0")?, "--xdp-pods: XDP on web-0's veth");
+    assert!(has_xdp(&e, "api-0")?, "--xdp-pods: XDP on api-0's veth");
+    e.agent.apply("p.yaml", API_INGRESS_TCP_8080)?;
+    assert!(e.reaches(8080)? && !e.reaches(9090)?, "enforced with XDP");
+    Ok(())
 }
 
 #[test]

@@ -490,7 +490,13 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
         (seen - expected).abs() < f64::EPSILON,
         "Prometheus saw {seen}, expected {expected}"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // It stays there: two more scrapes (each moves the timestamp of the `up` sample) see the
+    // same value.
+    let scraped_at = r#"timestamp(up{job="enforcer"})"#;
+    let t0 = prom.query(scraped_at)?.context("no scrape timestamp")?;
+    wait_for("two more scrapes", Duration::from_secs(20), || {
+        Ok(prom.query(scraped_at)?.filter(|t| *t >= t0 + 2.0))
+    })?;
     assert_eq!(prom.query(drops)?, Some(expected), "after more scrapes");
     // Per service through the rule metadata, as the alerts and the dashboard join them.
     let api_denied = r#"sum by (service) (

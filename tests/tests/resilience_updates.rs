@@ -19,10 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
 use enforcer::api::{FlowEvent, Request};
 use enforcer_tests::cluster::AgentProcess;
-use resil_common::{Fixture, Probe};
+use resil_common::{Fixture, Probe, Prober};
 
 const TOGGLE: &str = r"
 apiVersion: enforcer/v1
@@ -60,6 +60,29 @@ fn follow_events(agent: &AgentProcess, dport: u16) -> Arc<Mutex<Vec<FlowEvent>>>
     events
 }
 
+/// Waits until the followed stream holds the newest event of the toggled port that the agent's
+/// history holds (both are fed together; the probes have stopped, so nothing newer comes).
+fn caught_up(agent: &AgentProcess, followed: &Mutex<Vec<FlowEvent>>) -> Result<()> {
+    let history: Vec<FlowEvent> = serde_json::from_value(agent.call(&Request::Flows {
+        follow: false,
+        verdict: None,
+        service: None,
+        limit: None,
+    })?)?;
+    let Some(newest) = history.iter().rev().find(|e| e.dport == TOGGLED_PORT) else {
+        bail!("the agent reported no event of the toggled port");
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !followed.lock().expect("events").contains(newest) {
+        ensure!(
+            Instant::now() < deadline,
+            "flows --follow did not deliver the newest event within 10 s: {newest:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// When each generation was in force (from the end of its apply to the start of the next) and
 /// whether it allows the toggled pair.
 struct Generations {
@@ -67,8 +90,9 @@ struct Generations {
     windows: Vec<(Instant, Instant, bool)>,
 }
 
-/// Allow and deny the toggled pair in turn, `updates` times.
-fn toggle(agent: &AgentProcess, updates: usize) -> Result<Generations> {
+/// Allow and deny the toggled pair in turn, `updates` times; each generation stays in force
+/// until `prober` completed two probes in it (so at least one ran entirely inside it).
+fn toggle(agent: &AgentProcess, prober: &Prober, updates: usize) -> Result<Generations> {
     let mut gens = Generations {
         allowed: BTreeMap::from([(agent.status()?.generation, false)]),
         windows: Vec::new(),
@@ -85,8 +109,12 @@ fn toggle(agent: &AgentProcess, updates: usize) -> Result<Generations> {
         };
         gens.allowed.insert(result.generation, allowed);
         since = Instant::now();
-        // Let a few probes land in each generation.
-        std::thread::sleep(Duration::from_millis(150));
+        let completed = prober.completed();
+        let deadline = since + Duration::from_secs(10);
+        while prober.completed() < completed + 2 {
+            ensure!(Instant::now() < deadline, "no probe completed within 10 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     gens.windows.push((since, Instant::now(), allowed));
     Ok(gens)
@@ -135,11 +163,10 @@ fn hot_updates_under_traffic_never_give_a_wrong_verdict() -> Result<()> {
     let stream = f.stream()?;
     let udp = f.datagrams();
     let toggled = f.prober(TOGGLED_PORT, Duration::from_millis(300));
-    let gens = toggle(&f.agent, updates)?;
+    let gens = toggle(&f.agent, &toggled, updates)?;
     let probes = toggled.stop();
     let datagrams = udp.stop();
-    // Let the last events arrive.
-    std::thread::sleep(Duration::from_millis(500));
+    caught_up(&f.agent, &events)?;
     let report = stream.stop();
 
     let events = events.lock().expect("events").clone();

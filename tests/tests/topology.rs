@@ -347,8 +347,27 @@ fn udp_load_is_paced_and_counted() {
         .expect("topology");
     let sink = spawn_udp_sink(topo.pod_netns("b").unwrap(), 0).expect("sink");
     for fam in [Family::Ipv4, Family::Ipv6] {
-        sink.reset();
         let dst = SocketAddr::new(topo.addr_of("b", fam).unwrap(), sink.port());
+        // Exactly 300 of 300, even on a busy machine: once every neighbour on the path is
+        // resolved (the warm-up datagram), each queue a datagram meets holds more than the
+        // whole burst: the per-CPU backlog of each veth hop (no XDP here;
+        // net.core.netdev_max_backlog, 1000 by default) and the sink's 8 MiB receive buffer
+        // (checked when it is set), so no datagram is dropped however late the sink reads.
+        let warm = UdpLoad {
+            packets: 1,
+            ..UdpLoad::default()
+        };
+        sink.reset();
+        send_udp_load(topo.pod_netns("a").unwrap(), dst, &warm).expect("warm-up");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink.total() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "warm-up datagram lost"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sink.reset();
         let load = UdpLoad {
             packets: 300,
             size: 200,
@@ -430,7 +449,13 @@ fn drop_removes_every_namespace_and_process() {
         .arg("60")
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Wait until it runs `sleep` (nsenter execs it after entering the namespace).
+    let comm = format!("/proc/{}/comm", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&comm).unwrap_or_default().trim() != "sleep" {
+        assert!(std::time::Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(topo);
     let listed = netns::list_netns().unwrap();
     assert!(

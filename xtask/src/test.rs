@@ -57,18 +57,13 @@ pub fn test(kernels: &[String]) -> Result<()> {
     result
 }
 
+/// Runs `cargo ARGS` (written as one string, so it reads like the command to type).
+fn cargo_step(args: &str) -> Result<()> {
+    run(cargo().args(args.split(' ')))
+}
+
 fn all_steps(steps: &mut Steps) -> Result<()> {
-    steps.run("setup", || setup::ensure().map(|_| ()))?;
-    // Written as one string each so they read like the commands to type.
-    let cargo_step = |args: &str| run(cargo().args(args.split(' ')));
-    steps.run("rustfmt", || cargo_step("fmt --all -- --check"))?;
-    steps.run("clippy", || {
-        cargo_step("clippy --workspace --all-targets -- -D warnings")
-    })?;
-    ebpf_lint(steps)?;
-    steps.run("manifests", || crate::manifests::manifests(false))?;
-    steps.run("cargo deny (licenses, bans, sources)", crate::deny::check)?;
-    steps.run("sizes", crate::sizes::check)?;
+    static_checks(steps)?;
     // The end-to-end tests start the agent binary.
     let runner = steps.run("build enforcer and the scenario runner", || {
         build_runner(false)
@@ -78,6 +73,11 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
         steps.run("clean orphaned network namespaces", || {
             run(Command::new(&runner).arg("--clean-orphans"))
         })?;
+    } else {
+        steps.skip(
+            "clean orphaned network namespaces",
+            "needs root (network namespaces)",
+        );
     }
     // The integration tests need root and create network namespaces: one at a time.
     let skip_log = target_dir().join("xtask-test-skips.tsv");
@@ -96,21 +96,40 @@ fn all_steps(steps: &mut Steps) -> Result<()> {
     steps.run("scenarios (offline)", || {
         run_scenarios(&runner, true, &scenarios)
     })?;
-    if !root {
-        let kernel = format!("kernel {CI_KERNEL} (qemu)");
-        for name in [
-            "scenarios (live)",
-            "demo",
-            "bench --quick",
-            "selftest",
-            &kernel,
-        ] {
-            steps.skip(name, "needs root (network namespaces, eBPF)");
-        }
-        return Ok(());
+    if root {
+        return root_steps(steps, &runner, &scenarios);
     }
+    let kernel = format!("kernel {CI_KERNEL} (qemu)");
+    for name in [
+        "scenarios (live)",
+        "demo",
+        "bench --quick",
+        "selftest",
+        &kernel,
+    ] {
+        steps.skip(name, "needs root (network namespaces, eBPF)");
+    }
+    Ok(())
+}
+
+/// Formatting, lints, manifests, licenses and sizes: no build of the programs needed.
+fn static_checks(steps: &mut Steps) -> Result<()> {
+    steps.run("setup", || setup::ensure().map(|_| ()))?;
+    steps.run("rustfmt", || cargo_step("fmt --all -- --check"))?;
+    steps.run("clippy", || {
+        cargo_step("clippy --workspace --all-targets -- -D warnings")
+    })?;
+    ebpf_lint(steps)?;
+    steps.run("manifests", || crate::manifests::manifests(false))?;
+    steps.run("cargo deny (licenses, bans, sources)", crate::deny::check)?;
+    steps.run("sizes", crate::sizes::check)?;
+    Ok(())
+}
+
+/// The steps that need root: live scenarios, demo, quick benchmarks, selftest, kernel leg.
+fn root_steps(steps: &mut Steps, runner: &Path, scenarios: &[PathBuf]) -> Result<()> {
     steps.run("scenarios (live)", || {
-        run_scenarios(&runner, false, &scenarios)
+        run_scenarios(runner, false, scenarios)
     })?;
     // The demo must run to completion and leave nothing behind.
     steps.run("demo", || {

@@ -59,20 +59,27 @@ fn namespace_of_set(set: usize) -> usize {
     set % NAMESPACES
 }
 
-/// One Pod as kubectl prints its essentials.
+/// The namespace of generated pod `i`: that of its initial label set. A relabel keeps it (a
+/// Pod's namespace and name never change; only its labels do).
+fn namespace_of_pod(i: usize) -> usize {
+    namespace_of_set(i % LABEL_SETS)
+}
+
+/// Pod `i` (in its own namespace, with its own address) as kubectl prints its essentials, with
+/// the labels of label set `set`.
 fn pod_yaml(i: usize, set: usize) -> String {
     format!(
         "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{i}\n  namespace: ns{}\n  labels:\n    app: app{set}\n    \
          tier: t{}\nspec:\n  containers:\n  - name: c\n    image: agnhost\n    ports:\n    - name: http\n      containerPort: 80\n      \
          protocol: TCP\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n",
-        namespace_of_set(set),
+        namespace_of_pod(i),
         set % 7,
         ip = pod_addr(i)
     )
 }
 
 /// Namespaces and pods: pod i has label set i % 1000 (so 10 pods per set), in the namespace of
-/// its set.
+/// that set.
 fn inventory_yaml() -> String {
     let mut y = String::new();
     for n in 0..NAMESPACES {
@@ -314,4 +321,31 @@ pub fn run(cfg: &Config) -> Result<Section> {
         ],
         data: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field of `yaml` after `key: ` (first occurrence).
+    fn field<'a>(yaml: &'a str, key: &str) -> &'a str {
+        yaml.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_relabel_keeps_the_pods_namespace_name_and_address() {
+        let before = pod_yaml(CLIENT, CLIENT % LABEL_SETS);
+        let after = pod_yaml(CLIENT, ALLOWED_SET);
+        assert_ne!(
+            namespace_of_set(CLIENT % LABEL_SETS),
+            namespace_of_set(ALLOWED_SET),
+            "the two label sets belong to different namespaces, so this test can fail"
+        );
+        for key in ["name: ", "namespace: ", "podIP: "] {
+            assert_eq!(field(&before, key), field(&after, key), "{key}");
+        }
+        assert_ne!(field(&before, "app: "), field(&after, "app: "));
+    }
 }

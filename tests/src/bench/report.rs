@@ -111,13 +111,19 @@ fn commit() -> String {
 }
 
 /// One benchmark's section of this run, with its header line and goal table.
-fn section_markdown(s: &Section, took: Duration, load_after: &str) -> String {
+/// One benchmark's section; `(date, command)` name the run it was measured in.
+fn section_markdown(
+    s: &Section,
+    took: Duration,
+    load_after: &str,
+    (date, command): (&str, &str),
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## {}\n", s.title);
     let _ = writeln!(
         md,
-        "{:.0} s for this benchmark; load average (1, 5, 15 min) after it: {load_after} (counts the benchmark's \
-         own processes too).\n",
+        "Measured {date} by `{command}` (this run), {:.0} s for this benchmark; load average (1, 5, 15 min) \
+         after it: {load_after} (counts the benchmark's own processes too).\n",
         took.as_secs_f64(),
     );
     if !s.goals.is_empty() {
@@ -268,7 +274,12 @@ fn assemble(
     for name in NAMES {
         match sections.iter().find(|(s, ..)| s.name == name) {
             Some((s, took, load_after)) => {
-                md.push_str(&section_markdown(s, *took, load_after));
+                md.push_str(&section_markdown(
+                    s,
+                    *took,
+                    load_after,
+                    (&machine.date, &cfg.command),
+                ));
                 md.push('\n');
             }
             None => {

@@ -117,11 +117,6 @@ fn main() -> Result<()> {
     }
     if names.is_empty() {
         names = NAMES.to_vec();
-        if quick {
-            // Known failure, left out of CI's quick run until fixed: after the 1 000-policy
-            // apply the agent refuses the first Pod relabel with an empty error (issue 13 note).
-            names.retain(|n| *n != "netpol");
-        }
     }
     let all = names.len() == NAMES.len();
     if !enforcer_tests::is_root() {

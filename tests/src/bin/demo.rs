@@ -81,7 +81,13 @@ fn run() -> Result<()> {
     cli(&topo, &agent, &["status"])?;
 
     step("before any policy every flow passes");
-    probe(&topo, "web-0", "api-0", 9090)?;
+    // The controls of the denied flow below: its server answers without a policy.
+    for from in ["web-0", "web-1"] {
+        anyhow::ensure!(
+            probe(&topo, from, "api-0", 9090)?,
+            "{from} -> api-0:9090 is not answered before any policy"
+        );
+    }
 
     step("apply the example policy (examples/)");
     for f in ["workloads.yaml", "api-ingress.yaml"] {

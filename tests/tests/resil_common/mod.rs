@@ -5,7 +5,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -33,13 +33,15 @@ pub struct Probe {
 /// A thread probing `dst` from `ns` until stopped, recording each outcome.
 pub struct Prober {
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<Vec<Probe>>,
 }
 
 impl Prober {
     pub fn start(ns: &str, dst: SocketAddr, udp: bool, timeout: Duration) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, ns) = (stop.clone(), ns.to_string());
+        let done = Arc::new(AtomicUsize::new(0));
+        let (s, n, ns) = (stop.clone(), done.clone(), ns.to_string());
         let thread = std::thread::spawn(move || {
             let opts = ProbeOptions::with_timeout(timeout);
             let mut out = Vec::new();
@@ -56,13 +58,19 @@ impl Prober {
                         end: Instant::now(),
                         answered: o.is_answered(),
                     });
+                    n.fetch_add(1, Ordering::SeqCst);
                 }
                 // Leave the two cores to the rest.
                 std::thread::sleep(Duration::from_millis(2));
             }
             out
         });
-        Prober { stop, thread }
+        Prober { stop, done, thread }
+    }
+
+    /// Probes completed so far.
+    pub fn completed(&self) -> usize {
+        self.done.load(Ordering::SeqCst)
     }
 
     pub fn stop(self) -> Vec<Probe> {
