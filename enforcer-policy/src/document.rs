@@ -2,21 +2,17 @@
 //!
 //! Every document serializes to the shape it is written in (enforcer/v1 kinds with camelCase
 //! keys, Kubernetes kinds as the API prints them), so `serde_yaml_ng::to_string(&document)`
-//! prints YAML that parses back to the same model. Deserialization goes through the same
-//! validation as the YAML parser (see [`super::parse`]); positions are then unknown (file `""`,
-//! line 0). Source positions are never serialized.
+//! prints YAML that parses back to the same model. Deserialization ([`super::de`]) goes
+//! through the same validation as the YAML parser. Source positions are never serialized.
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::k8s::{KIND_NAMESPACE, KIND_NETWORK_POLICY, KIND_POD};
 use super::model::{
-    FlowPolicy, Mode, NamedPort, Namespace, NetworkPolicy, ObjectKey, Peer, Pod, PolicyErrors,
-    PortSpec, Protocol, RateLimit, RateScope, Rule, Section, Source, Workload, API_VERSION,
-    DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD,
+    FlowPolicy, Mode, NamedPort, Namespace, NetworkPolicy, ObjectKey, Peer, Pod, PortSpec,
+    RateLimit, Rule, Section, Source, Workload, API_VERSION, DEFAULT_NAMESPACE, KIND_FLOW_POLICY,
+    KIND_WORKLOAD,
 };
-use super::parse;
-use super::yaml::{Ctx, Node, PlainNode};
 
 /// The kind of a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -388,110 +384,6 @@ impl Serialize for Document {
             Document::Namespace(n) => n.serialize(serializer),
             Document::Pod(p) => p.serialize(serializer),
             Document::NetworkPolicy(p) => p.serialize(serializer),
-        }
-    }
-}
-
-// ---- deserialization through the strict parser ----
-
-fn from_node<'de, D, T>(
-    deserializer: D,
-    read: impl FnOnce(&mut Ctx, &Node) -> Option<T>,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    let node = PlainNode::deserialize(deserializer)?.0;
-    let mut ctx = Ctx::new("");
-    let value = read(&mut ctx, &node);
-    match value {
-        Some(value) if ctx.errors.is_empty() => Ok(value),
-        _ if !ctx.errors.is_empty() => Err(D::Error::custom(PolicyErrors(ctx.errors))),
-        _ => Err(D::Error::custom("invalid value")),
-    }
-}
-
-impl<'de> Deserialize<'de> for Document {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document, D::Error> {
-        from_node(deserializer, |ctx, node| {
-            if node.is_null() {
-                ctx.error(node.pos, "empty document");
-                return None;
-            }
-            parse::read_document(ctx, node)
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Workload {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Workload, D::Error> {
-        match Document::deserialize(deserializer)? {
-            Document::Workload(w) => Ok(w),
-            _ => Err(D::Error::custom("expected kind Workload")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for FlowPolicy {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FlowPolicy, D::Error> {
-        match Document::deserialize(deserializer)? {
-            Document::FlowPolicy(p) => Ok(p),
-            _ => Err(D::Error::custom("expected kind FlowPolicy")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Rule {
-    /// Accepts the peers under `peers`, `from` or `to` (one of them), and `rateLimit`.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Rule, D::Error> {
-        from_node(deserializer, |ctx, node| {
-            parse::read_rule(ctx, node, None, "")
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Peer {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Peer, D::Error> {
-        from_node(deserializer, |ctx, node| parse::read_peer(ctx, node, ""))
-    }
-}
-
-impl<'de> Deserialize<'de> for PortSpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PortSpec, D::Error> {
-        from_node(deserializer, |ctx, node| parse::read_port(ctx, node, ""))
-    }
-}
-
-impl<'de> Deserialize<'de> for RateLimit {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RateLimit, D::Error> {
-        from_node(deserializer, |ctx, node| {
-            parse::read_rate_limit(ctx, node, None, "")
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Protocol {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Protocol, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(D::Error::custom)
-    }
-}
-
-impl<'de> Deserialize<'de> for Mode {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(D::Error::custom)
-    }
-}
-
-impl<'de> Deserialize<'de> for RateScope {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RateScope, D::Error> {
-        match String::deserialize(deserializer)?.as_str() {
-            "source" => Ok(RateScope::Source),
-            "rule" => Ok(RateScope::Rule),
-            other => Err(D::Error::custom(format!(
-                "invalid rateLimit.per {other:?}: expected source or rule"
-            ))),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Labels and Kubernetes label selectors (`matchLabels` AND `matchExpressions`), shared by
-//! `NetworkPolicy` and `FlowPolicy`.
+//! Object names, labels and Kubernetes label selectors (`matchLabels` AND
+//! `matchExpressions`), shared by `NetworkPolicy` and `FlowPolicy`.
 //!
 //! Semantics follow `k8s.io/apimachinery/pkg/apis/meta/v1.LabelSelector`: every `matchLabels`
 //! entry and every expression must hold; `In` / `NotIn` take a non-empty `values` list,
@@ -158,6 +158,25 @@ impl fmt::Display for LabelSelector {
         }
         f.write_str(&parts.join(","))
     }
+}
+
+/// Checks the characters and length of a name or service.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters".to_string());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        return Err(format!(
+            "character {c:?} not allowed (use letters, digits, '-', '_' and '.')"
+        ));
+    }
+    Ok(())
 }
 
 /// A label key: an optional DNS prefix and `/`, then a name of 1–63 characters

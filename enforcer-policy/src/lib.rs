@@ -2,6 +2,7 @@
 //! entries) and `explain` (model + flow → verdict with the deciding policy and rule).
 
 pub mod compile;
+mod de;
 pub mod document;
 pub mod errors;
 pub mod explain;

@@ -5,8 +5,8 @@
 //! Every type serializes to the shape of the policy language (camelCase keys; Workload and
 //! `FlowPolicy` as complete documents with `apiVersion`, `kind`, `metadata` and `spec`), so
 //! `serde_yaml_ng::to_string(&document)` prints canonical YAML that parses back to the same model.
-//! Deserialization goes through the same strict validation as the YAML parser (see
-//! [`super::parse`]); positions are then unknown (file `""`, line 0). Source positions are never
+//! Deserialization ([`super::de`]) goes through the same strict validation as the YAML
+//! parser; positions are then unknown (file `""`, line 0). Source positions are never
 //! serialized.
 
 use std::fmt;

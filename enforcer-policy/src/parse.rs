@@ -10,7 +10,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 
 use super::k8s;
-use super::labels::{check_labels, LabelSelector, Labels};
+use super::labels::{check_labels, check_name, LabelSelector, Labels};
 use super::model::{
     Document, FlowPolicy, Mode, NamedPort, ObjectKey, Peer, PolicyErrors, PortName, PortSpec,
     Protocol, RateLimit, RateScope, Rule, Section, Source, Workload, ANY_SERVICE, API_VERSION,
@@ -213,25 +213,6 @@ pub fn read_name(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
         return None;
     }
     Some(name)
-}
-
-/// Checks the characters and length of a name or service.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".to_string());
-    }
-    if name.len() > 253 {
-        return Err("longer than 253 characters".to_string());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
-    {
-        return Err(format!(
-            "character {c:?} not allowed (use letters, digits, '-', '_' and '.')"
-        ));
-    }
-    Ok(())
 }
 
 fn read_service(ctx: &mut Ctx, node: &Node, what: &str, allow_any: bool) -> Option<String> {

@@ -51,7 +51,7 @@ pub fn policy(inputs: u64, seed: u64) -> Result<()> {
     .env("ENFORCER_POLICY_FUZZ_SEED", seed.to_string());
     // A run with a panic, a hang or an error without a location fails here (proptest shows the
     // smallest such input), and its figures are not written.
-    let figures = run_for_figures(&mut cmd, "policy-fuzz")?;
+    let figures = run_for_figures(&mut cmd, "inputs")?;
     write_section(
         "policy-fuzz",
         &format!(

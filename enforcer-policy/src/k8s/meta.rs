@@ -2,9 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::labels::{check_labels, Labels};
+use super::super::labels::{check_labels, check_name, Labels};
 use super::super::model::DEFAULT_NAMESPACE;
-use super::super::parse::check_name;
 
 /// The part of `metadata` the engine uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! by an error without a location.
 //!
 //! `short_run` runs in `cargo test`; `long_run` (ignored) is `cargo xtask fuzz --policy`, which
-//! reads its `policy-fuzz=` line into RELIABILITY.md. A failing input is shrunk by proptest
+//! reads its `inputs=` line into RELIABILITY.md. A failing input is shrunk by proptest
 //! and shown.
 
 mod gen;
@@ -82,7 +82,7 @@ fn long_run() {
     let start = Instant::now();
     let f = run(u32::try_from(cases).unwrap_or(u32::MAX), seed);
     println!(
-        "policy-fuzz= inputs={} accepted={} rejected={} panics={} errors_without_location={} \
+        "inputs={} accepted={} rejected={} panics={} errors_without_location={} \
          bytes={} slowest_ms={} input_limit_s={} seconds={} seed={seed}",
         f.inputs,
         f.accepted,
