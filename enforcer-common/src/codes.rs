@@ -143,6 +143,7 @@ abi_enum! {
 
 impl Direction {
     /// The other direction.
+    #[must_use]
     pub const fn other(self) -> Direction {
         match self {
             Direction::Ingress => Direction::Egress,
@@ -185,7 +186,7 @@ impl Reason {
 }
 
 impl Protocol {
-    /// Whether the protocol is ICMP or ICMPv6 (whose policy "port" is the message type).
+    /// Whether the protocol is ICMP or `ICMPv6` (whose policy "port" is the message type).
     pub const fn is_icmp(number: u8) -> bool {
         number == Protocol::Icmp as u8 || number == Protocol::Icmpv6 as u8
     }
@@ -198,7 +199,7 @@ impl Protocol {
     }
 }
 
-/// ICMP and ICMPv6 message types the datapath looks at.
+/// ICMP and `ICMPv6` message types the datapath looks at.
 pub mod icmp {
     /// ICMP echo reply.
     pub const ECHO_REPLY: u8 = 0;
@@ -210,23 +211,23 @@ pub mod icmp {
     pub const TIME_EXCEEDED: u8 = 11;
     /// ICMP parameter problem.
     pub const PARAMETER_PROBLEM: u8 = 12;
-    /// ICMPv6 errors: destination unreachable (1), packet too big (2), time exceeded (3),
+    /// `ICMPv6` errors: destination unreachable (1), packet too big (2), time exceeded (3),
     /// parameter problem (4).
     pub const V6_ERROR_FIRST: u8 = 1;
     /// See `V6_ERROR_FIRST`.
     pub const V6_ERROR_LAST: u8 = 4;
-    /// ICMPv6 echo request.
+    /// `ICMPv6` echo request.
     pub const V6_ECHO_REQUEST: u8 = 128;
-    /// ICMPv6 echo reply.
+    /// `ICMPv6` echo reply.
     pub const V6_ECHO_REPLY: u8 = 129;
-    /// ICMPv6 link control the datapath always passes: MLD query .. redirect (130..=137).
+    /// `ICMPv6` link control the datapath always passes: MLD query .. redirect (130..=137).
     pub const V6_LINK_CONTROL_FIRST: u8 = 130;
     /// See `V6_LINK_CONTROL_FIRST`.
     pub const V6_LINK_CONTROL_LAST: u8 = 137;
-    /// ICMPv6 MLDv2 report.
+    /// `ICMPv6` `MLDv2` report.
     pub const V6_MLD2_REPORT: u8 = 143;
 
-    /// The echo request type of ICMP (`v6 == false`) or ICMPv6.
+    /// The echo request type of ICMP (`v6 == false`) or `ICMPv6`.
     pub const fn echo_request(v6: bool) -> u8 {
         if v6 {
             V6_ECHO_REQUEST

@@ -1,5 +1,8 @@
 //! The layout of the `COUNTERS` per-CPU array: one counter per (direction, verdict, reason).
 
+// Indices below `COUNTER_ENTRIES` (96) and their parts fit every integer type used here.
+#![allow(clippy::cast_possible_truncation)]
+
 use crate::codes::{Direction, Reason, Verdict};
 
 /// Directions in the counter layout.

@@ -9,6 +9,9 @@
 //!   without bumping `LAYOUT_VERSION` (which moves the pins to a new directory, so an agent never
 //!   adopts maps it cannot read) fails that test.
 
+// `shapes!` names every field, the `_pad` ones included.
+#![allow(clippy::used_underscore_binding)]
+
 use core::mem::{align_of, offset_of, size_of};
 
 use crate::{

@@ -10,6 +10,10 @@
 //! bytes we mean and both sides agree on the layout. The userspace side gets `aya::Pod` impls behind
 //! the `user` feature.
 #![no_std]
+// The kernel side needs these small functions inlined (no BPF-to-BPF calls for them).
+#![allow(clippy::inline_always)]
+// Explicit padding fields (`_pad`) are public so that both sides can build the structs.
+#![allow(clippy::pub_underscore_fields)]
 
 pub mod addr;
 pub mod codes;

@@ -397,7 +397,7 @@ mod tests {
         // Full key: one point; protocol only: every port; fixed part only: everything.
         assert!(k.covers(POLICY_KEY_FULL_BITS, k.point()));
         assert!(!k.covers(POLICY_KEY_FULL_BITS, k.point() + 1));
-        assert!(k.covers(POLICY_KEY_PROTO_BITS, 17 << 16 | 22));
+        assert!(k.covers(POLICY_KEY_PROTO_BITS, 17 << 16 | 0x16));
         assert!(!k.covers(POLICY_KEY_PROTO_BITS, 6 << 16 | 0x1f90));
         assert!(k.covers(POLICY_KEY_FIXED_BITS, 6 << 16));
     }

@@ -10,6 +10,9 @@
 //! The arithmetic lives here, shared by the eBPF side (which applies it with compare-and-swap on
 //! the bucket fields) and the userspace tests.
 
+// Token counts stay below 2^63 (see `MAX_RATE`), so the u64 → i64 conversions cannot wrap.
+#![allow(clippy::cast_possible_wrap)]
+
 use crate::addr::Addr;
 
 /// Tokens per packet (or per byte).
@@ -185,6 +188,7 @@ impl RateLimitConfig {
             Some(b) if pps == 0 => (0, b),
             Some(b) => {
                 let bytes = (b as u128 * bps as u128).div_ceil(pps as u128);
+                #[allow(clippy::cast_possible_truncation)] // clamped to u64::MAX first
                 let bytes = if bytes > u64::MAX as u128 {
                     u64::MAX
                 } else {
