@@ -1,6 +1,6 @@
-//! The reference semantics of DESIGN.md ("Policy language", rules 1–8), evaluated directly on the
-//! model for one flow. `enforcer policy explain` and offline scenarios use it; the compiler's
-//! output is tested against it.
+//! The reference semantics of docs/design.md ("Policy semantics", rules 1–8), evaluated directly
+//! on the model for one flow. `enforcer policy explain` and offline scenarios use it; the
+//! compiler's output is tested against it.
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! Strict parser of the policy language (DESIGN.md, "Policy language").
+//! Strict parser of the policy language (docs/design.md, "Policy language").
 //!
 //! Every rejection carries the file and the line and column of the offending node. All errors
 //! that can be found are collected; a document with any error is not returned.

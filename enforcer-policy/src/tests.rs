@@ -1,4 +1,4 @@
-//! Tests of the policy engine as a whole (DESIGN.md, "Policy language", rules 1–8):
+//! Tests of the policy engine as a whole (docs/design.md, "Policy semantics", rules 1–8):
 //!
 //! - truth tables of every semantic rule, each case judged by `explain` (the reference semantics)
 //!   and by the compiled map entries through [`Simulator`] (the datapath's lookups);

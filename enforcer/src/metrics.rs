@@ -1,5 +1,5 @@
-//! Prometheus metrics (names and labels per DESIGN.md). Packet counters live in per-CPU BPF maps
-//! and are summed at scrape time: no per-packet work in userspace.
+//! Prometheus metrics (names and labels: docs/design.md, "Metrics"). Packet counters live in
+//! per-CPU BPF maps and are summed at scrape time: no per-packet work in userspace.
 
 use std::{
     collections::BTreeMap,
