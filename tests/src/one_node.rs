@@ -13,6 +13,47 @@ use crate::{
     ANY,
 };
 
+/// Node `n1` with pods web-0 (10.10.1.10) and api-0 (10.10.2.10), the addresses of
+/// [`WEB_API_WORKLOADS`]; no agent, no servers.
+pub fn web_api_topology() -> Result<Topology> {
+    Topology::builder()
+        .pod("web-0", "n1", &[ip("10.10.1.10")?])
+        .pod("api-0", "n1", &[ip("10.10.2.10")?])
+        .build()
+}
+
+/// [`web_api_topology`], a work directory and a real agent on `n1`; no servers, nothing
+/// applied.
+pub struct WebApi {
+    pub topo: Topology,
+    pub work: WorkDir,
+    pub agent: AgentProcess,
+    pub web_ns: String,
+    pub api_ns: String,
+}
+
+impl WebApi {
+    /// Build it (`tag` names the work directory); `extra` are more `enforcer agent` flags.
+    pub fn start(tag: &str, extra: &[&str]) -> Result<WebApi> {
+        Self::start_on(web_api_topology()?, tag, extra)
+    }
+
+    /// As [`WebApi::start`], on a topology the test prepared.
+    pub fn start_on(topo: Topology, tag: &str, extra: &[&str]) -> Result<WebApi> {
+        let work = WorkDir::new(tag)?;
+        let agent = AgentProcess::start(&topo, "n1", &work.0, extra)?;
+        let web_ns = topo.pod_netns("web-0")?.to_string();
+        let api_ns = topo.pod_netns("api-0")?.to_string();
+        Ok(WebApi {
+            topo,
+            work,
+            agent,
+            web_ns,
+            api_ns,
+        })
+    }
+}
+
 /// One node with an agent, web-0 and api-0.
 pub struct OneNode {
     pub topo: Topology,
@@ -29,28 +70,28 @@ fn ip(s: &str) -> Result<IpAddr> {
 impl OneNode {
     /// Build it (`tag` names the work directory); `extra` are more `enforcer agent` flags.
     pub fn start(tag: &str, extra: &[&str]) -> Result<OneNode> {
-        Self::start_on(Self::topology()?, tag, extra)
+        Self::start_on(web_api_topology()?, tag, extra)
     }
 
     /// The topology alone (node n1, pods web-0 and api-0), for a test that prepares the node
     /// before the agent starts ([`OneNode::start_on`]).
     pub fn topology() -> Result<Topology> {
-        Topology::builder()
-            .pod("web-0", "n1", &[ip("10.10.1.10")?])
-            .pod("api-0", "n1", &[ip("10.10.2.10")?])
-            .build()
+        web_api_topology()
     }
 
     /// As [`OneNode::start`], on a topology built by [`OneNode::topology`].
     pub fn start_on(topo: Topology, tag: &str, extra: &[&str]) -> Result<OneNode> {
-        let work = WorkDir::new(tag)?;
-        let agent = AgentProcess::start(&topo, "n1", &work.0, extra)?;
-        let api_ns = topo.pod_netns("api-0")?.to_string();
+        let WebApi {
+            topo,
+            work,
+            agent,
+            web_ns,
+            api_ns,
+        } = WebApi::start_on(topo, tag, extra)?;
         let servers = vec![
             spawn_tcp_echo(&api_ns, ANY, 8080)?,
             spawn_tcp_echo(&api_ns, ANY, 9090)?,
         ];
-        let web_ns = topo.pod_netns("web-0")?.to_string();
         agent.apply("workloads.yaml", WEB_API_WORKLOADS)?;
         Ok(OneNode {
             topo,

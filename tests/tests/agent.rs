@@ -14,8 +14,9 @@ use anyhow::Result;
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     fixtures::{API_INGRESS_TCP_8080, BAD_PORT_POLICY, WEB_API_WORKLOADS},
+    one_node::web_api_topology,
     one_node::{text, OneNode as Env},
-    probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
+    probe_tcp, spawn_tcp_echo, ProbeOptions, ANY,
 };
 
 const WORKLOADS: &str = WEB_API_WORKLOADS;
@@ -189,10 +190,7 @@ fn policy_dir_is_watched_and_bad_files_change_nothing() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
+    let topo = web_api_topology()?;
     let work = WorkDir::new("pdir")?;
     let dir = work.0.join("policies");
     std::fs::create_dir_all(&dir)?;

@@ -1,31 +1,21 @@
 //! End to end: real pods (network namespaces), the real agent in the node namespace, real TCP
 //! connections allowed and dropped by the eBPF programs.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use enforcer_tests::{
-    cluster::{AgentProcess, WorkDir},
     fixtures::{API_INGRESS_TCP_8080, WEB_API_WORKLOADS},
-    probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
+    one_node::WebApi,
+    probe_tcp, spawn_tcp_echo, ProbeOptions, ANY,
 };
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
-}
 
 #[test]
 fn tcp_allowed_and_dropped_between_pods() -> anyhow::Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
-    let work = WorkDir::new("enforce")?;
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-    let api_ns = topo.pod_netns("api-0")?.to_string();
-    let web_ns = topo.pod_netns("web-0")?.to_string();
+    let bed = WebApi::start("enforce", &[])?;
+    let (agent, web_ns, api_ns) = (&bed.agent, bed.web_ns.clone(), bed.api_ns.clone());
     let _s1 = spawn_tcp_echo(&api_ns, ANY, 8080)?;
     let _s2 = spawn_tcp_echo(&api_ns, ANY, 9090)?;
     let opts = ProbeOptions::with_timeout(Duration::from_secs(1));

@@ -10,9 +10,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 use enforcer_tests::{
-    cluster::{AgentProcess, WorkDir},
-    fixtures::WEB_API_WORKLOADS,
-    ns_exec, run_in_netns, spawn_udp_echo, Topology,
+    fixtures::WEB_API_WORKLOADS, ns_exec, one_node::WebApi, run_in_netns, spawn_udp_echo,
 };
 
 /// api admits web on UDP 5353 only.
@@ -88,14 +86,8 @@ fn allowed_large_udp_is_reassembled_and_denied_never_arrives() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
-    let work = WorkDir::new("fragments")?;
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-    let api_ns = topo.pod_netns("api-0")?.to_string();
-    let web_ns = topo.pod_netns("web-0")?.to_string();
+    let bed = WebApi::start("fragments", &[])?;
+    let (agent, web_ns, api_ns) = (&bed.agent, bed.web_ns.clone(), bed.api_ns.clone());
     let mtu = pod_mtu(&web_ns)?;
     ensure!(
         DATAGRAM > mtu,

@@ -20,8 +20,9 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use enforcer::api::FlowEvent;
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
-    http_get, probe_icmp, probe_tcp, probe_udp, spawn_tcp_echo, spawn_udp_echo, ProbeOptions,
-    Topology, ANY,
+    http_get,
+    one_node::WebApi,
+    probe_icmp, probe_tcp, probe_udp, spawn_tcp_echo, spawn_udp_echo, ProbeOptions, Topology, ANY,
 };
 
 /// Where the agent serves metrics inside its node namespace (see `AgentProcess`).
@@ -431,14 +432,14 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
-    let work = WorkDir::new("observability")?;
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-    let web_ns = topo.pod_netns("web-0")?.to_string();
-    let api_ns = topo.pod_netns("api-0")?.to_string();
+    let bed = WebApi::start("observability", &[])?;
+    let (topo, work, agent, web_ns, api_ns) = (
+        &bed.topo,
+        &bed.work,
+        &bed.agent,
+        bed.web_ns.clone(),
+        bed.api_ns.clone(),
+    );
     // Servers everywhere a probe goes: a dropped probe is one the datapath dropped.
     let _tcp = spawn_tcp_echo(&api_ns, ANY, 8080)?;
     let _dns = spawn_udp_echo(&api_ns, 5353)?;
@@ -447,19 +448,19 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     let allowed = ProbeOptions::with_timeout(Duration::from_secs(2));
     assert!(probe_tcp(&web_ns, "10.10.2.10:8080".parse()?, &allowed)?.is_answered());
 
-    let prom = Prometheus::start(&topo, "n1", &work.0)?;
+    let prom = Prometheus::start(topo, "n1", &work.0)?;
     wait_for("the first scrape", Duration::from_secs(20), || {
         Ok((prom.query(r#"up{job="enforcer"}"#)? == Some(1.0)).then_some(()))
     })?;
     let drops = r#"sum(enforcer_drops_total{job="enforcer", reason="policy_denied"})"#;
-    let before = agent_policy_drops(&agent)?;
+    let before = agent_policy_drops(agent)?;
     wait_for(
         "Prometheus to see the agent's counters",
         Duration::from_secs(20),
         || Ok((prom.query(drops)? == Some(float(before))).then_some(())),
     )?;
-    let rule_before = agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?;
-    let default_before = agent_rule_packets(&agent, "default-deny", "api/ingress")?;
+    let rule_before = agent_rule_packets(agent, "api-ingress", "ingressDeny[0]")?;
+    let default_before = agent_rule_packets(agent, "default-deny", "api/ingress")?;
 
     let denied = Denied {
         by_rule: 3,
@@ -470,10 +471,10 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     let n = denied.total();
 
     // The agent's own counters: exactly n more, attributed to the right rules.
-    assert_eq!(agent_policy_drops(&agent)? - before, n, "agent counters");
-    let by_rule = agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?;
+    assert_eq!(agent_policy_drops(agent)? - before, n, "agent counters");
+    let by_rule = agent_rule_packets(agent, "api-ingress", "ingressDeny[0]")?;
     assert_eq!(by_rule - rule_before, denied.by_rule);
-    let by_default = agent_rule_packets(&agent, "default-deny", "api/ingress")?;
+    let by_default = agent_rule_packets(agent, "default-deny", "api/ingress")?;
     assert_eq!(
         by_default - default_before,
         denied.default_udp + denied.default_icmp
@@ -505,19 +506,19 @@ fn prometheus_counts_denied_packets_exactly() -> Result<()> {
     assert_eq!(prom.query(api_denied)?, Some(float(by_rule + by_default)));
     check_rules_and_dashboard(&prom)?;
     check_scrape(topo.node_netns("n1")?)?;
-    check_flows(&topo, &agent, &denied)?;
+    check_flows(topo, agent, &denied)?;
 
     // A policy whose name sorts first renumbers every rule: the counters follow their rule.
     agent.apply("shift.yaml", SHIFT)?;
     assert_eq!(
-        agent_rule_packets(&agent, "api-ingress", "ingressDeny[0]")?,
+        agent_rule_packets(agent, "api-ingress", "ingressDeny[0]")?,
         by_rule
     );
     assert_eq!(
-        agent_rule_packets(&agent, "default-deny", "api/ingress")?,
+        agent_rule_packets(agent, "default-deny", "api/ingress")?,
         by_default
     );
-    assert_eq!(agent_rule_packets(&agent, "aaa-web", "egressDeny[0]")?, 0);
+    assert_eq!(agent_rule_packets(agent, "aaa-web", "egressDeny[0]")?, 0);
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! forced here with `--tc-attach netlink` so it runs on this kernel too; the VM leg
 //! (`cargo xtask test --kernel 6.1`) runs the scenarios where the probe picks it by itself.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use enforcer::datapath::{tcx_supported, TcAttachMode};
@@ -10,14 +10,11 @@ use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     fixtures::{API_INGRESS_TCP_8080, WEB_API_WORKLOADS},
     netns::ns_exec,
-    probe_tcp, spawn_tcp_echo, ProbeOptions, StreamOptions, TcpEchoStream, Topology, ANY,
+    one_node::{web_api_topology, WebApi},
+    probe_tcp, spawn_tcp_echo, ProbeOptions, StreamOptions, TcpEchoStream, ANY,
 };
 
 const NETLINK: &[&str] = &["--tc-attach", "netlink"];
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
-}
 
 fn reaches(web_ns: &str, port: u16) -> Result<bool> {
     let opts = ProbeOptions::with_timeout(Duration::from_millis(700));
@@ -56,10 +53,7 @@ fn legacy_tc_attach_enforces_survives_sigkill_and_uninstalls() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
+    let topo = web_api_topology()?;
     let work = WorkDir::new("legacy-tc")?;
     let api_ns = topo.pod_netns("api-0")?.to_string();
     let web_ns = topo.pod_netns("web-0")?.to_string();
@@ -127,12 +121,8 @@ fn the_attach_mode_follows_the_kernel() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
-    let work = WorkDir::new("attach-auto")?;
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &["--tc-attach", "auto"])?;
+    let bed = WebApi::start("attach-auto", &["--tc-attach", "auto"])?;
+    let (topo, agent) = (&bed.topo, &bed.agent);
     let mode = agent.status()?.tc_attach;
     let expected = if tcx_supported() {
         TcAttachMode::Tcx

@@ -1,30 +1,18 @@
 //! A policy of 10 000 rules applied to a real agent; probes' verdicts are still right. The apply
 //! time is printed (the benchmark `cargo xtask bench controlplane` measures it properly).
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use enforcer_tests::{
-    cluster::{AgentProcess, WorkDir},
-    probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
-};
+use enforcer_tests::{one_node::WebApi, probe_tcp, spawn_tcp_echo, ProbeOptions, ANY};
 
 #[test]
 fn ten_thousand_rules_applied_and_enforced() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let ip = |s: &str| -> IpAddr { s.parse().expect("address") };
-    let topo = Topology::builder()
-        .pod("web-0", "n1", &[ip("10.10.1.10")])
-        .pod("api-0", "n1", &[ip("10.10.2.10")])
-        .build()?;
-    let work = WorkDir::new("scale")?;
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-    let api_ns = topo.pod_netns("api-0")?.to_string();
+    let bed = WebApi::start("scale", &[])?;
+    let (topo, agent, api_ns) = (&bed.topo, &bed.agent, bed.api_ns.clone());
     let _s = [
         spawn_tcp_echo(&api_ns, ANY, 8080)?,
         spawn_tcp_echo(&api_ns, ANY, 9090)?,

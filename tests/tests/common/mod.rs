@@ -14,6 +14,7 @@ pub use enforcer_tests::fixtures::{
 };
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
+    one_node::web_api_topology,
     probe_tcp, spawn_tcp_echo, ProbeOptions, TcpEchoServer, Topology, ANY,
 };
 
@@ -57,10 +58,7 @@ impl Env {
     }
 
     pub fn start(tag: &str, files: &[(&str, &str)], extra: &[&str]) -> Result<Env> {
-        let topo = Topology::builder()
-            .pod("web-0", "n1", &[ip("10.10.1.10")])
-            .pod("api-0", "n1", &[ip("10.10.2.10")])
-            .build()?;
+        let topo = web_api_topology()?;
         let work = WorkDir::new(tag)?;
         let dir = work.0.join("policies");
         let mut extra: Vec<String> = extra.iter().map(ToString::to_string).collect();

@@ -15,6 +15,7 @@ use anyhow::{ensure, Result};
 use enforcer_tests::{
     cluster::{AgentProcess, WorkDir},
     fixtures::WEB_API_WORKLOADS,
+    one_node::WebApi,
     probe_tcp, probe_udp, spawn_tcp_echo, spawn_udp_echo, ProbeOptions, StreamOptions,
     TcpEchoServer, TcpEchoStream, Topology, UdpEchoServer, ANY,
 };
@@ -106,14 +107,13 @@ impl Fixture {
     /// Every port answers before any policy (so a later "denied" is the datapath, not a dead
     /// server); then [`BASE`] is applied.
     pub fn new(tag: &str, ports: &[u16]) -> Result<Fixture> {
-        let topo = Topology::builder()
-            .pod("web-0", "n1", &[ip("10.10.1.10")])
-            .pod("api-0", "n1", &[ip("10.10.2.10")])
-            .build()?;
-        let work = WorkDir::new(tag)?;
-        let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
-        let api_ns = topo.pod_netns("api-0")?.to_string();
-        let web_ns = topo.pod_netns("web-0")?.to_string();
+        let WebApi {
+            topo,
+            work,
+            agent,
+            web_ns,
+            api_ns,
+        } = WebApi::start(tag, &[])?;
         let tcp = std::iter::once(8080)
             .chain(ports.iter().copied())
             .map(|p| spawn_tcp_echo(&api_ns, ANY, p))
