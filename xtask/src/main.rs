@@ -79,6 +79,9 @@ enum Command {
         /// Rewrite the allowlist from the tree (new entries get a TODO reason to fill in)
         #[arg(long)]
         write: bool,
+        /// Print lines per crate (production src, tests in src, tests/) instead
+        #[arg(long, conflicts_with = "write")]
+        loc: bool,
     },
     /// Build and run the demo (`enforcer-tests` binary `demo`)
     Demo {
@@ -137,7 +140,8 @@ fn main() -> ExitCode {
             release,
             files,
         } => scenario::scenario(offline, release, &files),
-        Command::Sizes { write } => sizes::sizes(write),
+        Command::Sizes { loc: true, .. } => sizes::loc(),
+        Command::Sizes { write, .. } => sizes::sizes(write),
         Command::Demo { args } => demo::demo(&args),
         Command::Soak { updates, crashes } => soak::soak(updates, crashes),
         Command::Bench { names, quick } => bench::bench(&names, quick),

@@ -100,9 +100,16 @@ fn judge(violations: &[Violation], allowlist: &BTreeMap<(String, String), String
     Ok(())
 }
 
-/// Every violation of the production code under `root`, sorted.
-fn measure(root: &Path) -> Result<Vec<Violation>> {
-    let files = production_files(root)?;
+/// One parsed file: its lines, what it holds, and whether it is the file of a test module.
+struct Measured {
+    path: PathBuf,
+    lines: usize,
+    sizer: Sizer,
+    in_test_module: bool,
+}
+
+/// Parse `files`, marking those of `#[cfg(test)] mod NAME;` modules declared among them.
+fn read_files(files: Vec<PathBuf>) -> Result<Vec<Measured>> {
     let mut parsed = Vec::new();
     let mut test_modules = Vec::new();
     for path in files {
@@ -114,15 +121,29 @@ fn measure(root: &Path) -> Result<Vec<Violation>> {
         for name in &sizer.test_modules {
             test_modules.push(module_dir(&path).join(name));
         }
-        parsed.push((path, text.lines().count(), sizer));
+        let lines = text.lines().count();
+        parsed.push(Measured {
+            path,
+            lines,
+            sizer,
+            in_test_module: false,
+        });
     }
+    for m in &mut parsed {
+        m.in_test_module = test_modules.iter().any(|t| is_module_file(&m.path, t));
+    }
+    Ok(parsed)
+}
+
+/// Every violation of the production code under `root`, sorted.
+fn measure(root: &Path) -> Result<Vec<Violation>> {
     let mut violations = Vec::new();
-    for (path, lines, sizer) in parsed {
-        if test_modules.iter().any(|m| is_module_file(&path, m)) {
+    for m in read_files(crate_files(root, &NOT_PRODUCTION)?)? {
+        if m.in_test_module {
             continue;
         }
-        let rel = relative(root, &path);
-        let production = lines.saturating_sub(sizer.test_lines);
+        let rel = relative(root, &m.path);
+        let production = m.lines.saturating_sub(m.sizer.test_lines);
         if production > MAX_FILE_LINES {
             violations.push(Violation {
                 path: rel.clone(),
@@ -130,7 +151,7 @@ fn measure(root: &Path) -> Result<Vec<Violation>> {
                 lines: production,
             });
         }
-        for (name, fn_lines) in sizer.functions {
+        for (name, fn_lines) in m.sizer.functions {
             if fn_lines > MAX_FN_LINES {
                 violations.push(Violation {
                     path: rel.clone(),
@@ -144,22 +165,63 @@ fn measure(root: &Path) -> Result<Vec<Violation>> {
     Ok(violations)
 }
 
+/// `cargo xtask sizes --loc`: lines per crate (as `wc -l` counts them: blank and comment lines
+/// included) of `src/` production code, of `src/` test code (`#[cfg(test)]` items and test
+/// module files), and of `tests/` (integration tests).
+pub fn loc() -> Result<()> {
+    let root = root();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|d| d.join("Cargo.toml").is_file())
+        .collect();
+    dirs.sort();
+    println!("| crate | src (production) | src (tests) | tests/ |\n|---|---:|---:|---:|");
+    for dir in dirs {
+        let (mut production, mut test) = (0, 0);
+        for m in read_files(crate_src_files(&dir)?)? {
+            if m.in_test_module {
+                test += m.lines;
+            } else {
+                production += m.lines - m.sizer.test_lines.min(m.lines);
+                test += m.sizer.test_lines.min(m.lines);
+            }
+        }
+        let mut integration = Vec::new();
+        rust_files(&dir.join("tests"), &mut integration)?;
+        let mut integration_lines = 0;
+        for f in integration {
+            integration_lines += std::fs::read_to_string(&f)?.lines().count();
+        }
+        println!(
+            "| `{}` | {production} | {test} | {integration_lines} |",
+            relative(root, &dir)
+        );
+    }
+    Ok(())
+}
+
 /// `src/**/*.rs` and `build.rs` of each crate directly under `root` (a directory with a
-/// `Cargo.toml`), except [`NOT_PRODUCTION`].
-fn production_files(root: &Path) -> Result<Vec<PathBuf>> {
+/// `Cargo.toml`), except those named in `skip`.
+fn crate_files(root: &Path, skip: &[&str]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let dir = entry?.path();
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !dir.join("Cargo.toml").is_file() || NOT_PRODUCTION.contains(&name) {
-            continue;
+        if dir.join("Cargo.toml").is_file() && !skip.contains(&name) {
+            files.extend(crate_src_files(&dir)?);
         }
-        if dir.join("build.rs").is_file() {
-            files.push(dir.join("build.rs"));
-        }
-        rust_files(&dir.join("src"), &mut files)?;
     }
     files.sort();
+    Ok(files)
+}
+
+/// `src/**/*.rs` and `build.rs` of the crate in `dir`.
+fn crate_src_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if dir.join("build.rs").is_file() {
+        files.push(dir.join("build.rs"));
+    }
+    rust_files(&dir.join("src"), &mut files)?;
     Ok(files)
 }
 
