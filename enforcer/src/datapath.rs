@@ -3,14 +3,12 @@
 //! atomically, and read counters.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     fs, io,
-    net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapError, PerCpuArray},
+    maps::{Array, MapData, MapError, RingBuf},
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -19,18 +17,15 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use enforcer_common::{
-    cidr_key_data, maps::names, programs, CidrKeyData, Config, CounterIndex, EndpointKey,
-    IdentityKey, IdentityValue, PolicyKey, PolicyKeyData, PolicyValue, CIDR_CAPACITY,
-    CIDR_KEY_FIXED_BITS, CONFIG_ACTIVE, ENDPOINT_CAPACITY, IDENTITY_CAPACITY, LAYOUT_VERSION,
-    POLICY_CAPACITY,
-};
-
-use crate::policy::{compile::addr_bits, Compiled};
+use enforcer_common::{maps::names, programs, Config, LAYOUT_VERSION};
 
 mod attach;
+mod batch;
+mod counters;
+mod install;
 mod ratelimit;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
+pub use counters::{CounterReader, PacketCounts};
 pub use ratelimit::{rate_limit_config, rate_limit_configs, RateLimitStats};
 
 /// The eBPF object, built by `build.rs`.
@@ -174,12 +169,24 @@ impl Datapath {
         self.tc_mode
     }
 
+    /// The eBPF object, for test harnesses only (feature `test-access`): they run programs with
+    /// `BPF_PROG_TEST_RUN` and inspect maps. The agent goes through the typed methods.
+    #[cfg(feature = "test-access")]
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
     }
 
+    /// As [`Datapath::ebpf`], mutable (feature `test-access`).
+    #[cfg(feature = "test-access")]
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The flow-event ring buffer, for the one event reader (`None` once taken).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.ebpf
+            .take_map(names::EVENTS)
+            .and_then(|m| RingBuf::try_from(m).ok())
     }
 
     /// Attach `from_pod`/`to_pod` (tcx or legacy tc, first in order) and, if `xdp`, `xdp_pod` to
@@ -271,185 +278,6 @@ impl Datapath {
         map.get(&0, 0).map_err(map_err(names::CONFIG))
     }
 
-    /// Install a compiled policy as the next generation: write the inactive slot completely, then
-    /// flip `CONFIG` with one map write. Capacity is checked before anything is written.
-    pub fn install(
-        &mut self,
-        compiled: &Compiled,
-        endpoints: &BTreeSet<(u32, IpAddr)>,
-    ) -> Result<Generation> {
-        check_capacity(
-            names::IDENTITIES,
-            compiled.identities.len(),
-            IDENTITY_CAPACITY,
-        )?;
-        check_capacity(names::CIDR_IDENTITIES, compiled.cidrs.len(), CIDR_CAPACITY)?;
-        check_capacity(names::POLICY, compiled.policy.len(), POLICY_CAPACITY)?;
-        check_capacity(names::ENDPOINTS, endpoints.len(), ENDPOINT_CAPACITY)?;
-        // Rule ids index RULE_COUNTERS (id 0 is "no rule").
-        check_capacity(
-            names::RULE_COUNTERS,
-            compiled.rules.len() + 1,
-            enforcer_common::RULE_CAPACITY,
-        )?;
-        Self::check_rate_limits(compiled)?;
-        let cfg = self.config()?;
-        let slot: u32 = if cfg.flags & CONFIG_ACTIVE != 0 {
-            1 - cfg.slot.min(1)
-        } else {
-            0
-        };
-        self.clear_slot(slot)?;
-        {
-            let mut ids = HashMap::<_, IdentityKey, IdentityValue>::try_from(
-                self.map_mut(names::IDENTITIES)?,
-            )
-            .map_err(map_err(names::IDENTITIES))?;
-            for (addr, value) in &compiled.identities {
-                let key = IdentityKey {
-                    slot,
-                    addr: addr_bits(*addr).to_be_bytes(),
-                };
-                ids.insert(key, value, 0)
-                    .map_err(map_err(names::IDENTITIES))?;
-            }
-        }
-        {
-            let mut cidrs = LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(
-                self.map_mut(names::CIDR_IDENTITIES)?,
-            )
-            .map_err(map_err(names::CIDR_IDENTITIES))?;
-            for (prefix, value) in &compiled.cidrs {
-                let key = Key::new(
-                    CIDR_KEY_FIXED_BITS + u32::from(prefix.len),
-                    cidr_key_data(u8::try_from(slot).unwrap_or(0), &prefix.octets()),
-                );
-                cidrs
-                    .insert(&key, value, 0)
-                    .map_err(map_err(names::CIDR_IDENTITIES))?;
-            }
-        }
-        {
-            let mut policy =
-                LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map_mut(names::POLICY)?)
-                    .map_err(map_err(names::POLICY))?;
-            for e in &compiled.policy {
-                let data = PolicyKey {
-                    slot: u8::try_from(slot).unwrap_or(0),
-                    ..PolicyKey::decode(&e.key)
-                }
-                .encode();
-                policy
-                    .insert(&Key::new(e.prefix_len, data), e.value, 0)
-                    .map_err(map_err(names::POLICY))?;
-            }
-        }
-        self.write_rate_limits(slot, compiled)?;
-        // Endpoints are not slotted: add the new ones before the flip, drop stale ones after.
-        let stale = self.sync_endpoints_add(endpoints)?;
-        let generation = cfg.generation + 1;
-        let mut config = Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)
-            .map_err(map_err(names::CONFIG))?;
-        config
-            .set(
-                0,
-                Config {
-                    generation,
-                    slot,
-                    flags: CONFIG_ACTIVE | ratelimit::config_flags(compiled),
-                },
-                0,
-            )
-            .map_err(map_err(names::CONFIG))?;
-        let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
-            .map_err(map_err(names::ENDPOINTS))?;
-        for k in stale {
-            let _ = eps.remove(&k);
-        }
-        self.prune_rule_buckets(compiled)?;
-        // Empty the previous slot once no packet can still be using it (programs run under RCU,
-        // a packet that read the old slot finishes within microseconds): the tries hold one
-        // generation, so lookups stay as fast as the policy allows.
-        if cfg.flags & CONFIG_ACTIVE != 0 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            self.clear_slot(cfg.slot)?;
-        }
-        Ok(generation)
-    }
-
-    fn sync_endpoints_add(
-        &mut self,
-        endpoints: &BTreeSet<(u32, IpAddr)>,
-    ) -> Result<Vec<EndpointKey>> {
-        let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
-            .map_err(map_err(names::ENDPOINTS))?;
-        // Each managed interface also gets a marker entry with the zero address.
-        let wanted: BTreeSet<([u8; 16], u32)> = endpoints
-            .iter()
-            .flat_map(|(ifindex, addr)| {
-                [
-                    (addr_bits(*addr).to_be_bytes(), *ifindex),
-                    ([0; 16], *ifindex),
-                ]
-            })
-            .collect();
-        let existing: Vec<EndpointKey> = eps.keys().filter_map(std::result::Result::ok).collect();
-        let stale = existing
-            .into_iter()
-            .filter(|k| !wanted.contains(&(k.addr, k.ifindex)))
-            .collect();
-        for (addr, ifindex) in wanted {
-            eps.insert(EndpointKey { ifindex, addr }, 1, 0)
-                .map_err(map_err(names::ENDPOINTS))?;
-        }
-        Ok(stale)
-    }
-
-    /// Remove every entry of `slot` from the slotted maps.
-    fn clear_slot(&mut self, slot: u32) -> Result<()> {
-        {
-            let mut ids = HashMap::<_, IdentityKey, IdentityValue>::try_from(
-                self.map_mut(names::IDENTITIES)?,
-            )
-            .map_err(map_err(names::IDENTITIES))?;
-            let keys: Vec<IdentityKey> = ids
-                .keys()
-                .filter_map(std::result::Result::ok)
-                .filter(|k| k.slot == slot)
-                .collect();
-            for k in keys {
-                let _ = ids.remove(&k);
-            }
-        }
-        let slot_byte = u8::try_from(slot).unwrap_or(0);
-        {
-            let mut cidrs = LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(
-                self.map_mut(names::CIDR_IDENTITIES)?,
-            )
-            .map_err(map_err(names::CIDR_IDENTITIES))?;
-            let keys: Vec<Key<CidrKeyData>> = cidrs
-                .keys()
-                .filter_map(std::result::Result::ok)
-                .filter(|k| k.data()[0] == slot_byte)
-                .collect();
-            for k in keys {
-                let _ = cidrs.remove(&k);
-            }
-        }
-        let mut policy =
-            LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map_mut(names::POLICY)?)
-                .map_err(map_err(names::POLICY))?;
-        let keys: Vec<Key<PolicyKeyData>> = policy
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .filter(|k| k.data()[0] == slot_byte)
-            .collect();
-        for k in keys {
-            let _ = policy.remove(&k);
-        }
-        Ok(())
-    }
-
     /// Forget an interface that vanished: its pinned links are dead, remove the pins.
     pub fn forget_interface(&mut self, ifindex: u32) {
         if let Some(p) = &self.pins {
@@ -468,69 +296,6 @@ impl Datapath {
         }
     }
 
-    /// Events the datapath could not queue because the ring buffer was full.
-    pub fn events_lost(&self) -> Result<u64> {
-        let map = PerCpuArray::<_, u64>::try_from(self.map(names::EVENT_STATS)?)
-            .map_err(map_err(names::EVENT_STATS))?;
-        Ok(map
-            .get(&enforcer_common::event_stat::LOST, 0)
-            .map_err(map_err(names::EVENT_STATS))?
-            .iter()
-            .sum())
-    }
-
-    /// Packets per (direction, verdict, reason), summed over CPUs.
-    pub fn counters(&self) -> Result<BTreeMap<(u8, u8, u8), u64>> {
-        let map = PerCpuArray::<_, u64>::try_from(self.map(names::COUNTERS)?)
-            .map_err(map_err(names::COUNTERS))?;
-        let mut out = BTreeMap::new();
-        for (i, c) in CounterIndex::all() {
-            let total: u64 = map
-                .get(&i, 0)
-                .map_err(map_err(names::COUNTERS))?
-                .iter()
-                .sum();
-            out.insert((c.direction as u8, c.verdict as u8, c.reason as u8), total);
-        }
-        Ok(out)
-    }
-
-    /// Packets counted for rule `id`, summed over CPUs.
-    pub fn rule_packets(&self, id: u32) -> Result<u64> {
-        let map = PerCpuArray::<_, u64>::try_from(self.map(names::RULE_COUNTERS)?)
-            .map_err(map_err(names::RULE_COUNTERS))?;
-        Ok(map
-            .get(&id, 0)
-            .map_err(map_err(names::RULE_COUNTERS))?
-            .iter()
-            .sum())
-    }
-
-    /// Number of entries in a map (both slots for the slotted ones).
-    pub fn map_entries(&self, name: &'static str) -> Result<usize> {
-        let map = self.map(name)?;
-        let n = match name {
-            names::IDENTITIES => HashMap::<_, IdentityKey, IdentityValue>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            names::ENDPOINTS => HashMap::<_, EndpointKey, u32>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            names::CIDR_IDENTITIES => LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            names::POLICY => LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            _ => 0,
-        };
-        Ok(n)
-    }
-
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map> {
         self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))
     }
@@ -540,17 +305,6 @@ impl Datapath {
             .map_mut(name)
             .ok_or(DatapathError::MissingMap(name))
     }
-}
-
-fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<()> {
-    if needed > capacity as usize {
-        return Err(DatapathError::Capacity {
-            map,
-            needed,
-            capacity,
-        });
-    }
-    Ok(())
 }
 
 /// A link error with its cause (aya's errors keep the OS error in `source()`).

@@ -51,7 +51,7 @@ pub mod testrun;
 mod topology;
 
 pub use cmd::{run_checked, run_stdout};
-pub use http::http_get;
+pub use http::{get_here, http_get};
 pub use load::{send_udp_load, spawn_udp_sink, LoadReport, UdpLoad, UdpSink};
 pub use netns::{
     cleanup_orphans, cleanup_stale, ns_command, ns_exec, run_in_netns, HARNESS_PREFIX,

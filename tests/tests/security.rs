@@ -503,65 +503,71 @@ fn stale_pins_are_swept_and_uninstall_leaves_nothing() -> Result<()> {
     Ok(())
 }
 
+/// Issue 11: `/metrics` and `/readyz` answer from the published snapshot and the counter maps,
+/// never waiting for the owner, so even the slowest request during a 10 000-rule install stays
+/// under 50 ms.
 #[test]
 fn metrics_and_readyz_answer_during_a_large_install() -> Result<()> {
     use std::{
-        sync::atomic::{AtomicBool, Ordering},
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
         time::Instant,
     };
+    const BOUND: Duration = Duration::from_millis(50);
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
     let e = Env::new("http-install")?;
     let yaml = enforcer_tests::fixtures::ten_thousand_rules();
-    let installing = AtomicBool::new(true);
-    let (install_time, samples) = std::thread::scope(|s| -> Result<_> {
-        let scraper = s.spawn(|| -> Result<Vec<(Duration, bool)>> {
-            let mut samples = Vec::new();
-            while installing.load(Ordering::SeqCst) {
-                for path in ["/metrics", "/readyz"] {
-                    let t = Instant::now();
-                    let (code, _) = http_get(&e.node_ns, path)?;
-                    ensure!(code == 200 || path == "/readyz", "{path}: {code}");
-                    samples.push((t.elapsed(), installing.load(Ordering::SeqCst)));
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    let installing = Arc::new(AtomicBool::new(true));
+    // One thread inside the node's namespace sends the requests (no thread per request).
+    let addr: std::net::SocketAddr = common::METRICS.parse()?;
+    let flag = installing.clone();
+    let scraper = enforcer_tests::netns::spawn_in_netns(&e.node_ns, move || {
+        let mut samples = Vec::new();
+        while flag.load(Ordering::SeqCst) {
+            for path in ["/metrics", "/readyz"] {
+                let t = Instant::now();
+                let (code, _) = enforcer_tests::get_here(addr, path)?;
+                ensure!(code == 200 || path == "/readyz", "{path}: {code}");
+                samples.push((path, t.elapsed(), flag.load(Ordering::SeqCst)));
             }
-            Ok(samples)
-        });
-        let t = Instant::now();
-        let result = e.agent.apply("generated.yaml", &yaml);
-        let install_time = t.elapsed();
-        installing.store(false, Ordering::SeqCst);
-        result?;
-        let samples = scraper
-            .join()
-            .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
-        Ok((install_time, samples))
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(samples)
     })?;
-    let mut during: Vec<Duration> = samples
-        .iter()
-        .filter(|(_, i)| *i)
-        .map(|(d, _)| *d)
-        .collect();
-    during.sort();
-    ensure!(during.len() >= 5, "requests were made during the install");
-    let at = |q: usize| during[(during.len() - 1) * q / 100];
-    let worst = at(100);
-    eprintln!(
-        "10 000-rule install took {install_time:?}; {} requests during it: median {:?}, p95 {:?}, slowest {worst:?}",
-        during.len(),
-        at(50),
-        at(95)
-    );
-    // A request that waited for the install would take about as long as the install; on a
-    // loaded machine scheduling alone can take tens of milliseconds, hence the median bound.
-    ensure!(
-        at(50) < Duration::from_millis(50),
-        "median answer {:?}",
-        at(50)
-    );
-    ensure!(worst < install_time / 5, "slowest answer {worst:?}");
+    let t = Instant::now();
+    let result = e.agent.apply("generated.yaml", &yaml);
+    let install_time = t.elapsed();
+    installing.store(false, Ordering::SeqCst);
+    result?;
+    let samples = scraper
+        .join()
+        .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
+    eprintln!("10 000-rule install took {install_time:?}");
+    for path in ["/metrics", "/readyz"] {
+        let mut during: Vec<Duration> = samples
+            .iter()
+            .filter(|(p, _, i)| *p == path && *i)
+            .map(|(_, d, _)| *d)
+            .collect();
+        during.sort();
+        ensure!(
+            during.len() >= 5,
+            "{path}: requests were made during the install"
+        );
+        let at = |q: usize| during[(during.len() - 1) * q / 100];
+        eprintln!(
+            "{path}: {} requests during the install: median {:?}, p95 {:?}, worst {:?}",
+            during.len(),
+            at(50),
+            at(95),
+            at(100)
+        );
+        ensure!(at(100) < BOUND, "{path}: slowest answer {:?}", at(100));
+    }
     let metrics = http_get(&e.node_ns, "/metrics")?.1;
     ensure!(
         metrics.contains("svc-999-ingress"),
@@ -628,13 +634,14 @@ fn state_files_are_written_durably() -> Result<()> {
             "-f",
             "-qq",
             "-e",
-            "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+            "trace=openat,fsync,fdatasync,rename,renameat,renameat2,sendto",
         ])
         .arg("-o")
         .arg(&trace)
         .args(["-p", &pid.to_string()])
         .spawn()?;
-    // Attached once the agent's resync (every second, it opens files) shows in the trace.
+    // Attached once the agent's resync (every second, it dumps links, addresses and routes over
+    // rtnetlink: sendto) shows in the trace.
     wait_until(Duration::from_secs(10), "strace attached", || {
         Ok(fs::metadata(&trace).is_ok_and(|m| m.len() > 0))
     })?;

@@ -14,7 +14,7 @@ use enforcer_common::{Direction, Event, Protocol, Reason, Verdict};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
 use tracing::warn;
 
-use super::{Agent, Inner};
+use super::{Agent, Snapshot};
 use crate::api::FlowEvent;
 
 /// Events kept for `enforcer flows` without `--follow`.
@@ -85,10 +85,8 @@ pub async fn run(agent: Arc<Agent>, ring: RingBuf<MapData>) -> Result<()> {
         if batch.is_empty() {
             continue;
         }
-        let decoded: Vec<FlowEvent> = {
-            let inner = agent.lock();
-            batch.iter().map(|e| decode(&inner, e)).collect()
-        };
+        let snapshot = agent.snapshot();
+        let decoded: Vec<FlowEvent> = batch.iter().map(|e| decode(&snapshot, e)).collect();
         for e in decoded {
             agent.events.publish(e);
         }
@@ -101,8 +99,8 @@ fn addr(a: [u8; 16]) -> IpAddr {
 }
 
 /// Decode an event with the names of the policy in force.
-pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
-    let rule = inner.compiled.rule(e.rule);
+pub fn decode(snapshot: &Snapshot, e: &Event) -> FlowEvent {
+    let rule = snapshot.compiled.rule(e.rule);
     let verdict = Verdict::from_u8(e.verdict);
     let reason = match (verdict, Reason::from_u8(e.reason)) {
         (Some(v), Some(r)) => r.event_name(v),
@@ -115,8 +113,8 @@ pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
         time_ms,
         src: addr(e.src).to_string(),
         dst: addr(e.dst).to_string(),
-        src_identity: inner.compiled.identity_ref(e.src_identity),
-        dst_identity: inner.compiled.identity_ref(e.dst_identity),
+        src_identity: snapshot.compiled.identity_ref(e.src_identity),
+        dst_identity: snapshot.compiled.identity_ref(e.dst_identity),
         protocol: protocol_name(e.protocol),
         sport: e.sport,
         dport: e.dport,
@@ -127,7 +125,7 @@ pub fn decode(inner: &Inner, e: &Event) -> FlowEvent {
         reason: reason.into(),
         policy: rule.map(|r| r.policy_name().to_string()),
         rule: rule.map(|r| r.rule.clone()),
-        interface: inner
+        interface: snapshot
             .attached
             .get(&e.ifindex)
             .map_or_else(|| e.ifindex.to_string(), |(n, _)| n.clone()),
@@ -139,16 +137,8 @@ pub fn protocol_name(p: u8) -> String {
     Protocol::from_u8(p).map_or_else(|| p.to_string(), |p| p.as_str().into())
 }
 
-/// Spawn the reader if the ring buffer can be taken from the object.
-pub fn spawn(agent: &Arc<Agent>) {
-    let ring = {
-        let mut inner = agent.lock();
-        inner
-            .dp
-            .ebpf_mut()
-            .take_map(enforcer_common::maps::names::EVENTS)
-            .and_then(|m| RingBuf::try_from(m).ok())
-    };
+/// Spawn the reader of the ring buffer (taken from the datapath at start).
+pub fn spawn(agent: &Arc<Agent>, ring: Option<RingBuf<MapData>>) {
     let Some(ring) = ring else {
         warn!("no event ring buffer: flows will not be reported");
         return;

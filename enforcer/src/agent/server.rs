@@ -104,30 +104,40 @@ async fn handle(agent: Arc<Agent>, mut stream: UnixStream) -> Result<()> {
     {
         return follow(&agent, stream, verdict.clone(), service.clone()).await;
     }
-    let a = agent.clone();
-    let response = tokio::task::spawn_blocking(move || dispatch(&a, request))
+    let response = dispatch(agent, request)
         .await
-        .unwrap_or_else(|e| Err(anyhow!("internal error: {e}")))
         .unwrap_or_else(|e| Response::error(format!("{e:#}")));
     write(&mut stream, &response).await
 }
 
-fn dispatch(agent: &Agent, request: Request) -> Result<Response> {
+/// Changes go to the owner; reads are answered from the published snapshot, off the runtime's
+/// workers (`explain` and `stats` do real work).
+async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response> {
     Ok(match request {
         Request::Apply {
             source,
             yaml,
             dry_run,
-        } => Response::ok(agent.apply(&source, &yaml, dry_run)?),
+        } => Response::ok(agent.apply(source, yaml, dry_run).await?),
         Request::Delete {
             name,
             kind,
             namespace,
-        } => Response::ok(agent.delete(&name, kind.as_deref(), namespace)?),
+        } => Response::ok(agent.delete(&name, kind.as_deref(), namespace).await?),
+        read => tokio::task::spawn_blocking(move || query(&agent, read))
+            .await
+            .map_err(|e| anyhow!("internal error: {e}"))??,
+    })
+}
+
+/// A request that only reads.
+fn query(agent: &Agent, request: Request) -> Result<Response> {
+    Ok(match request {
+        Request::Apply { .. } | Request::Delete { .. } => bail!("not a query"),
         Request::Get { name } => {
-            let inner = agent.lock();
-            let docs: Vec<_> = inner
-                .in_force
+            let snapshot = agent.snapshot();
+            let docs: Vec<_> = snapshot
+                .set
                 .documents()
                 .into_iter()
                 .filter(|d| {
@@ -140,7 +150,7 @@ fn dispatch(agent: &Agent, request: Request) -> Result<Response> {
             }
             Response::ok(docs)
         }
-        Request::Status => Response::ok(agent.status()?),
+        Request::Status => Response::ok(agent.status()),
         Request::Stats => Response::ok(stats(agent)?),
         Request::Explain {
             from,
@@ -148,12 +158,11 @@ fn dispatch(agent: &Agent, request: Request) -> Result<Response> {
             protocol,
             port,
         } => {
-            let inner = agent.lock();
-            let (src, dst) =
-                crate::policy::resolve::flow_ends(&inner.in_force, &inner.ctx, &from, &to)
-                    .map_err(|e| anyhow!(e))?;
+            let s = agent.snapshot();
+            let (src, dst) = crate::policy::resolve::flow_ends(&s.set, &s.ctx, &from, &to)
+                .map_err(|e| anyhow!(e))?;
             let flow = flow_of(src, dst, &protocol, port)?;
-            Response::ok(explain(&inner.in_force, &inner.ctx, &flow))
+            Response::ok(explain(&s.set, &s.ctx, &flow))
         }
         Request::Flows {
             verdict,
@@ -236,38 +245,38 @@ async fn follow(
 
 /// Counters by (direction, verdict, reason) and by rule.
 pub fn stats(agent: &Agent) -> Result<Stats> {
-    let inner = agent.lock();
-    let counters = inner.dp.counters()?;
-    let packets = counters
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .filter_map(|((d, v, r), n)| {
-            let c =
-                enforcer_common::CounterIndex::decode(enforcer_common::counter_index(*d, *v, *r))?;
-            Some(crate::api::Counter {
-                direction: c.direction.as_str().into(),
-                verdict: c.verdict.as_str().into(),
-                reason: c.reason.as_str().into(),
-                packets: *n,
-            })
+    let snapshot = agent.snapshot();
+    let packets = agent
+        .counters
+        .packets()?
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| crate::api::Counter {
+            direction: c.direction.as_str().into(),
+            verdict: c.verdict.as_str().into(),
+            reason: c.reason.as_str().into(),
+            packets: n,
         })
         .collect();
-    let mut rules = Vec::new();
-    for r in &inner.compiled.rules {
-        let n = inner.dp.rule_packets(r.id).unwrap_or(0);
-        rules.push(crate::api::RuleCounter {
+    let rules = &snapshot.compiled.rules;
+    let counts = agent
+        .counters
+        .rule_packets(rules.iter().map(|r| r.id + 1).max().unwrap_or(0))?;
+    let rules = rules
+        .iter()
+        .map(|r| crate::api::RuleCounter {
             policy: r.policy_name().to_string(),
             rule: r.rule.clone(),
             verdict: r.verdict.into(),
-            packets: n,
+            packets: counts.get(r.id as usize).copied().unwrap_or(0),
             first_seen: None,
             last_matched: None,
-        });
-    }
+        })
+        .collect();
     Ok(Stats {
         packets,
         rules,
-        events_lost: inner.dp.events_lost().unwrap_or(0),
+        events_lost: agent.counters.events_lost(),
         policies_first_seen: std::collections::BTreeMap::new(),
     })
 }

@@ -1,72 +1,69 @@
-//! What `/readyz` and `/metrics` read: a snapshot the agent publishes after every reconcile,
-//! apply and delete. Probes and scrapes take only this snapshot's short lock, never the agent's.
+//! What the agent's readers see: a snapshot the owner publishes after every reconcile, apply and
+//! delete. `/readyz`, `/metrics`, `status`, `get`, `explain`, `stats` and the event decoder read
+//! the latest snapshot and never wait for the owner (an install in progress does not delay them).
 
-use std::sync::{Arc, Mutex};
+use std::{collections::BTreeMap, sync::Arc};
+
+use tokio::sync::watch;
 
 use crate::{
-    api::MapUsage,
-    metrics::{rule_info, RuleLabels},
-    policy::{compile::RuleInfo, PolicySet},
+    datapath::TcAttachMode,
+    metrics::View,
+    policy::{Compiled, NodeContext, PolicySet},
 };
 
-/// One rule in force, with every label its metrics carry.
-#[derive(Debug, Clone)]
-pub struct RuleRow {
-    pub id: u32,
-    pub policy: String,
-    pub rule: String,
-    pub verdict: &'static str,
-    pub labels: RuleLabels,
-    pub rate_limited: bool,
+/// Role of an attached interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Pod,
+    Uplink,
 }
 
-/// The rows of the rules in force (computed once per install, not per scrape).
-pub fn rule_rows(rules: &[RuleInfo], set: &PolicySet) -> Vec<RuleRow> {
-    rules
-        .iter()
-        .map(|r| RuleRow {
-            id: r.id,
-            policy: r.policy_name().to_string(),
-            rule: r.rule.clone(),
-            verdict: r.verdict,
-            labels: rule_info(r, set),
-            rate_limited: r.rate_limit.is_some(),
-        })
-        .collect()
+/// ifindex → (name, role) of the interfaces the datapath is attached to.
+pub type Attached = BTreeMap<u32, (String, Role)>;
+
+/// The agent's state as of the last change.
+pub struct Snapshot {
+    /// What probes and scrapes read.
+    pub view: Arc<View>,
+    /// The policy set in force, what it compiled to, and the node facts it was compiled with.
+    pub set: Arc<PolicySet>,
+    pub compiled: Arc<Compiled>,
+    pub ctx: Arc<NodeContext>,
+    pub attached: Arc<Attached>,
+    pub tc_attach: TcAttachMode,
+    /// Problems that leave the agent ready (a missing uplink).
+    pub warnings: Vec<String>,
 }
 
-/// The agent's state as probes and scrapes see it.
-#[derive(Debug, Clone, Default)]
-pub struct View {
-    /// The generation in force in the datapath.
-    pub generation: u64,
-    /// Why the agent is not ready (empty: ready).
-    pub reasons: Vec<String>,
-    /// The rules of the generation in force.
-    pub rules: Arc<Vec<RuleRow>>,
-    /// Entries of the policy maps, counted after the last install.
-    pub maps: Arc<Vec<MapUsage>>,
-    pub attached: usize,
-    /// Whether the policy directory parses (`None`: no directory configured).
-    pub policy_dir_valid: Option<bool>,
-}
+/// The latest snapshot: one writer (the owner), any number of readers.
+pub struct Published(watch::Sender<Arc<Snapshot>>);
 
-/// The published view.
-#[derive(Default)]
-pub struct Published(Mutex<Arc<View>>);
+impl Snapshot {
+    /// Nothing in force yet.
+    pub fn empty(tc_attach: TcAttachMode) -> Snapshot {
+        Snapshot {
+            view: Arc::default(),
+            set: Arc::default(),
+            compiled: Arc::default(),
+            ctx: Arc::default(),
+            attached: Arc::default(),
+            tc_attach,
+            warnings: Vec::new(),
+        }
+    }
+}
 
 impl Published {
-    pub fn get(&self) -> Arc<View> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    pub fn new(first: Snapshot) -> Published {
+        Published(watch::Sender::new(Arc::new(first)))
     }
 
-    pub fn set(&self, view: View) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(view);
+    pub fn get(&self) -> Arc<Snapshot> {
+        self.0.borrow().clone()
+    }
+
+    pub fn set(&self, snapshot: Snapshot) {
+        self.0.send_replace(Arc::new(snapshot));
     }
 }

@@ -118,7 +118,7 @@ pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
     // Everything that needs privileges happens here, on the only thread: load, attach, bind.
     let (socket, metrics_addr, resync) =
         (config.socket.clone(), config.metrics_addr, config.resync);
-    let agent = Agent::start(config)?;
+    let started = Agent::start(config)?;
     let api = crate::agent::server::bind(&socket)?;
     let http = std::net::TcpListener::bind(metrics_addr)
         .with_context(|| format!("binding metrics address {metrics_addr}"))?;
@@ -132,12 +132,18 @@ pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
         Err(e) => warn!("could not drop capabilities: {e:#}"),
     }
     // Threads start only now, and inherit the reduced capabilities.
+    started.owner.spawn().context("starting the owner thread")?;
+    started.agent.watch_node()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let kubernetes = kubernetes(args);
-    runtime.block_on(serve(agent, api, http, resync, kubernetes))
+    let agent = started.agent;
+    runtime.block_on(async move {
+        agent::events::spawn(&agent, started.events);
+        serve(agent, api, http, resync, kubernetes).await
+    })
 }
 
 /// What `--kubernetes` needs: (kubeconfig, node name).
@@ -179,7 +185,6 @@ async fn serve(
     let api = tokio::net::UnixListener::from_std(api)?;
     let http = tokio::net::TcpListener::from_std(http)?;
     info!(socket = %socket.display(), metrics = %http.local_addr()?, "agent ready");
-    agent::events::spawn(&agent);
     tokio::spawn(agent::server::serve(agent.clone(), api));
     tokio::spawn(agent::http::serve(agent.clone(), http));
     let a = agent.clone();
@@ -199,10 +204,10 @@ async fn serve(
 
 async fn resync_loop(agent: Arc<Agent>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let a = agent.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.reconcile()).await {
+        if let Err(e) = agent.reconcile().await {
             warn!("reconcile: {e:#}");
         }
     }

@@ -11,7 +11,7 @@ use enforcer_common::{
     BucketKey, RateBucket, RateLimitConfig, RateLimitKey, CONFIG_RATE_LIMITS,
 };
 
-use super::{check_capacity, map_err, Datapath, Result};
+use super::{install::check_capacity, map_err, Datapath, Result};
 use crate::policy::{compile::addr_bits, Compiled, RateLimit, RateScope};
 
 /// The datapath configuration of a `rateLimit`.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{core::Collector, IntCounterVec, IntGauge, Opts};
 
 /// What a watch stream reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,11 +69,11 @@ impl KubeMetrics {
             .then_some("Kubernetes watches not synced yet")
     }
 
-    /// Add `enforcer_kube_watch_events_total` and `enforcer_kube_synced` to a scrape (nothing
+    /// `enforcer_kube_watch_events_total` and `enforcer_kube_synced` for a scrape (nothing
     /// without `--kubernetes`).
-    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+    pub fn collectors(&self) -> prometheus::Result<Vec<Box<dyn Collector>>> {
         if !self.enabled.load(Ordering::Relaxed) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let events = IntCounterVec::new(
             Opts::new(
@@ -83,7 +83,6 @@ impl KubeMetrics {
             ),
             &["resource", "event"],
         )?;
-        registry.register(Box::new(events.clone()))?;
         let counts = self
             .events
             .lock()
@@ -97,8 +96,7 @@ impl KubeMetrics {
             "enforcer_kube_synced",
             "1 once every Kubernetes watch has listed and their documents are installed.",
         )?;
-        registry.register(Box::new(synced.clone()))?;
         synced.set(i64::from(self.synced.load(Ordering::Relaxed)));
-        Ok(())
+        Ok(vec![Box::new(events), Box::new(synced)])
     }
 }

@@ -175,8 +175,7 @@ async fn sync(agent: &Arc<Agent>, stores: &Stores, status: &mut StatusWriter) ->
         }
         verdicts.push(super::status::Verdict::namespaced(&policy, result.err()));
     }
-    let a = agent.clone();
-    let generation = tokio::task::spawn_blocking(move || a.set_cluster_documents(docs)).await??;
+    let generation = agent.set_cluster_documents(docs).await?;
     status.write(&verdicts, generation).await;
     Ok(())
 }

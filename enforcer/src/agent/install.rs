@@ -1,0 +1,272 @@
+//! Installing the policy in force: merge the documents, read the node, compile, write the next
+//! generation (all or nothing) and keep what was installed. Run by the owner only.
+
+use std::{collections::HashMap, sync::Arc};
+
+use anyhow::{anyhow, bail, Result};
+use tracing::{info, warn};
+
+use super::{
+    health::Health,
+    state::{self, DirSnapshot, Documents, Installed, StateDir},
+    Agent,
+};
+use crate::{
+    api::MapUsage,
+    datapath::{Datapath, DatapathError},
+    metrics::Metrics,
+    node,
+    policy::{compile, compile::RuleInfo, Compiled, NodeContext, PolicySet},
+};
+
+/// The datapath and the documents, and what is installed from them.
+pub struct Installer {
+    pub dp: Datapath,
+    pub docs: Documents,
+    /// The set in force and what it compiled to.
+    pub in_force: Arc<PolicySet>,
+    pub compiled: Arc<Compiled>,
+    /// The input digest `compiled` was compiled from.
+    pub compiled_digest: u64,
+    pub ctx: Arc<NodeContext>,
+    pub installed: Installed,
+    /// Why the agent is not ready, besides attach errors.
+    pub health: Health,
+    pub state: StateDir,
+}
+
+impl Installer {
+    /// The datapath with the documents and the last install restored from the state directory
+    /// and the policy directory (nothing compiled yet: the first reconcile does it).
+    pub fn restore(dp: Datapath, config: &super::AgentConfig, metrics: &Metrics) -> Installer {
+        let state = StateDir {
+            dir: config.state_dir.clone(),
+        };
+        let mut health = Health::default();
+        let (docs, installed) =
+            super::startup::restore(config.policy_dir.as_deref(), &state, metrics, &mut health);
+        Installer {
+            dp,
+            docs,
+            in_force: Arc::default(),
+            compiled: Arc::default(),
+            compiled_digest: 0,
+            ctx: Arc::default(),
+            installed,
+            health,
+            state,
+        }
+    }
+
+    /// Compile `cli` merged with the policy directory and the cluster's documents, and install
+    /// it if it differs from what is installed. Nothing changes on error, nor while installs are
+    /// held (`from_cli`: an apply or delete, which may lift the hold of lost CLI documents).
+    /// Returns the generation in force.
+    pub fn install(
+        &mut self,
+        agent: &Agent,
+        cli: &PolicySet,
+        pod_ifaces: &HashMap<String, u32>,
+        from_cli: bool,
+    ) -> Result<u64> {
+        if let Some(why) = self.health.hold(from_cli) {
+            if from_cli {
+                agent.metrics.apply_result(false);
+                bail!("{why}");
+            }
+            return Ok(self.dp.config()?.generation);
+        }
+        let set = self.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
+        let host = node::host_addresses()?;
+        let routes = node::host_routes()?;
+        let (endpoints, local) = state::local_endpoints(&set, &routes, pod_ifaces);
+        let ctx = state::node_context(host, local);
+        // Compiling is a pure function of these inputs: skip it when nothing changed.
+        let digest = state::digest(&set, &ctx, &endpoints);
+        let active = self.dp.config()?;
+        if digest == self.installed.digest
+            && active.generation == self.installed.generation
+            && active.generation > 0
+        {
+            if self.compiled_digest != digest {
+                // First reconcile after a restart: the datapath already holds this policy;
+                // compile it only for the names of flows and metrics.
+                self.compiled = Arc::new(compile(&set, &ctx));
+                self.compiled_digest = digest;
+            }
+            self.in_force = Arc::new(set);
+            self.ctx = Arc::new(ctx);
+            self.save_dir_snapshot(agent);
+            return Ok(active.generation);
+        }
+        let compiled = compile(&set, &ctx);
+        let generation = self.write_generation(agent, &compiled, &endpoints)?;
+        self.installed = Installed { generation, digest };
+        self.in_force = Arc::new(set);
+        self.compiled = Arc::new(compiled);
+        self.compiled_digest = digest;
+        self.ctx = Arc::new(ctx);
+        match self.state.save_installed(&self.installed) {
+            Ok(()) => {
+                let file = self.state.dir.join(StateDir::INSTALLED);
+                self.health.quarantined.remove(&file.display().to_string());
+            }
+            Err(e) => warn!("{e:#}"),
+        }
+        self.save_dir_snapshot(agent);
+        Ok(generation)
+    }
+
+    /// Write `compiled` as the next generation (all or nothing), counting the result; the rule
+    /// counters follow their rules.
+    fn write_generation(
+        &mut self,
+        agent: &Agent,
+        compiled: &Compiled,
+        endpoints: &std::collections::BTreeSet<(u32, std::net::IpAddr)>,
+    ) -> Result<u64> {
+        let generation = match self.dp.install(compiled, endpoints) {
+            Ok(g) => g,
+            Err(e) => {
+                agent.metrics.apply_result(false);
+                if let DatapathError::Capacity { map, .. } = &e {
+                    agent.metrics.map_full(map);
+                }
+                bail!("policy not applied, the policy in force stays: {e}");
+            }
+        };
+        agent.metrics.apply_result(true);
+        let moves = rule_counter_moves(&self.compiled.rules, &compiled.rules);
+        if let Err(e) = self.dp.move_rule_counters(&moves) {
+            warn!("per-rule counters not rebased after the policy change: {e}");
+        }
+        info!(
+            generation,
+            rules = compiled.rules.len(),
+            entries = compiled.policy.len(),
+            "policy installed"
+        );
+        Ok(generation)
+    }
+
+    /// Keep the policy directory's files, now in force, as its last good copy.
+    fn save_dir_snapshot(&mut self, agent: &Agent) {
+        if agent.config.policy_dir.is_none() || self.docs.dir_saved {
+            return;
+        }
+        let snapshot = DirSnapshot {
+            files: self.docs.dir_files.clone(),
+        };
+        match self.state.save_dir_snapshot(&snapshot) {
+            Ok(()) => {
+                self.docs.dir_saved = true;
+                let file = self.state.dir.join(StateDir::POLICY_DIR);
+                self.health.quarantined.remove(&file.display().to_string());
+            }
+            Err(e) => warn!("saving the last good copy of the policy directory: {e:#}"),
+        }
+    }
+
+    /// Entries and capacity of the policy maps (both slots).
+    pub fn map_usage(&self) -> Vec<MapUsage> {
+        use enforcer_common::{
+            maps::names, CIDR_CAPACITY, ENDPOINT_CAPACITY, IDENTITY_CAPACITY, POLICY_CAPACITY,
+            SLOTS,
+        };
+        [
+            (names::IDENTITIES, IDENTITY_CAPACITY * SLOTS),
+            (names::CIDR_IDENTITIES, CIDR_CAPACITY * SLOTS),
+            (names::POLICY, POLICY_CAPACITY * SLOTS),
+            (names::ENDPOINTS, ENDPOINT_CAPACITY),
+        ]
+        .into_iter()
+        .map(|(map, capacity)| MapUsage {
+            map: map.into(),
+            entries: self.dp.map_entries(map).unwrap_or(0),
+            capacity,
+        })
+        .collect()
+    }
+}
+
+/// Where each rule's counter must come from after an install: `(new id, old id)` for every rule
+/// whose id now names a different `(policy, rule, verdict)` than before; the old id is the one
+/// the same rule had (its count carries over), `None` for a new rule (it starts at 0). Rule ids
+/// are assigned in policy order, so adding or removing one policy shifts the ids of the rules
+/// after it; without this, their series would jump to another rule's count.
+fn rule_counter_moves(old: &[RuleInfo], new: &[RuleInfo]) -> Vec<(u32, Option<u32>)> {
+    use std::collections::HashMap;
+    let label = |r: &RuleInfo| (r.policy_name().to_string(), r.rule.clone(), r.verdict);
+    let by_id: HashMap<u32, _> = old.iter().map(|r| (r.id, label(r))).collect();
+    let by_label: HashMap<_, u32> = old.iter().map(|r| (label(r), r.id)).collect();
+    new.iter()
+        .filter(|r| by_id.get(&r.id) != Some(&label(r)))
+        .map(|r| (r.id, by_label.get(&label(r)).copied()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rule_counter_moves;
+    use crate::policy::{compile, parse::parse_documents, Compiled, NodeContext, PolicySet};
+
+    const POLICY: &str = r"
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: web-0}
+spec: {service: web, addresses: [10.10.1.10]}
+---
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: api-0}
+spec: {service: api, addresses: [10.10.2.10]}
+---
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api
+  ingress:
+    - from: [{service: web}]
+      ports: [{protocol: TCP, port: 8080}]
+";
+
+    #[test]
+    fn rule_counters_follow_their_rule_across_policy_changes() {
+        let set = |yaml: &str| {
+            let docs = parse_documents("p.yaml", &format!("{POLICY}---\n{yaml}")).expect("valid");
+            compile(
+                &PolicySet::from_documents(docs).expect("set"),
+                &NodeContext::default(),
+            )
+        };
+        let before = set("apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {name: zz}\nspec: {service: web, ingress: []}\n");
+        // A policy that sorts first shifts every rule id.
+        let after = set("apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {name: aa}\nspec: {service: web, egressDeny: [{}]}\n");
+        let moves = rule_counter_moves(&before.rules, &after.rules);
+        let id = |c: &Compiled, policy: &str, rule: &str| {
+            c.rules
+                .iter()
+                .find(|r| r.policy_name() == policy && r.rule == rule)
+                .map_or_else(|| panic!("no {policy} {rule}"), |r| r.id)
+        };
+        let source_of = |policy: &str, rule: &str| {
+            let to = id(&after, policy, rule);
+            moves.iter().find(|(t, _)| *t == to).map(|(_, from)| *from)
+        };
+        assert_eq!(
+            source_of("api-ingress", "ingress[0]"),
+            Some(Some(id(&before, "api-ingress", "ingress[0]")))
+        );
+        assert_eq!(
+            source_of("default-deny", "api/ingress"),
+            Some(Some(id(&before, "default-deny", "api/ingress")))
+        );
+        assert_eq!(
+            source_of("aa", "egressDeny[0]"),
+            Some(None),
+            "a new rule starts at 0"
+        );
+        assert!(rule_counter_moves(&after.rules, &after.rules).is_empty());
+    }
+}

@@ -1,0 +1,256 @@
+//! Prometheus metrics (names and labels per docs/metrics.md). Packet counters live in per-CPU BPF
+//! maps and are summed at scrape time by the [`Collector`]: no per-packet work in userspace.
+
+mod collector;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+pub use self::collector::{Collector, Source};
+use crate::{
+    api::MapUsage,
+    policy::{compile::RuleInfo, Peer, PolicySet, Section},
+};
+
+/// One rule in force, with every label its metrics carry.
+#[derive(Debug, Clone)]
+pub struct RuleRow {
+    pub id: u32,
+    pub policy: String,
+    pub rule: String,
+    pub verdict: &'static str,
+    pub labels: RuleLabels,
+    pub rate_limited: bool,
+}
+
+/// The rows of the rules in force (computed once per install, not per scrape).
+pub fn rule_rows(rules: &[RuleInfo], set: &PolicySet) -> Vec<RuleRow> {
+    rules
+        .iter()
+        .map(|r| RuleRow {
+            id: r.id,
+            policy: r.policy_name().to_string(),
+            rule: r.rule.clone(),
+            verdict: r.verdict,
+            labels: rule_info(r, set),
+            rate_limited: r.rate_limit.is_some(),
+        })
+        .collect()
+}
+
+/// The agent's state as probes and scrapes see it, published after every change.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The generation in force in the datapath.
+    pub generation: u64,
+    /// Why the agent is not ready (empty: ready).
+    pub reasons: Vec<String>,
+    /// The rules of the generation in force.
+    pub rules: Arc<Vec<RuleRow>>,
+    /// Entries of the policy maps, counted after the last install.
+    pub maps: Arc<Vec<MapUsage>>,
+    pub attached: usize,
+    /// Whether the policy directory parses (`None`: no directory configured).
+    pub policy_dir_valid: Option<bool>,
+}
+
+/// Default port of `/metrics`, `/healthz` and `/readyz`, bound on 127.0.0.1 unless configured.
+/// Chosen clear of Cilium (agent 9962, operator 9963, envoy 9964, hubble 9965, hubble-relay
+/// 9966), Calico (felix 9091, typha 9093, kube-controllers 9094) and node-exporter (9100), which
+/// all run with hostNetwork on the same nodes.
+pub const DEFAULT_METRICS_PORT: u16 = 9967;
+
+/// Counters kept by the agent itself.
+#[derive(Default)]
+pub struct Metrics {
+    apply_success: AtomicU64,
+    apply_failure: AtomicU64,
+    /// Corrupt state files quarantined.
+    pub quarantined: AtomicU64,
+    /// Installs refused because a map would overflow, by map.
+    map_full: Mutex<BTreeMap<&'static str, u64>>,
+    /// The Kubernetes watches (`--kubernetes`).
+    pub kube: crate::kube::metrics::KubeMetrics,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn apply_result(&self, ok: bool) {
+        let c = if ok {
+            &self.apply_success
+        } else {
+            &self.apply_failure
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An install refused because `map` would overflow.
+    pub fn map_full(&self, map: &'static str) {
+        *self
+            .map_full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(map)
+            .or_default() += 1;
+    }
+
+    fn map_full_counts(&self) -> Vec<(&'static str, u64)> {
+        self.map_full
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(m, n)| (*m, *n))
+            .collect()
+    }
+}
+
+/// What a rule protects, besides its policy and rule labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleLabels {
+    /// The service the rule protects (`*` = every service).
+    pub service: String,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// The rule's peers, comma-separated (`*` = any peer).
+    pub peers: String,
+}
+
+/// Labels of a rule, looked up in the policy set in force.
+pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
+    let Some(name) = &r.policy else {
+        // A default deny: its rule is `service/direction`.
+        let (service, direction) = r.rule.rsplit_once('/').unwrap_or((r.rule.as_str(), ""));
+        return RuleLabels {
+            service: r.service.clone().unwrap_or_else(|| service.to_string()),
+            direction: if direction == "egress" {
+                "egress"
+            } else {
+                "ingress"
+            },
+            peers: "*".into(),
+        };
+    };
+    let policy = set.policies.values().find(|p| p.key().to_string() == *name);
+    let rule = policy.and_then(|p| {
+        p.rules()
+            .find(|(section, i, _)| format!("{}[{i}]", section.key()) == r.rule)
+    });
+    let egress = match rule {
+        Some((section, _, _)) => matches!(section, Section::Egress | Section::EgressDeny),
+        None => r.rule.starts_with("egress"),
+    };
+    let direction = if egress { "egress" } else { "ingress" };
+    let peers = rule.map_or_else(String::new, |(_, _, rule)| {
+        if rule.peers.is_empty() {
+            "*".to_string()
+        } else {
+            rule.peers
+                .iter()
+                .map(peer_label)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    });
+    RuleLabels {
+        service: policy.map(|p| p.service.clone()).unwrap_or_default(),
+        direction,
+        peers,
+    }
+}
+
+fn peer_label(p: &Peer) -> String {
+    p.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile, parse::parse_documents, NodeContext};
+
+    const POLICY: &str = r"
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: web-0}
+spec: {service: web, addresses: [10.10.1.10]}
+---
+apiVersion: enforcer/v1
+kind: Workload
+metadata: {name: api-0}
+spec: {service: api, addresses: [10.10.2.10]}
+---
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: api-ingress}
+spec:
+  service: api
+  ingress:
+    - from: [{service: web}, {cidr: 192.0.2.0/24, except: [192.0.2.128/25]}]
+      ports: [{protocol: TCP, port: 8080}]
+      rateLimit: {packetsPerSecond: 100}
+  ingressDeny:
+    - from: [{service: web}]
+      ports: [{protocol: UDP, port: 5353}]
+  egressDeny:
+    - ports: [{protocol: UDP, port: 53}]
+";
+
+    #[test]
+    fn rule_labels_name_service_direction_and_peers() {
+        let docs = parse_documents("p.yaml", POLICY).expect("valid");
+        let set = PolicySet::from_documents(docs).expect("set");
+        let compiled = compile(&set, &NodeContext::default());
+        let labels: Vec<(String, String, RuleLabels)> = compiled
+            .rules
+            .iter()
+            .map(|r| (r.rule.clone(), r.verdict.to_string(), rule_info(r, &set)))
+            .collect();
+        let find = |rule: &str| {
+            labels
+                .iter()
+                .find(|(r, _, _)| r == rule)
+                .map_or_else(|| panic!("no rule {rule} in {labels:?}"), |(_, _, l)| l)
+        };
+        assert_eq!(
+            find("ingress[0]"),
+            &RuleLabels {
+                service: "api".into(),
+                direction: "ingress",
+                peers: "web,192.0.2.0/24 except 192.0.2.128/25".into(),
+            }
+        );
+        assert_eq!(find("ingressDeny[0]").peers, "web");
+        assert_eq!(find("egressDeny[0]").direction, "egress");
+        assert_eq!(find("egressDeny[0]").peers, "*");
+        assert_eq!(
+            find("api/ingress"),
+            &RuleLabels {
+                service: "api".into(),
+                direction: "ingress",
+                peers: "*".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn drop_reasons_cover_the_contract() {
+        use enforcer_common::{Reason, DROP_LABELS};
+        assert_eq!(Reason::Policy.drop_label(), "policy_denied");
+        assert_eq!(Reason::DefaultDeny.drop_label(), "policy_denied");
+        assert_eq!(Reason::RateLimited.drop_label(), "rate_limited");
+        assert_eq!(Reason::Spoofed.drop_label(), "spoofed");
+        assert_eq!(Reason::Malformed.drop_label(), "malformed");
+        assert_eq!(Reason::NotIsolated.drop_label(), "other");
+        assert_eq!(
+            DROP_LABELS,
+            ["policy_denied", "rate_limited", "spoofed", "malformed"]
+        );
+    }
+}
