@@ -107,6 +107,12 @@ pub const MAX_INPUT_BYTES: usize = 16 << 20;
 pub const MAX_DEPTH: usize = 64;
 /// The most documents in one input.
 pub const MAX_DOCUMENTS: usize = 100_000;
+/// The most nodes (collections and scalars) in one input. The parser's own default (250 000)
+/// refuses a 10 000-rule policy; a node takes at least two bytes of input, so this bound
+/// only restates [`MAX_INPUT_BYTES`] and caps the tree's memory in proportion to it.
+pub const MAX_NODES: usize = MAX_INPUT_BYTES / 2;
+/// The most parser events in one input (each node is one or two events).
+const MAX_EVENTS: usize = 2 * MAX_NODES;
 
 /// The stack of the parser thread: deserialization recurses once per nesting level (up to
 /// [`MAX_DEPTH`]), and a debug build needs about 40 KiB a level, more than the 2 MiB of a
@@ -140,6 +146,8 @@ fn load_here(file: &str, text: &str) -> Result<Vec<Node>, PolicyErrors> {
         budget: serde_saphyr::budget! {
             max_depth: MAX_DEPTH,
             max_documents: MAX_DOCUMENTS,
+            max_nodes: MAX_NODES,
+            max_events: MAX_EVENTS,
         },
         alias_limits: serde_saphyr::alias_limits! {
             max_total_replayed_events: MAX_ALIAS_EXPANSION,
@@ -201,6 +209,7 @@ fn error(file: &str, err: &YamlError) -> PolicyError {
         YamlError::Budget { breach, .. } => match breach {
             BudgetBreach::Depth { .. } => format!("nested deeper than {MAX_DEPTH} levels"),
             BudgetBreach::Documents { .. } => format!("more than {MAX_DOCUMENTS} documents"),
+            BudgetBreach::Nodes { .. } => format!("more than {MAX_NODES} YAML nodes"),
             other => format!("input over a parser limit: {other:?}"),
         },
         YamlError::AliasReplayLimitExceeded { .. }
@@ -410,6 +419,19 @@ mod tests {
         assert_eq!(value("j"), Some(Value::Float("inf".into())));
         assert_eq!(value("k"), Some(Value::Float("1000".into())));
         assert_eq!(value("l"), Some(Value::Str("yes".into())));
+    }
+
+    #[test]
+    fn large_policies_fit_the_node_budget() {
+        // 100 000 rules of 3 nodes each (a 10 000-rule policy has ~250 000 nodes).
+        let text: String = std::iter::once("rules:\n".to_string())
+            .chain((0..100_000).map(|i| format!("  - {{port: {i}, protocol: TCP}}\n")))
+            .collect();
+        let node = load_one(&text);
+        match node.get("rules").map(|n| &n.value) {
+            Some(Value::Seq(items)) => assert_eq!(items.len(), 100_000),
+            other => panic!("expected a sequence, got {other:?}"),
+        }
     }
 
     #[test]
