@@ -119,7 +119,7 @@ struct Side<'v, 'a> {
     peer: (Party<'v, 'a>, IpAddr),
 }
 
-impl Side<'_, '_> {
+impl<'a> Side<'_, 'a> {
     fn judge(&self, flow: &Flow, include_audit: bool) -> SideDecision {
         let view = self.view;
         let policies: Vec<&PolicyRef> = view
@@ -128,41 +128,8 @@ impl Side<'_, '_> {
             .filter(|p| include_audit || p.policy.mode == Mode::Enforce)
             .filter(|p| view.selects(&p.policy, &self.subject.identity))
             .collect();
-        // Named ports resolve on the destination: the subject for ingress, the peer for egress.
-        let dst_ports = match (self.dir, self.peer.0) {
-            (Direction::Ingress, _) => Some(&self.subject.identity.ports[..]),
-            (Direction::Egress, Party::Endpoint(e)) => Some(&e.identity.ports[..]),
-            (Direction::Egress, _) => None,
-        };
-        let matching = |section: Section| {
-            policies.iter().find_map(|p| {
-                rules_of(&p.policy, section)
-                    .iter()
-                    .position(|r| {
-                        let ns = p.policy.namespace.as_deref();
-                        let point = (flow.protocol, flow.port);
-                        view.rule_matches(r, ns, self.peer, dst_ports, point)
-                    })
-                    .map(|i| (*p, i))
-            })
-        };
-        let decided = |allowed: bool, section: Section, (p, i): (&PolicyRef, usize)| {
-            let rule = format!("{}[{i}]", section.key());
-            let verb = if allowed { "allowed" } else { "denied" };
-            let kind = match p.kind {
-                Kind::NetworkPolicy => "NetworkPolicy",
-                _ => "policy",
-            };
-            SideDecision {
-                allowed,
-                by_rule: true,
-                reason: format!("{verb} by {rule} of {kind} {}", p.display()),
-                policy: Some((p.display(), p.kind)),
-                rule: Some(rule),
-            }
-        };
         // Rule 5: deny wins.
-        if let Some(found) = matching(self.dir.deny_section()) {
+        if let Some(found) = self.matching(&policies, flow, self.dir.deny_section()) {
             return decided(false, self.dir.deny_section(), found);
         }
         // Rule 4: isolation.
@@ -175,7 +142,7 @@ impl Side<'_, '_> {
                 reason: "not isolated".into(),
             };
         }
-        if let Some(found) = matching(self.dir.allow_section()) {
+        if let Some(found) = self.matching(&policies, flow, self.dir.allow_section()) {
             return decided(true, self.dir.allow_section(), found);
         }
         SideDecision {
@@ -189,6 +156,48 @@ impl Side<'_, '_> {
                 self.dir.as_str()
             ),
         }
+    }
+
+    /// The first rule of `section` in `policies` that matches `flow`, with its policy.
+    fn matching<'p>(
+        &self,
+        policies: &[&'p PolicyRef<'a>],
+        flow: &Flow,
+        section: Section,
+    ) -> Option<(&'p PolicyRef<'a>, usize)> {
+        // Named ports resolve on the destination: the subject for ingress, the peer for egress.
+        let dst_ports = match (self.dir, self.peer.0) {
+            (Direction::Ingress, _) => Some(&self.subject.identity.ports[..]),
+            (Direction::Egress, Party::Endpoint(e)) => Some(&e.identity.ports[..]),
+            (Direction::Egress, _) => None,
+        };
+        policies.iter().find_map(|p| {
+            rules_of(&p.policy, section)
+                .iter()
+                .position(|r| {
+                    let ns = p.policy.namespace.as_deref();
+                    let point = (flow.protocol, flow.port);
+                    self.view.rule_matches(r, ns, self.peer, dst_ports, point)
+                })
+                .map(|i| (*p, i))
+        })
+    }
+}
+
+/// The decision of rule `i` of `section` of `p`.
+fn decided(allowed: bool, section: Section, (p, i): (&PolicyRef, usize)) -> SideDecision {
+    let rule = format!("{}[{i}]", section.key());
+    let verb = if allowed { "allowed" } else { "denied" };
+    let kind = match p.kind {
+        Kind::NetworkPolicy => "NetworkPolicy",
+        _ => "policy",
+    };
+    SideDecision {
+        allowed,
+        by_rule: true,
+        reason: format!("{verb} by {rule} of {kind} {}", p.display()),
+        policy: Some((p.display(), p.kind)),
+        rule: Some(rule),
     }
 }
 

@@ -96,36 +96,42 @@ pub enum Party<'v, 'a> {
     World,
 }
 
+/// The endpoints of a set (Workloads, then Pods), and the addresses of host-network pods.
+fn endpoints_of(set: &PolicySet) -> (Vec<Endpoint<'_>>, BTreeSet<IpAddr>) {
+    let mut endpoints = Vec::with_capacity(set.workloads.len() + set.pods.len());
+    for w in set.workloads.values() {
+        endpoints.push(Endpoint {
+            key: w.key(),
+            identity: Identity {
+                namespace: w.namespace.clone(),
+                labels: w.identity_labels(),
+                ports: sorted(&w.ports),
+            },
+            addresses: &w.addresses,
+        });
+    }
+    let mut host_pods = BTreeSet::new();
+    for p in set.pods.values() {
+        if p.host_network {
+            host_pods.extend(p.addresses.iter().copied());
+            continue;
+        }
+        endpoints.push(Endpoint {
+            key: p.key(),
+            identity: Identity {
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone(),
+                ports: sorted(&p.ports),
+            },
+            addresses: &p.addresses,
+        });
+    }
+    (endpoints, host_pods)
+}
+
 impl<'a> View<'a> {
     pub fn new(set: &'a PolicySet) -> View<'a> {
-        let mut endpoints = Vec::with_capacity(set.workloads.len() + set.pods.len());
-        for w in set.workloads.values() {
-            endpoints.push(Endpoint {
-                key: w.key(),
-                identity: Identity {
-                    namespace: w.namespace.clone(),
-                    labels: w.identity_labels(),
-                    ports: sorted(&w.ports),
-                },
-                addresses: &w.addresses,
-            });
-        }
-        let mut host_pods = BTreeSet::new();
-        for p in set.pods.values() {
-            if p.host_network {
-                host_pods.extend(p.addresses.iter().copied());
-                continue;
-            }
-            endpoints.push(Endpoint {
-                key: p.key(),
-                identity: Identity {
-                    namespace: p.namespace.clone(),
-                    labels: p.labels.clone(),
-                    ports: sorted(&p.ports),
-                },
-                addresses: &p.addresses,
-            });
-        }
+        let (endpoints, host_pods) = endpoints_of(set);
         let mut by_address = HashMap::new();
         for (i, e) in endpoints.iter().enumerate() {
             for a in e.addresses {

@@ -15,6 +15,8 @@ pub mod lint;
 pub mod model;
 pub mod node_de;
 pub mod parse;
+pub mod ports;
+pub mod rate_limit;
 pub mod report;
 pub mod resolve;
 pub mod set;

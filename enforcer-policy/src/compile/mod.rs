@@ -239,6 +239,13 @@ fn assign_identities(
             exact.push((*a, class, IDF_HOST));
         }
     }
+    let ids = number_classes(&exact, prefixes);
+    (exact, ids)
+}
+
+/// The id of every identity class: the reserved ones, then the classes of the exact addresses
+/// and of the prefixes, in order.
+fn number_classes(exact: &[Exact], prefixes: &[Prefix]) -> BTreeMap<IdentityClass, u32> {
     let mut classes: BTreeSet<IdentityClass> = exact.iter().map(|(_, c, _)| c.clone()).collect();
     classes.extend(prefixes.iter().map(|p| IdentityClass {
         kind: Kind::World,
@@ -256,7 +263,7 @@ fn assign_identities(
             next - 1
         });
     }
-    (exact, ids)
+    ids
 }
 
 /// Rule ids by (policy index in the view, section, rule index), in policy then document order.

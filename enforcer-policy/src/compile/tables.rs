@@ -22,6 +22,36 @@ use crate::{
 /// [`TableCompiler::signatures`].
 type Sel = (Vec<usize>, Option<usize>);
 
+/// The rule selections of one subject and direction.
+struct Selections {
+    /// The rules that apply to any peer.
+    any: Sel,
+    /// The peers some rule names (or that resolve a named port).
+    named: BTreeSet<u32>,
+    /// The rules that apply to each named peer.
+    by_peer: BTreeMap<u32, Sel>,
+}
+
+/// The table most peers share, if writing it as the "any peer" table takes fewer entries than
+/// writing the table of the rules without peers (`roots`: a peer's own table then needs a root
+/// entry, see `push_shared`).
+fn shared_base(groups: &[(&Sel, usize, Table)], any_sel: &Sel, any_table: &Table) -> Option<Table> {
+    let cost = |base: &Table, roots: bool| {
+        base.len()
+            + groups
+                .iter()
+                .filter(|(_, _, t)| t != base)
+                .map(|(_, n, t)| n * (t.len() + usize::from(roots && !has_root(t))))
+                .sum::<usize>()
+    };
+    groups
+        .iter()
+        .filter(|(selected, _, _)| *selected != any_sel)
+        .max_by_key(|(_, n, _)| *n)
+        .filter(|(_, _, t)| cost(t, true) < cost(any_table, false))
+        .map(|(_, _, t)| t.clone())
+}
+
 /// A rule as the table compiler sees it.
 struct RuleRef<'a> {
     decider: Decider,
@@ -217,9 +247,51 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
         (iso, default_id): ((bool, bool), u32),
         out: &mut Compiled,
     ) {
+        let selection = self.selections(rules);
+        // Scale: the table stored for "any peer" is normally the table of the rules without
+        // peers, which every identity no rule names uses. But a rule naming most identities
+        // (e.g. `from: [{service: "*"}]` in a `"*"` policy) then needs one table per (subject,
+        // named peer): N² entries for N services (a million for 1 000, beyond the map's
+        // capacity). So when it writes fewer entries, the table most peers use becomes the "any
+        // peer" one, and the identities that differ (host, world, ...) get tables of their own.
+        let mut users: BTreeMap<&Sel, usize> = BTreeMap::new();
+        for selected in selection.by_peer.values() {
+            *users.entry(selected).or_default() += 1;
+        }
+        *users.entry(&selection.any).or_default() += self.all_ids.len() - selection.named.len();
+        let groups: Vec<(&Sel, usize, Table)> = users
+            .into_iter()
+            .map(|(selected, n)| {
+                let t = self.table(key, dir, rules, selected, iso, default_id);
+                (selected, n, t)
+            })
+            .collect();
+        let any_table = self.table(key, dir, rules, &selection.any, iso, default_id);
+        let Some(base_table) = shared_base(&groups, &selection.any, &any_table) else {
+            push_table(&mut out.policy, dir, subject, identity::ANY, &any_table);
+            // Tables of the peers some rule names, where they differ.
+            for (peer, selected) in &selection.by_peer {
+                let t = self.table(key, dir, rules, selected, iso, default_id);
+                if t != any_table {
+                    push_table(&mut out.policy, dir, subject, *peer, &t);
+                }
+            }
+            return;
+        };
+        self.push_shared(
+            (dir, subject),
+            &base_table,
+            &groups,
+            &selection,
+            &mut out.policy,
+        );
+    }
+
+    /// The selection for any peer, the peers some rule names, and each named peer's selection.
+    fn selections(&mut self, rules: &[RuleRef]) -> Selections {
         // The table for any peer: rules without peers (named ports then match nothing: any
         // peer is not an endpoint, endpoints all get their own selection below).
-        let any_sel: Sel = (
+        let any: Sel = (
             (0..rules.len())
                 .filter(|i| rules[*i].peers.is_none())
                 .collect(),
@@ -236,7 +308,7 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
         // those names get a selection of their own.
         let signatures = self.signatures_for(rules);
         named.extend(signatures.keys().copied());
-        let selections: BTreeMap<u32, Sel> = named
+        let by_peer: BTreeMap<u32, Sel> = named
             .iter()
             .map(|peer| {
                 let selected = (0..rules.len())
@@ -245,58 +317,27 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
                 (*peer, (selected, signatures.get(peer).copied()))
             })
             .collect();
-        // Scale: the table stored for "any peer" is normally the table of the rules without
-        // peers, which every identity no rule names uses. But a rule naming most identities
-        // (e.g. `from: [{service: "*"}]` in a `"*"` policy) then needs one table per (subject,
-        // named peer): N² entries for N services (a million for 1 000, beyond the map's
-        // capacity). So when it writes fewer entries, the table most peers use becomes the "any
-        // peer" one, and the identities that differ (host, world, ...) get tables of their own.
-        let mut users: BTreeMap<&Sel, usize> = BTreeMap::new();
-        for selected in selections.values() {
-            *users.entry(selected).or_default() += 1;
+        Selections {
+            any,
+            named,
+            by_peer,
         }
-        *users.entry(&any_sel).or_default() += self.all_ids.len() - named.len();
-        let groups: Vec<(&Sel, usize, Table)> = users
-            .into_iter()
-            .map(|(selected, n)| {
-                let t = self.table(key, dir, rules, selected, iso, default_id);
-                (selected, n, t)
-            })
-            .collect();
-        let any_table = self.table(key, dir, rules, &any_sel, iso, default_id);
-        // The entries written with `base` as the "any peer" table (`roots`: a peer's own table
-        // needs a root entry, see below).
-        let cost = |base: &Table, roots: bool| {
-            base.len()
-                + groups
-                    .iter()
-                    .filter(|(_, _, t)| t != base)
-                    .map(|(_, n, t)| n * (t.len() + usize::from(roots && !has_root(t))))
-                    .sum::<usize>()
-        };
-        let base = groups
-            .iter()
-            .filter(|(selected, _, _)| **selected != any_sel)
-            .max_by_key(|(_, n, _)| *n)
-            .filter(|(_, _, t)| cost(t, true) < cost(&any_table, false))
-            .map(|(_, _, t)| t.clone());
-        let Some(base_table) = base else {
-            push_table(&mut out.policy, dir, subject, identity::ANY, &any_table);
-            // Tables of the peers some rule names, where they differ.
-            for (peer, selected) in &selections {
-                let t = self.table(key, dir, rules, selected, iso, default_id);
-                if t != any_table {
-                    push_table(&mut out.policy, dir, subject, *peer, &t);
-                }
-            }
-            return;
-        };
-        // The tables of the peers that differ from the "any peer" one. A peer's own table must
-        // never miss: the datapath would fall back to the "any peer" table, which here is not
-        // made of a subset of the peer's rules.
+    }
+
+    /// Writes `base` as the "any peer" table, and the tables of the peers that differ from it.
+    /// A peer's own table must never miss: the datapath would fall back to the "any peer"
+    /// table, which here is not made of a subset of the peer's rules.
+    fn push_shared(
+        &self,
+        (dir, subject): (Direction, u32),
+        base: &Table,
+        groups: &[(&Sel, usize, Table)],
+        selection: &Selections,
+        policy: &mut Vec<PolicyEntry>,
+    ) {
         let own: BTreeMap<&Sel, Table> = groups
             .iter()
-            .filter(|(_, _, t)| *t != base_table)
+            .filter(|(_, _, t)| t != base)
             .map(|(selected, _, t)| {
                 let mut t = t.clone();
                 if !has_root(&t) {
@@ -305,15 +346,15 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
                 (*selected, t)
             })
             .collect();
-        push_table(&mut out.policy, dir, subject, identity::ANY, &base_table);
-        for (peer, selected) in &selections {
+        push_table(policy, dir, subject, identity::ANY, base);
+        for (peer, selected) in &selection.by_peer {
             if let Some(t) = own.get(selected) {
-                push_table(&mut out.policy, dir, subject, *peer, t);
+                push_table(policy, dir, subject, *peer, t);
             }
         }
-        if let Some(t) = own.get(&any_sel) {
-            for peer in self.all_ids.difference(&named) {
-                push_table(&mut out.policy, dir, subject, *peer, t);
+        if let Some(t) = own.get(&selection.any) {
+            for peer in self.all_ids.difference(&selection.named) {
+                push_table(policy, dir, subject, *peer, t);
             }
         }
     }

@@ -67,8 +67,20 @@ type Allowed<'v> =
 pub fn build(set: &PolicySet) -> Report {
     let view = View::new(set);
     let classes = Classes::new(&view);
+    let allowed = allowed_points(&view, &classes);
+    let edges = edges_of(&view, &allowed);
+    let subjects: Vec<&Identity> = classes.subjects.iter().map(|e| &e.identity).collect();
+    Report {
+        nodes: nodes(&subjects, &edges),
+        edges,
+        observed_not_allowed: Vec::new(),
+    }
+}
+
+/// The points every side allows, with the rule that allows each.
+fn allowed_points<'v, 'a>(view: &'v View<'a>, classes: &Classes<'v, 'a>) -> Allowed<'v> {
     let mut allowed: Allowed = BTreeMap::new();
-    for_each_side(&view, &classes, |side| {
+    for_each_side(view, classes, |side| {
         let peer = match side.peer.party {
             Party::Endpoint(e) => Some(&e.identity),
             _ => None,
@@ -81,11 +93,17 @@ pub fn build(set: &PolicySet) -> Report {
             }
         }
     });
+    allowed
+}
+
+/// The edges: an ingress point of a destination is an edge from a source when the source's
+/// egress allows an overlapping point to it (from the world: always).
+fn edges_of(view: &View<'_>, allowed: &Allowed<'_>) -> Vec<Edge> {
     let name = |id: &Identity| id.to_string();
     let mut edges: BTreeMap<(String, String), (BTreeSet<String>, BTreeSet<String>)> =
         BTreeMap::new();
     let rule = |k: &RuleKey| format!("{} {}", view.policies[k.policy].display(), rule_name(k));
-    for ((dst, dir, src), points) in &allowed {
+    for ((dst, dir, src), points) in allowed {
         if *dir != Direction::Ingress {
             continue;
         }
@@ -109,7 +127,7 @@ pub fn build(set: &PolicySet) -> Report {
             e.1.extend(by.iter().map(rule));
         }
     }
-    let edges: Vec<Edge> = edges
+    edges
         .into_iter()
         .filter(|(_, (ports, _))| !ports.is_empty())
         .map(|((from, to), (ports, rules))| Edge {
@@ -119,20 +137,7 @@ pub fn build(set: &PolicySet) -> Report {
             rules: rules.into_iter().collect(),
             observed: None,
         })
-        .collect();
-    let nodes = nodes(
-        &classes
-            .subjects
-            .iter()
-            .map(|e| &e.identity)
-            .collect::<Vec<_>>(),
-        &edges,
-    );
-    Report {
-        nodes,
-        edges,
-        observed_not_allowed: Vec::new(),
-    }
+        .collect()
 }
 
 /// The nodes with their exposure.
