@@ -37,6 +37,7 @@ pub struct Requirement {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRequirement {
     key: String,
     operator: Operator,
@@ -91,7 +92,7 @@ pub struct LabelSelector {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSelector {
     #[serde(default)]
     match_labels: Option<Labels>,

@@ -204,7 +204,7 @@ impl<'de> SeqAccess<'de> for Items<'de> {
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
         match self.0.next() {
-            Some(node) => seed.deserialize(NodeDe(node)).map(Some),
+            Some(node) => NodeDe(node).at(seed.deserialize(NodeDe(node))).map(Some),
             None => Ok(None),
         }
     }
@@ -235,7 +235,8 @@ impl<'de> MapAccess<'de> for Entries<'de> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.value.take() {
-            Some(node) => seed.deserialize(NodeDe(node)),
+            // Errors raised after the value was read (`try_from` checks) are the value's.
+            Some(node) => NodeDe(node).at(seed.deserialize(NodeDe(node))),
             None => Err(de::Error::custom("a value without a key")),
         }
     }

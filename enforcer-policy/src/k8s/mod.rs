@@ -54,7 +54,7 @@ pub fn read(ctx: &mut Ctx, node: &Node, kind: &str) -> Option<Document> {
         KIND_NAMESPACE => {
             from_node(node).map(|n| Document::Namespace(Namespace::from_raw(n, source)))
         }
-        KIND_POD => from_node(node).and_then(|p| Pod::from_raw(p, source).map(Document::Pod)),
+        KIND_POD => from_node(node).map(|p| Document::Pod(Pod::from_raw(p, source))),
         KIND_NETWORK_POLICY => {
             from_node(node).map(|p| Document::NetworkPolicy(NetworkPolicy::from_raw(p, source)))
         }

@@ -29,8 +29,10 @@ pub enum PolicyType {
     Egress,
 }
 
+/// `spec`: strict, as the API server with strict field validation (a typo like `podSelecter`
+/// or `ingres` in a security policy is an error, not an allow-everything).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkPolicySpec {
     #[serde(default, deserialize_with = "null_is_default")]
     pub pod_selector: LabelSelector,
@@ -51,6 +53,7 @@ where
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IngressRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Vec<NetworkPolicyPeer>>,
@@ -59,6 +62,7 @@ pub struct IngressRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EgressRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<Vec<NetworkPolicyPeer>>,
@@ -79,7 +83,7 @@ pub struct NetworkPolicyPeer {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPeer {
     #[serde(default)]
     pod_selector: Option<LabelSelector>,
@@ -119,6 +123,7 @@ pub struct IpBlock {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawIpBlock {
     cidr: String,
     #[serde(default)]
@@ -227,7 +232,7 @@ pub struct NetworkPolicyPort {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPort {
     #[serde(default)]
     protocol: Option<String>,

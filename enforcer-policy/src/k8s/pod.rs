@@ -9,7 +9,6 @@ use super::super::labels::Labels;
 use super::super::model::{ObjectKey, PortName, Protocol};
 use super::meta::ObjectMeta;
 use super::{CORE_V1, KIND_POD};
-use crate::node_de::DeError;
 
 /// A named container port: what a policy's `port: NAME` resolves to on this pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -127,24 +126,34 @@ struct RawContainer {
 #[serde(rename_all = "camelCase")]
 struct RawStatus {
     #[serde(default, rename = "podIP")]
-    pod_ip: Option<String>,
+    pod_ip: Option<PodIp>,
     #[serde(default, rename = "podIPs")]
     pod_ips: Option<Vec<RawPodIp>>,
 }
 
 #[derive(Deserialize)]
 struct RawPodIp {
-    ip: String,
+    ip: PodIp,
 }
 
-fn address(text: &str) -> Result<IpAddr, DeError> {
-    text.trim()
-        .parse()
-        .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a valid IP address")))
+/// A pod address, checked where it is read (an invalid one is reported at its own line).
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+struct PodIp(IpAddr);
+
+impl TryFrom<String> for PodIp {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PodIp, String> {
+        text.trim()
+            .parse()
+            .map(PodIp)
+            .map_err(|_| format!("{text:?} is not a valid IP address"))
+    }
 }
 
 impl Pod {
-    pub fn from_raw(raw: RawPod, source: Source) -> Result<Pod, DeError> {
+    pub fn from_raw(raw: RawPod, source: Source) -> Pod {
         let spec = raw.spec;
         let mut ports: Vec<NamedPort> = Vec::new();
         let containers = spec.as_ref().and_then(|s| s.containers.as_ref());
@@ -161,14 +170,13 @@ impl Pod {
                 .pod_ip
                 .into_iter()
                 .chain(status.pod_ips.into_iter().flatten().map(|p| p.ip));
-            for ip in ips {
-                let a = address(&ip)?;
+            for PodIp(a) in ips {
                 if !addresses.contains(&a) {
                     addresses.push(a);
                 }
             }
         }
-        Ok(Pod {
+        Pod {
             namespace: raw.metadata.namespace_or_default(),
             name: raw.metadata.name,
             labels: raw.metadata.labels,
@@ -176,7 +184,7 @@ impl Pod {
             ports,
             addresses,
             source,
-        })
+        }
     }
 
     pub fn key(&self) -> ObjectKey {

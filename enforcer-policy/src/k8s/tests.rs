@@ -134,6 +134,79 @@ fn errors_keep_file_line_column() {
 }
 
 #[test]
+fn typos_in_a_network_policy_spec_are_errors_at_their_line() {
+    // Every level of the spec is strict (as kube-apiserver with strict field validation);
+    // the same policy without the typo is accepted.
+    let cases = [
+        ("  podSelecter: {}\n", 5, 3, "podSelecter"),
+        ("  podSelector: {}\n  ingres: []\n", 6, 3, "ingres"),
+        ("  ingress:\n  - form: [{podSelector: {}}]\n", 6, 5, "form"),
+        (
+            "  ingress:\n  - from:\n    - podSelector: {}\n      namespaceSelecter: {}\n",
+            8,
+            7,
+            "namespaceSelecter",
+        ),
+        (
+            "  egress:\n  - to: [{ipBlock: {cidr: 10.0.0.0/8, excpet: []}}]\n",
+            6,
+            39,
+            "excpet",
+        ),
+        (
+            "  egress:\n  - ports: [{port: 80, protocl: UDP}]\n",
+            6,
+            24,
+            "protocl",
+        ),
+        ("  podSelector: {matchLabel: {a: b}}\n", 5, 17, "matchLabel"),
+        (
+            "  podSelector:\n    matchExpressions: [{key: a, operator: Exists, value: [b]}]\n",
+            6,
+            51,
+            "value",
+        ),
+    ];
+    for (spec, line, column, field) in cases {
+        let e = errors(&netpol("x", "p", spec));
+        let at = format!("k.yaml:{line}:{column}: ");
+        assert!(e.starts_with(&at), "{e}\n{spec}");
+        assert!(e.contains(&format!("unknown field `{field}`")), "{e}");
+        let fixed = spec
+            .replace("podSelecter", "podSelector")
+            .replace("ingres:", "ingress:")
+            .replace("form:", "from:")
+            .replace("namespaceSelecter", "namespaceSelector")
+            .replace("excpet", "except")
+            .replace("protocl", "protocol")
+            .replace("matchLabel:", "matchLabels:")
+            .replace(", value: [b]", "");
+        set(&netpol("x", "p", &fixed));
+    }
+    // Fields of the object outside spec that enforcer does not read stay ignored.
+    let text = netpol("x", "p", "  podSelector: {}\n")
+        .replace("metadata: {", "status: {}\nmetadata: {generation: 1, ");
+    set(&text);
+}
+
+#[test]
+fn an_invalid_pod_ip_is_reported_at_its_line() {
+    let e =
+        errors("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus:\n  podIP: 10.0.0.999\n");
+    assert!(e.starts_with("k.yaml:5:10: "), "{e}");
+    assert!(
+        e.contains("\"10.0.0.999\" is not a valid IP address"),
+        "{e}"
+    );
+    let e = errors(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus:\n  podIP: 10.0.0.9\n  podIPs:\n  - ip: 10.0.0.9\n  - ip: 'fd00::x'\n",
+    );
+    assert!(e.starts_with("k.yaml:8:9: "), "{e}");
+    let ok = set("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus:\n  podIP: 10.0.0.9\n");
+    assert!(!ok.is_empty());
+}
+
+#[test]
 fn isolation_and_policy_types() {
     let s = world("");
     assert_eq!(verdict(&s, XB, XA, TCP, 80), Allow);
