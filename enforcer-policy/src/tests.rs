@@ -2,13 +2,15 @@
 //!
 //! - truth tables of every semantic rule, each case judged by `explain` (the reference semantics)
 //!   and by the compiled map entries through [`Simulator`] (the datapath's lookups);
-//! - a property test: for thousands of random policy sets and flows, the compiled entries decide
-//!   exactly what `explain` decides, and name the same policy and rule;
+//! - a property test (proptest, shrinking a failure to a minimal set): for thousands of random
+//!   policy sets and flows, the compiled entries decide exactly what `explain` decides, and name
+//!   the same policy and rule;
 //! - a scale test: 10 000 rules compile, and the result still agrees with `explain`.
 //!
 //! Parser rejections are tested in `parse.rs`.
 
 use std::{
+    cell::Cell,
     collections::{BTreeSet, HashMap},
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -19,6 +21,11 @@ use enforcer_common::{
     identity, PolicyKey, PolicyValue, IDF_HOST, POLICY_KEY_FIXED_BITS, REASON_POLICY, VERDICT_DENY,
 };
 use ipnet::IpNet;
+use proptest::{
+    prelude::{any, ProptestConfig, Strategy},
+    strategy::ValueTree,
+    test_runner::{RngSeed, TestCaseError, TestRunner},
+};
 
 use super::{
     compile,
@@ -983,41 +990,57 @@ fn workload_address_that_is_also_a_host_address_is_the_workload() {
 // Property test: compiled entries ≡ explain
 // ---------------------------------------------------------------------------------------------
 
-/// xorshift64*: small, deterministic, good enough to explore policy sets.
-struct Rng(u64);
+/// The random choices the generators make. Drawn by proptest, which on a failure shrinks them
+/// (toward 0, and fewer of them): fewer workloads, policies, rules and peers, and the first item
+/// of every pick, down to a minimal failing set. Choices past the end are 0.
+struct Rng<'a> {
+    choices: &'a [u64],
+    next: usize,
+}
 
-impl Rng {
+impl<'a> Rng<'a> {
+    fn new(choices: &'a [u64]) -> Self {
+        Rng { choices, next: 0 }
+    }
+
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        let value = self.choices.get(self.next).copied().unwrap_or(0);
+        self.next += 1;
+        value
     }
 
-    /// Uniform in `0..n` (n > 0).
+    /// In `0..n` (n > 0), growing with the choice (so that shrinking it shrinks the result).
     fn below(&mut self, n: usize) -> usize {
-        let n = u64::try_from(n).expect("usize fits in u64");
-        usize::try_from(self.next() % n).expect("below n")
+        let n = u128::try_from(n).expect("usize fits in u128");
+        usize::try_from((u128::from(self.next()) * n) >> 64).expect("below n")
     }
 
-    /// Uniform in `lo..=hi`.
+    /// In `lo..=hi`.
     fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + self.below(hi - lo + 1)
     }
 
+    /// True with `percent` % probability; a shrunk (0) choice is false (less is simpler).
     fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
+        self.below(100) >= 100 - percent
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    fn pick<'b, T>(&mut self, items: &'b [T]) -> &'b T {
         &items[self.below(items.len())]
     }
 
     fn port(&mut self) -> u16 {
         u16::try_from(self.next() & 0xffff).expect("16 bits")
     }
+}
+
+/// `len` choices from proptest's deterministic runner (sampling without a property).
+fn sampled_choices(len: usize) -> Vec<u64> {
+    let mut runner = TestRunner::deterministic();
+    proptest::collection::vec(any::<u64>(), len)
+        .new_tree(&mut runner)
+        .expect("a vector of integers")
+        .current()
 }
 
 /// Subnets of workload addresses: a few /24s and /64s.
@@ -1141,7 +1164,10 @@ fn gen_workloads(rng: &mut Rng, set: &mut PolicySet) -> Vec<IpAddr> {
     for s in 0..services {
         for w in 0..rng.range(1, 3) {
             let mut addresses = Vec::new();
-            while addresses.is_empty() {
+            for _ in 0..8 {
+                if !addresses.is_empty() {
+                    break;
+                }
                 if rng.chance(80) {
                     let [a, b, c] = *rng.pick(&V4_SUBNETS);
                     let host = u8::try_from(rng.range(1, 12)).expect("small");
@@ -1156,6 +1182,11 @@ fn gen_workloads(rng: &mut Rng, set: &mut PolicySet) -> Vec<IpAddr> {
                 }
                 addresses.retain(|a| !used.contains(a));
                 addresses.dedup();
+            }
+            if addresses.is_empty() {
+                // Shrunk choices repeat: an address of its own, outside every subnet.
+                let [s, w] = [s, w].map(|i| u8::try_from(i).expect("small"));
+                addresses.push(IpAddr::V4(Ipv4Addr::new(10, 3, s, w + 1)));
             }
             used.extend(addresses.iter().copied());
             let workload = Workload {
@@ -1277,9 +1308,37 @@ fn gen_rules(
         .collect()
 }
 
-fn gen_case(rng: &mut Rng) -> Case {
+/// The choices of one case by concern (workloads, node, each policy, flows), so that shrinking
+/// one part leaves the others as they were, and dropping a policy drops only that policy.
+#[derive(Debug, Clone)]
+struct CaseChoices {
+    workloads: Vec<u64>,
+    node: Vec<u64>,
+    policies: Vec<Vec<u64>>,
+    flows: Vec<u64>,
+}
+
+/// Choices for a case and `flows` flows.
+fn case_choices(flows: usize) -> impl Strategy<Value = CaseChoices> {
+    let choices = |len| proptest::collection::vec(any::<u64>(), len);
+    (
+        choices(64),
+        choices(32),
+        proptest::collection::vec(choices(160), 0..=6),
+        choices(flows * 6),
+    )
+        .prop_map(|(workloads, node, policies, flows)| CaseChoices {
+            workloads,
+            node,
+            policies,
+            flows,
+        })
+}
+
+fn gen_case(choices: &CaseChoices) -> Case {
     let mut set = PolicySet::new();
-    let workload_addresses = gen_workloads(rng, &mut set);
+    let workload_addresses = gen_workloads(&mut Rng::new(&choices.workloads), &mut set);
+    let rng = &mut Rng::new(&choices.node);
     let services = set.services();
     let mut ctx = NodeContext::default();
     for _ in 0..rng.range(1, 3) {
@@ -1297,7 +1356,8 @@ fn gen_case(rng: &mut Rng) -> Case {
     let mut addresses = workload_addresses.clone();
     addresses.extend(ctx.host_addresses.iter().copied());
     addresses.extend(WORLD.iter().map(|a| ip(a)));
-    for p in 0..rng.range(0, 6) {
+    for (p, policy_choices) in choices.policies.iter().enumerate() {
+        let rng = &mut Rng::new(policy_choices);
         let service = if rng.chance(25) {
             ANY_SERVICE.to_string()
         } else {
@@ -1403,51 +1463,106 @@ fn gen_flow(rng: &mut Rng, case: &Case) -> Flow {
     }
 }
 
-/// Runs `sets` random policy sets with `flows` random flows each, from `seed`.
-fn property(seed: u64, sets: usize, flows: usize) {
-    let mut rng = Rng(seed);
-    let mut verdicts = [0usize; 3];
-    for n in 0..sets {
-        let case = gen_case(&mut rng);
-        let compiled = compile(&case.set, &case.ctx);
-        if let Err(e) = check_entries(&compiled) {
-            let yaml = Document::to_yaml_stream(&case.set.documents()).unwrap_or_default();
-            panic!("set {n} (seed {seed:#x}): {e}\n{yaml}");
-        }
-        let dp = Datapath::new(&compiled);
-        for _ in 0..flows {
-            let f = gen_flow(&mut rng, &case);
-            let e = explain(&case.set, &case.ctx, &f);
-            verdicts[e.verdict as usize] += 1;
-            if let Err(diff) = compare(&dp, &f, &e) {
-                panic!(
-                    "set {n} (seed {seed:#x}): {diff}\n{}",
-                    describe(&case.set, &case.ctx, &f, &e)
-                );
-            }
-        }
+/// Flows judged per generated set.
+const FLOWS: usize = 200;
+
+/// One case: a policy set and `FLOWS` flows from `choices`; an error says how the compiled
+/// entries and `explain` disagree. Counts the verdicts into `verdicts`.
+fn property(choices: &CaseChoices, verdicts: &Cell<[usize; 3]>) -> Result<(), String> {
+    let case = gen_case(choices);
+    let mut rng = Rng::new(&choices.flows);
+    let compiled = compile(&case.set, &case.ctx);
+    let yaml = || Document::to_yaml_stream(&case.set.documents()).unwrap_or_default();
+    check_entries(&compiled).map_err(|e| format!("{e}\n{}", yaml()))?;
+    let dp = Datapath::new(&compiled);
+    for _ in 0..FLOWS {
+        let f = gen_flow(&mut rng, &case);
+        let e = explain(&case.set, &case.ctx, &f);
+        let mut counts = verdicts.get();
+        counts[e.verdict as usize] += 1;
+        verdicts.set(counts);
+        compare(&dp, &f, &e)
+            .map_err(|diff| format!("{diff}\n{}", describe(&case.set, &case.ctx, &f, &e)))?;
     }
-    eprintln!(
-        "{sets} random policy sets x {flows} flows: {} allow, {} deny, {} audit",
-        verdicts[Verdict::Allow as usize],
-        verdicts[Verdict::Deny as usize],
-        verdicts[Verdict::Audit as usize]
-    );
-    // Every verdict is exercised.
-    assert!(verdicts.iter().all(|n| *n > sets), "{verdicts:?}");
+    Ok(())
+}
+
+/// Runs `property` on `cases` vectors of `len` choices drawn by proptest from `seed`; a failure is
+/// shrunk to minimal choices and reported with the property's message for them.
+fn run_property<S: Strategy>(
+    seed: u64,
+    cases: u32,
+    choices: &S,
+    property: impl Fn(&S::Value) -> Result<(), String>,
+) {
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
+        max_shrink_iters: 100_000,
+        ..ProptestConfig::default()
+    };
+    let result = TestRunner::new(config).run(choices, |choices| {
+        property(&choices).map_err(TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("seed {seed:#x}: {e}");
+    }
+}
+
+/// A failure shrinks: a property that fails on any ingress deny rule is reduced to one policy
+/// with one deny rule without peers or ports.
+#[test]
+fn a_failing_case_shrinks_to_a_minimal_set() {
+    let config = ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(1),
+        max_shrink_iters: 100_000,
+        ..ProptestConfig::default()
+    };
+    let result = TestRunner::new(config).run(&case_choices(0), |choices| {
+        let case = gen_case(&choices);
+        let denies = case.set.policies.values().map(|p| p.ingress_deny.len());
+        if denies.sum::<usize>() > 0 {
+            return Err(TestCaseError::fail("a deny rule"));
+        }
+        Ok(())
+    });
+    let Err(proptest::test_runner::TestError::Fail(_, minimal)) = result else {
+        panic!("no set with a deny rule in 200 cases: {result:?}")
+    };
+    let case = gen_case(&minimal);
+    let policies: Vec<&FlowPolicy> = case.set.policies.values().collect();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert_eq!(policies[0].ingress_deny, [Rule::default()], "{policies:?}");
 }
 
 /// 2000 sets by default; `POLICY_PROPERTY_SEED` and `POLICY_PROPERTY_SETS` explore further, e.g.
-/// `POLICY_PROPERTY_SEED=7 POLICY_PROPERTY_SETS=50000 cargo test -p enforcer --lib
-/// compiled_entries_decide_like_explain`.
+/// `POLICY_PROPERTY_SEED=7 POLICY_PROPERTY_SETS=50000 cargo test -p enforcer-policy --lib
+/// compiled_entries_decide_like_explain`. A failure is shrunk by proptest to a minimal set and
+/// flow, printed as YAML with the two decisions.
 #[test]
 fn compiled_entries_decide_like_explain() {
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let seed = env("POLICY_PROPERTY_SEED").unwrap_or(0x5eed_0001_d00d_f00d);
-    let sets = env("POLICY_PROPERTY_SETS").map_or(2000, |n| usize::try_from(n).unwrap_or(2000));
+    let sets = env("POLICY_PROPERTY_SETS").map_or(2000, |n| u32::try_from(n).unwrap_or(2000));
     let start = Instant::now();
-    property(seed.max(1), sets, 200);
-    eprintln!("property test took {:?}", start.elapsed());
+    let verdicts = Cell::new([0usize; 3]);
+    run_property(seed, sets, &case_choices(FLOWS), |choices| {
+        property(choices, &verdicts)
+    });
+    let verdicts = verdicts.get();
+    eprintln!(
+        "{sets} random policy sets x {FLOWS} flows: {} allow, {} deny, {} audit ({:?})",
+        verdicts[Verdict::Allow as usize],
+        verdicts[Verdict::Deny as usize],
+        verdicts[Verdict::Audit as usize],
+        start.elapsed()
+    );
+    // Every verdict is exercised.
+    let sets = usize::try_from(sets).expect("u32 fits");
+    assert!(verdicts.iter().all(|n| *n > sets), "{verdicts:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1599,7 +1714,8 @@ fn ten_thousand_rules() {
         }
     }
     sources.extend([ip("10.255.0.1"), ip("198.51.100.7")]);
-    let mut rng = Rng(0x5ca1e);
+    let choices = sampled_choices(3000 * 8);
+    let mut rng = Rng::new(&choices);
     let mut verdicts = BTreeSet::new();
     for _ in 0..3000 {
         let dst = rng.below(SCALE_SERVICES);
@@ -1688,7 +1804,8 @@ spec:
     assert!(compiled.policy.len() < 10 * SCALE_SERVICES);
     check_entries(&compiled).unwrap();
     let dp = Datapath::new(&compiled);
-    let mut rng = Rng(0x57a2);
+    let choices = sampled_choices(2000 * 6);
+    let mut rng = Rng::new(&choices);
     let sources = [ip("10.255.0.1"), ip("192.0.2.1"), ip("198.51.100.7")];
     for _ in 0..2000 {
         let src = if rng.chance(70) {

@@ -6,12 +6,16 @@
 //!   conversion (`enforcer policy convert`);
 //! - the documents survive their canonical YAML (serialize, parse back).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::{check_entries, compare, describe, net, Datapath, Rng, CIDRS, PORTS, WORLD};
+use super::{
+    check_entries, compare, describe, net, run_property, sampled_choices, Datapath, Rng, CIDRS,
+    PORTS, WORLD,
+};
 use crate::{
     compile, explain,
     k8s::{
@@ -420,37 +424,42 @@ fn reparsed(set: &PolicySet) -> PolicySet {
     PolicySet::from_documents(docs).expect("set")
 }
 
-#[test]
-fn kubernetes_inputs_compile_convert_and_round_trip_like_explain() {
-    let mut rng = Rng(0x6b75_6265_0000_0013);
-    let mut verdicts: BTreeMap<Verdict, usize> = BTreeMap::new();
-    for n in 0..600 {
-        let case = gen_case(&mut rng);
-        let compiled = compile(&case.set, &case.ctx);
-        check_entries(&compiled).unwrap_or_else(|e| panic!("set {n}: {e}"));
-        let dp = Datapath::new(&compiled);
-        let conv = converted(&case.set);
-        let back = reparsed(&case.set);
-        for _ in 0..150 {
-            let f = gen_flow(&mut rng, &case);
-            let e = explain(&case.set, &case.ctx, &f);
-            *verdicts.entry(e.verdict).or_default() += 1;
-            if let Err(diff) = compare(&dp, &f, &e) {
-                panic!(
-                    "set {n}: {diff}\n{}",
-                    describe(&case.set, &case.ctx, &f, &e)
-                );
-            }
-            let c = explain(&conv, &case.ctx, &f);
-            assert_eq!(
-                c.verdict,
-                e.verdict,
-                "set {n}: converted {c:?}\n{}",
-                describe(&case.set, &case.ctx, &f, &e)
-            );
-            assert_eq!(explain(&back, &case.ctx, &f), e, "set {n}: round trip");
+/// One case: a Kubernetes set and 150 flows from `choices`, judged by the compiled entries, the
+/// `FlowPolicy` conversion and the set read back from YAML against `explain`.
+fn property(choices: &[u64], verdicts: &RefCell<BTreeMap<Verdict, usize>>) -> Result<(), String> {
+    let mut rng = Rng::new(choices);
+    let case = gen_case(&mut rng);
+    let compiled = compile(&case.set, &case.ctx);
+    check_entries(&compiled)?;
+    let dp = Datapath::new(&compiled);
+    let conv = converted(&case.set);
+    let back = reparsed(&case.set);
+    for _ in 0..150 {
+        let f = gen_flow(&mut rng, &case);
+        let e = explain(&case.set, &case.ctx, &f);
+        *verdicts.borrow_mut().entry(e.verdict).or_default() += 1;
+        let described = || describe(&case.set, &case.ctx, &f, &e);
+        compare(&dp, &f, &e).map_err(|diff| format!("{diff}\n{}", described()))?;
+        let c = explain(&conv, &case.ctx, &f);
+        if c.verdict != e.verdict {
+            return Err(format!("converted {c:?}\n{}", described()));
+        }
+        let b = explain(&back, &case.ctx, &f);
+        if b != e {
+            return Err(format!("round trip: {b:?}\n{}", described()));
         }
     }
+    Ok(())
+}
+
+#[test]
+fn kubernetes_inputs_compile_convert_and_round_trip_like_explain() {
+    let verdicts = RefCell::new(BTreeMap::new());
+    let choices = proptest::collection::vec(proptest::prelude::any::<u64>(), 1200);
+    run_property(0x6b75_6265_0000_0013, 600, &choices, |choices| {
+        property(choices, &verdicts)
+    });
+    let verdicts = verdicts.into_inner();
     eprintln!("Kubernetes property: {verdicts:?}");
     assert!(verdicts.values().all(|n| *n > 1000), "{verdicts:?}");
 }
@@ -561,7 +570,8 @@ fn network_policies_at_scale() {
     assert_eq!(compiled.identity_classes.len(), namespaces * 20 + 2);
     check_entries(&compiled).expect("entries");
     let dp = Datapath::new(&compiled);
-    let mut rng = Rng(0x5ca1e);
+    let choices = sampled_choices(300 * 3);
+    let mut rng = Rng::new(&choices);
     let pods: Vec<IpAddr> = set.pods.values().map(|p| p.addresses[0]).collect();
     let view = crate::identity::View::new(&set);
     for _ in 0..300 {
