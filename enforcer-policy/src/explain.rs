@@ -8,21 +8,73 @@ use serde::{Deserialize, Serialize};
 
 use super::document::Kind;
 use super::identity::{Endpoint, Party, PolicyRef, View};
+use super::rule::{BadRule, PolicyId, RuleFields, RuleRef};
 use super::{Direction, Flow, FlowPolicy, Mode, NodeContext, PolicySet, Rule, Section, Verdict};
 
-/// A verdict with what decided it (`explain -o json` prints exactly these fields).
+/// A verdict with what decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ExplanationJson", try_from = "ExplanationJson")]
 pub struct Explanation {
     pub verdict: Verdict,
-    /// The deciding policy (`None` for "not isolated", default deny and host traffic):
-    /// `NAME`, or `NAMESPACE/NAME` for a namespaced policy.
-    pub policy: Option<String>,
-    /// The deciding rule, as `section[index]`, e.g. `ingress[0]`.
-    pub rule: Option<String>,
+    /// The deciding rule (`None` for "not isolated", default deny and host traffic).
+    pub rule: Option<RuleRef>,
     pub reason: String,
-    /// The deciding policy's kind (`FlowPolicy` or `NetworkPolicy`).
+}
+
+impl Explanation {
+    /// The deciding policy's name (`NAME` or `NAMESPACE/NAME`).
+    pub fn policy_label(&self) -> Option<String> {
+        self.rule.as_ref().and_then(RuleRef::policy).map(ToString::to_string)
+    }
+
+    /// The deciding rule as `section[index]`, e.g. `ingress[0]`.
+    pub fn rule_label(&self) -> Option<String> {
+        self.rule.as_ref().map(RuleRef::rule_label)
+    }
+}
+
+/// `explain -o json` prints exactly these fields.
+#[derive(Serialize, Deserialize)]
+struct ExplanationJson {
+    verdict: Verdict,
+    policy: Option<String>,
+    rule: Option<String>,
+    reason: String,
     #[serde(default)]
-    pub kind: Option<Kind>,
+    kind: Option<Kind>,
+}
+
+impl From<Explanation> for ExplanationJson {
+    fn from(e: Explanation) -> Self {
+        let fields = e.rule.as_ref().map(RuleFields::from);
+        ExplanationJson {
+            verdict: e.verdict,
+            kind: fields.as_ref().and_then(|f| f.kind),
+            policy: fields.as_ref().map(|f| f.policy.clone()),
+            rule: fields.map(|f| f.rule),
+            reason: e.reason,
+        }
+    }
+}
+
+impl TryFrom<ExplanationJson> for Explanation {
+    type Error = BadRule;
+
+    fn try_from(j: ExplanationJson) -> Result<Self, BadRule> {
+        let rule = match (j.policy, j.rule) {
+            (Some(policy), Some(rule)) => Some(RuleRef::try_from(RuleFields {
+                policy,
+                rule,
+                kind: j.kind,
+            })?),
+            _ => None,
+        };
+        Ok(Explanation {
+            verdict: j.verdict,
+            rule,
+            reason: j.reason,
+        })
+    }
 }
 
 /// The decision of one side (one endpoint's ingress or egress policy).
@@ -30,20 +82,16 @@ pub struct Explanation {
 struct SideDecision {
     allowed: bool,
     by_rule: bool,
-    policy: Option<(String, Kind)>,
-    rule: Option<String>,
+    rule: Option<RuleRef>,
     reason: String,
 }
 
 impl SideDecision {
     fn into_explanation(self, verdict: Verdict) -> Explanation {
-        let (policy, kind) = self.policy.unzip();
         Explanation {
             verdict,
-            policy,
             rule: self.rule,
             reason: self.reason,
-            kind,
         }
     }
 }
@@ -104,10 +152,8 @@ pub fn explain_in(view: &View<'_>, ctx: &NodeContext, flow: &Flow) -> Explanatio
     };
     Explanation {
         verdict: Verdict::Allow,
-        policy: None,
         rule: None,
         reason,
-        kind: None,
     }
 }
 
@@ -137,7 +183,6 @@ impl<'a> Side<'_, 'a> {
             return SideDecision {
                 allowed: true,
                 by_rule: false,
-                policy: None,
                 rule: None,
                 reason: "not isolated".into(),
             };
@@ -148,7 +193,6 @@ impl<'a> Side<'_, 'a> {
         SideDecision {
             allowed: false,
             by_rule: false,
-            policy: None,
             rule: None,
             reason: format!(
                 "default deny of isolated service {} ({})",
@@ -184,9 +228,16 @@ impl<'a> Side<'_, 'a> {
     }
 }
 
-/// The decision of rule `i` of `section` of `p`.
-fn decided(allowed: bool, section: Section, (p, i): (&PolicyRef, usize)) -> SideDecision {
-    let rule = format!("{}[{i}]", section.key());
+/// The decision of rule `index` of `section` of `p`.
+fn decided(allowed: bool, section: Section, (p, index): (&PolicyRef, usize)) -> SideDecision {
+    let rule = RuleRef::Rule {
+        policy: PolicyId {
+            kind: p.kind,
+            key: p.key.clone(),
+        },
+        section,
+        index,
+    };
     let verb = if allowed { "allowed" } else { "denied" };
     let kind = match p.kind {
         Kind::NetworkPolicy => "NetworkPolicy",
@@ -195,8 +246,7 @@ fn decided(allowed: bool, section: Section, (p, i): (&PolicyRef, usize)) -> Side
     SideDecision {
         allowed,
         by_rule: true,
-        reason: format!("{verb} by {rule} of {kind} {}", p.display()),
-        policy: Some((p.display(), p.kind)),
+        reason: format!("{verb} by {} of {kind} {}", rule.rule_label(), p.display()),
         rule: Some(rule),
     }
 }

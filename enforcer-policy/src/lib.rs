@@ -19,6 +19,7 @@ pub mod ports;
 pub mod rate_limit;
 pub mod report;
 pub mod resolve;
+pub mod rule;
 pub mod set;
 pub mod simulate;
 pub mod suggest;
@@ -31,6 +32,7 @@ use std::{collections::BTreeSet, fmt, net::IpAddr};
 pub use compile::{compile, Compiled};
 pub use explain::{explain, Explanation};
 pub use identity_ref::IdentityRef;
+pub use rule::{PolicyId, RuleRef};
 pub use model::*;
 
 /// What the engine must know about the node it runs for.

@@ -30,6 +30,7 @@ use proptest::{
 use super::{
     compile,
     compile::{PolicyEntry, RuleInfo},
+    rule::RuleRef,
     explain,
     parse::parse_documents,
     simulate::Simulator,
@@ -162,32 +163,28 @@ fn compare(dp: &Datapath, flow: &Flow, expected: &Explanation) -> Result<(), Str
     if verdict != sim {
         return Err(format!("the test's lookup says {verdict}, Simulator {sim}"));
     }
-    let (policy, name) = match rule {
-        Some(RuleInfo {
-            policy: None,
-            service: Some(service),
-            rule,
-            ..
-        }) => {
-            // A default deny: explain names no rule, its reason names the service and direction
-            // (the rule id's service, and its direction in the rule name `service/direction`).
-            let dir = rule.rsplit_once('/').map_or("", |(_, dir)| dir);
-            let want = format!("default deny of isolated service {service} ({dir})");
+    let compiled = match rule.map(|r| &r.rule) {
+        Some(RuleRef::DefaultDeny { subject, direction }) => {
+            // A default deny: explain names no rule, its reason names the service and direction.
+            let want = format!(
+                "default deny of isolated service {subject} ({})",
+                direction.as_str()
+            );
             if !expected.reason.ends_with(&want) {
                 return Err(format!(
-                    "compiled default deny {rule:?} of {service:?}, explain's reason is {:?}",
+                    "compiled default deny of {subject:?} ({direction:?}), explain's reason is {:?}",
                     expected.reason
                 ));
             }
-            (None, None)
+            None
         }
-        Some(r) => (r.policy.clone(), Some(r.rule.clone())),
-        None => (None, None),
+        Some(r) => Some(r),
+        None => None,
     };
-    if (&policy, &name) != (&expected.policy, &expected.rule) {
+    if compiled != expected.rule.as_ref() {
         return Err(format!(
-            "compiled attribution {policy:?} {name:?}, explain {:?} {:?}",
-            expected.policy, expected.rule
+            "compiled attribution {compiled:?}, explain {:?}",
+            expected.rule
         ));
     }
     Ok(())
@@ -842,12 +839,8 @@ fn explain_attribution() {
     ];
     let check = |f: Flow, verdict, policy: Option<&str>, rule: Option<&str>, reason: &str| {
         let e = explained(&policies, &f);
-        let got = (
-            e.verdict,
-            e.policy.as_deref(),
-            e.rule.as_deref(),
-            e.reason.as_str(),
-        );
+        let (p, r) = (e.policy_label(), e.rule_label());
+        let got = (e.verdict, p.as_deref(), r.as_deref(), e.reason.as_str());
         assert_eq!(got, (verdict, policy, rule, reason), "{f:?}");
     };
     // Allowed by both sides: the destination's rule is named.

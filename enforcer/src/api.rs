@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::RuleRef;
+
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
 
@@ -149,10 +151,9 @@ pub struct FlowEvent {
     /// allowed | denied | audit
     pub verdict: String,
     pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    /// The deciding rule (JSON: `policy`, `rule` and the policy's `kind`).
+    #[serde(flatten)]
+    pub rule: Option<RuleRef>,
     pub interface: String,
     pub generation: u64,
 }
@@ -178,8 +179,10 @@ pub struct Counter {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleCounter {
-    pub policy: String,
-    pub rule: String,
+    /// The rule (JSON: `policy`, `rule` and the policy's `kind`).
+    #[serde(flatten)]
+    pub rule: RuleRef,
+    /// `allow` or `deny`.
     pub verdict: String,
     pub packets: u64,
     /// When the agent first saw the rule (Unix seconds; kept across restarts).

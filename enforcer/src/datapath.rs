@@ -26,7 +26,7 @@ mod install;
 mod ratelimit;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
 pub use counters::{CounterReader, PacketCounts};
-pub use ratelimit::{rate_limit_config, rate_limit_configs, RateLimitStats};
+pub use ratelimit::RateLimitStats;
 
 /// The eBPF object, built by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));

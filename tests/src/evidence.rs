@@ -101,8 +101,8 @@ pub fn wait_for_events(
 
 /// The policy and rule an event names, as `policy/rule` or `default deny`.
 pub fn attribution(e: &FlowEvent) -> String {
-    match (&e.policy, &e.rule) {
-        (Some(p), Some(r)) => format!("{p} {r} ({})", e.reason),
-        _ => e.reason.clone(),
+    match &e.rule {
+        Some(r) => format!("{} {} ({})", r.policy_label(), r.rule_label(), e.reason),
+        None => e.reason.clone(),
     }
 }

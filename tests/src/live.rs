@@ -351,17 +351,17 @@ fn no_answer_kind(outcome: &ProbeOutcome) -> String {
 
 /// Whether a drop event names the deciding policy and rule of `expected` (none: default deny).
 fn names(e: &FlowEvent, expected: &Explanation) -> bool {
-    match &expected.policy {
-        Some(_) => e.policy == expected.policy && e.rule == expected.rule,
+    match &expected.rule {
+        Some(_) => e.rule == expected.rule,
         None => e.reason == "default_deny",
     }
 }
 
 fn expected_attribution(expected: &Explanation) -> String {
-    match (&expected.policy, &expected.rule) {
-        (Some(p), Some(r)) => format!("{p} {r}"),
-        _ => "default_deny".into(),
-    }
+    expected.rule.as_ref().map_or_else(
+        || "default_deny".into(),
+        |r| format!("{} {}", r.policy_label(), r.rule_label()),
+    )
 }
 
 /// The reference semantics of the scenario as the runner goes through its steps: what each probe

@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use enforcer::api::FlowEvent;
+use enforcer::{api::FlowEvent, policy::RuleRef};
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     http_get,
@@ -272,7 +272,7 @@ fn agent_rule_packets(agent: &AgentProcess, policy: &str, rule: &str) -> Result<
         .stats()?
         .rules
         .iter()
-        .find(|r| r.policy == policy && r.rule == rule)
+        .find(|r| r.rule.policy_label() == policy && r.rule.rule_label() == rule)
         .map(|r| r.packets)
         .ok_or_else(|| anyhow!("no counter for {policy} {rule}"))
 }
@@ -641,8 +641,8 @@ fn check_flows(topo: &Topology, agent: &AgentProcess, denied: &Denied) -> Result
                     && e.protocol == protocol
                     && e.dport == port
                     && e.direction == "ingress"
-                    && e.policy.as_deref() == Some(policy)
-                    && e.rule.as_deref() == Some(rule)
+                    && e.rule.as_ref().map(RuleRef::policy_label).as_deref() == Some(policy)
+                    && e.rule.as_ref().map(RuleRef::rule_label).as_deref() == Some(rule)
                     && e.reason == reason
             })
             .count() as u64

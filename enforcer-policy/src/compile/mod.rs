@@ -23,17 +23,20 @@ use std::{
     net::IpAddr,
 };
 
-use enforcer_common::{identity, IdentityValue, PolicyKeyData, PolicyValue, IDF_HOST, IDF_LOCAL};
+use enforcer_common::{
+    identity, IdentityValue, PolicyKeyData, PolicyValue, RateLimitConfig, IDF_HOST, IDF_LOCAL,
+};
 use ipnet::IpNet;
 
 pub use self::decide::{port_blocks, PROTOCOLS};
 pub use self::prefix::{addr_bits, Prefix, IPV4_MAPPED};
 use self::tables::TableCompiler;
+pub use super::rule::{RuleInfo, RuleLabels};
 use super::{
-    document::Kind as DocKind,
     identity::{Identity, View},
     identity_ref::IdentityRef,
-    NodeContext, Peer, PolicySet, RateLimit,
+    rule::{PolicyId, RuleRef},
+    Direction, NodeContext, Peer, PolicySet, RateLimit, RateScope,
 };
 
 /// What an identity stands for.
@@ -86,27 +89,6 @@ pub struct PolicyEntry {
     pub value: PolicyValue,
 }
 
-/// What a rule id stands for (metrics and events name rules with it).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct RuleInfo {
-    pub id: u32,
-    /// The policy (`NAME` or `NAMESPACE/NAME`), or `None` for a default deny.
-    pub policy: Option<String>,
-    /// The policy's kind (`None` for a default deny).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<DocKind>,
-    /// `section[index]`, or `service/direction` for a default deny.
-    pub rule: String,
-    /// `allow` or `deny`.
-    pub verdict: &'static str,
-    /// For a default deny: the isolated identity's name (its service, `NAMESPACE/SERVICE`, or
-    /// its labels).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(skip)]
-    pub rate_limit: Option<RateLimit>,
-}
-
 /// Everything the datapath needs for one policy generation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Compiled {
@@ -121,17 +103,17 @@ pub struct Compiled {
     pub identity_classes: BTreeMap<u32, IdentityClass>,
 }
 
-impl RuleInfo {
-    /// The policy label of metrics and events: the policy's name, or `default-deny` for the
-    /// default deny of an isolated service (whose `rule` is then `service/direction`).
-    pub fn policy_name(&self) -> &str {
-        self.policy.as_deref().unwrap_or("default-deny")
-    }
-}
-
 impl Compiled {
     pub fn rule(&self, id: u32) -> Option<&RuleInfo> {
         id.checked_sub(1).and_then(|i| self.rules.get(i as usize))
+    }
+
+    /// The `RATE_LIMITS` entries: (rule id, limit) of every rate-limited rule. The compiler
+    /// makes the bucket id of a rate-limited allow rule its rule id.
+    pub fn rate_limits(&self) -> impl Iterator<Item = (u32, RateLimitConfig)> + '_ {
+        self.rules
+            .iter()
+            .filter_map(|r| r.rate_limit.map(|l| (r.id, l)))
     }
 
     /// What identity number `id` stands for in this generation.
@@ -272,21 +254,67 @@ pub type RuleIds = HashMap<(usize, &'static str, usize), u32>;
 fn assign_rule_ids(view: &View<'_>, rules: &mut Vec<RuleInfo>) -> RuleIds {
     let mut ids = HashMap::new();
     for (index, p) in view.policies.iter().enumerate() {
+        let policy = PolicyId {
+            kind: p.kind,
+            key: p.key.clone(),
+        };
         for (section, i, rule) in p.policy.rules() {
             let id = next_rule_id(rules);
             ids.insert((index, section.key(), i), id);
             rules.push(RuleInfo {
                 id,
-                policy: Some(p.display()),
-                kind: Some(p.kind),
-                rule: format!("{}[{i}]", section.key()),
-                verdict: if section.is_deny() { "deny" } else { "allow" },
-                service: None,
-                rate_limit: rule.rate_limit,
+                rule: RuleRef::Rule {
+                    policy: policy.clone(),
+                    section,
+                    index: i,
+                },
+                labels: RuleLabels {
+                    service: p.policy.service.clone(),
+                    peers: peers_label(&rule.peers),
+                },
+                rate_limit: rule.rate_limit.as_ref().map(rate_limit_config),
             });
         }
     }
     ids
+}
+
+/// The `peers` label of a rule: its peers, comma-separated, `*` for any peer.
+fn peers_label(peers: &[Peer]) -> String {
+    if peers.is_empty() {
+        return "*".to_string();
+    }
+    peers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The datapath's form of a `rateLimit` (converted here, once per generation).
+pub fn rate_limit_config(limit: &RateLimit) -> RateLimitConfig {
+    RateLimitConfig::new(
+        limit.packets_per_second.unwrap_or(0),
+        limit.bytes_per_second.unwrap_or(0),
+        limit.burst,
+        limit.per == RateScope::Source,
+    )
+}
+
+/// The rule of the default deny of `identity` in `dir`.
+fn default_deny(id: u32, identity: String, dir: Direction) -> RuleInfo {
+    RuleInfo {
+        id,
+        labels: RuleLabels {
+            service: identity.clone(),
+            peers: "*".to_string(),
+        },
+        rule: RuleRef::DefaultDeny {
+            subject: identity,
+            direction: dir,
+        },
+        rate_limit: None,
+    }
 }
 
 fn next_rule_id(rules: &[RuleInfo]) -> u32 {

@@ -7,8 +7,8 @@ use enforcer_common::{identity, PolicyKey, POLICY_KEY_FIXED_BITS};
 
 use super::decide::{decision_table, Decider, Table, MISS};
 use super::{
-    cidr_selects, next_rule_id, Compiled, IdentityClass, Kind, PolicyEntry, Prefix, RuleIds,
-    RuleInfo,
+    cidr_selects, default_deny, next_rule_id, Compiled, IdentityClass, Kind, PolicyEntry, Prefix,
+    RuleIds,
 };
 use crate::{
     explain::rules_of,
@@ -224,15 +224,7 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
             .entry((name.clone(), dir))
             .or_insert_with(|| {
                 let id = next_rule_id(&out.rules);
-                out.rules.push(RuleInfo {
-                    id,
-                    policy: None,
-                    kind: None,
-                    rule: format!("{name}/{}", dir.as_str()),
-                    verdict: "deny",
-                    service: Some(name),
-                    rate_limit: None,
-                });
+                out.rules.push(default_deny(id, name, dir));
                 id
             })
     }

@@ -338,5 +338,5 @@ fn union_with_flow_policy_and_deny_wins() {
             port: 80,
         },
     );
-    assert_eq!(e.policy.as_deref(), Some("f"));
+    assert_eq!(e.policy_label().as_deref(), Some("f"));
 }

@@ -28,7 +28,7 @@ pub use self::findings::{rank, Check, Finding, Location, Severity};
 use self::sides::RuleKey;
 pub use self::usage::Usage;
 use super::identity::{Identity, View};
-use super::{PolicySet, Rule};
+use super::{PolicyId, PolicySet, Rule, RuleRef};
 
 /// The label marking a crown-jewel service (on its Workloads or Pods): `"true"`.
 pub const SENSITIVE_LABEL: &str = "enforcer.dev/sensitive";
@@ -82,6 +82,19 @@ impl Lint<'_, '_> {
         self.view.policies[policy].display()
     }
 
+    /// The rule's typed identity, as the compiler and the agent name it.
+    pub fn rule_ref(&self, key: RuleKey) -> RuleRef {
+        let p = &self.view.policies[key.policy];
+        RuleRef::Rule {
+            policy: PolicyId {
+                kind: p.kind,
+                key: p.key.clone(),
+            },
+            section: key.section,
+            index: key.index,
+        }
+    }
+
     pub fn rule(&self, key: RuleKey) -> &Rule {
         &super::explain::rules_of(&self.view.policies[key.policy].policy, key.section)[key.index]
     }
@@ -103,10 +116,9 @@ impl Lint<'_, '_> {
         if line > 0 {
             location.line = line;
         }
-        let mut f = Finding::new(check, location, message, fix).on(
-            Some(self.policy_name(key.policy)),
-            Some(format!("{}[{}]", key.section.key(), key.index)),
-        );
+        let rule = self.rule_ref(key);
+        let mut f = Finding::new(check, location, message, fix)
+            .on(Some(rule.policy_label()), Some(rule.rule_label()));
         f.policy_line = policy_line;
         f.sensitive(self.selects_sensitive(key.policy))
     }

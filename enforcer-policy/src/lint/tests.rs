@@ -250,7 +250,11 @@ fn usage_findings() {
     let set = set_of(&format!("{WORKLOADS}{audit}"));
     let usage = |first: u64, packets: u64, last: Option<u64>| Usage {
         rules: BTreeMap::from([(
-            ("a".into(), "ingressDeny[0]".into()),
+            crate::RuleRef::Rule {
+                policy: crate::PolicyId::parse(crate::document::Kind::FlowPolicy, "a"),
+                section: crate::Section::IngressDeny,
+                index: 0,
+            },
             RuleUsage {
                 packets,
                 first_seen: Some(first),

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::super::Mode;
+use super::super::{Mode, RuleRef};
 use super::sides::RuleKey;
 use super::Finding;
-use super::{rule_name, Check, Lint};
+use super::{Check, Lint};
 
 const DAY: u64 = 86_400;
 
@@ -25,10 +25,9 @@ pub struct RuleUsage {
 }
 
 /// What the agent knows about the policy in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// By (policy, `section[index]`).
-    pub rules: BTreeMap<(String, String), RuleUsage>,
+    pub rules: BTreeMap<RuleRef, RuleUsage>,
     /// When each policy was first seen, by name.
     pub policies: BTreeMap<String, u64>,
 }
@@ -58,8 +57,7 @@ pub fn check(lint: &Lint<'_, '_>, usage: &Usage) -> Vec<Finding> {
         }
     }
     for (key, _) in lint.rules() {
-        let id = (lint.policy_name(key.policy), rule_name(&key));
-        let Some(u) = usage.rules.get(&id) else {
+        let Some(u) = usage.rules.get(&lint.rule_ref(key)) else {
             continue;
         };
         out.extend(rule_usage(lint, key, u));

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{Observation, Outcome, Passed};
-use crate::{identity_ref::IdentityRef, Direction, Peer, PortSpec, Protocol};
+use crate::{identity_ref::IdentityRef, Direction, Peer, PortSpec, Protocol, RuleRef};
 
 /// One end of an edge.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -122,12 +122,21 @@ pub struct Edge {
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
     pub status: EdgeStatus,
-    /// `policy rule` of the rules that allowed it.
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    pub allowed_by: BTreeSet<String>,
-    /// `policy rule` of the rules that denied it (or would, in audit mode).
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    pub denied_by: BTreeSet<String>,
+    /// The rules that allowed it (JSON: `policy rule`).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty", serialize_with = "labels")]
+    pub allowed_by: BTreeSet<RuleRef>,
+    /// The rules that denied it, or would in audit mode (JSON: `policy rule`).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty", serialize_with = "labels")]
+    pub denied_by: BTreeSet<RuleRef>,
+}
+
+/// A rule as `policy rule` (`api-ingress ingress[0]`, `default-deny db/ingress`).
+pub fn label(r: &RuleRef) -> String {
+    format!("{} {}", r.policy_label(), r.rule_label())
+}
+
+fn labels<S: serde::Serializer>(rules: &BTreeSet<RuleRef>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(rules.iter().map(label))
 }
 
 impl Edge {
@@ -177,8 +186,8 @@ struct Tally {
     host_only: bool,
     first: u64,
     last: u64,
-    allowed_by: BTreeSet<String>,
-    denied_by: BTreeSet<String>,
+    allowed_by: BTreeSet<RuleRef>,
+    denied_by: BTreeSet<RuleRef>,
 }
 
 impl Tally {

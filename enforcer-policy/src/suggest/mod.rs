@@ -14,9 +14,9 @@ mod tests;
 
 use std::net::IpAddr;
 
-pub use self::inventory::{inventory, Edge, EdgeStatus, Endpoint};
+pub use self::inventory::{inventory, label, Edge, EdgeStatus, Endpoint};
 pub use self::policies::{suggest, Suggestion};
-use crate::{identity_ref::IdentityRef, Direction};
+use crate::{identity_ref::IdentityRef, Direction, RuleRef};
 
 /// One side of an observed flow: its address and what identity the datapath gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,6 @@ pub struct Observation {
     /// The side that judged the packet.
     pub direction: Direction,
     pub outcome: Outcome,
-    /// `policy rule` of the rule that decided, if one did.
-    pub decided_by: Option<String>,
+    /// The rule that decided, if one did.
+    pub decided_by: Option<RuleRef>,
 }

@@ -40,8 +40,16 @@ fn ev(
     }
 }
 
+/// `o` decided by `policy rule` (`db-in ingress[0]`, `default-deny db/ingress`).
 fn by(mut o: Observation, rule: &str) -> Observation {
-    o.decided_by = Some(rule.into());
+    let (policy, rule) = rule.split_once(' ').expect("POLICY RULE");
+    let kind = (policy != crate::rule::DEFAULT_DENY).then_some(crate::document::Kind::FlowPolicy);
+    let fields = crate::rule::RuleFields {
+        policy: policy.into(),
+        rule: rule.into(),
+        kind,
+    };
+    o.decided_by = Some(RuleRef::try_from(fields).expect("rule"));
     o
 }
 
@@ -116,7 +124,7 @@ fn inventory_merges_sides_and_classifies_edges() {
     let e = edge(&edges, "api", "db", "TCP/5432");
     assert_eq!(e.status, EdgeStatus::Allowed);
     assert_eq!(
-        e.allowed_by.iter().collect::<Vec<_>>(),
+        e.allowed_by.iter().map(label).collect::<Vec<_>>(),
         ["db-in ingress[0]"]
     );
     let e = edge(&edges, "api", "world (198.51.100.7)", "UDP/53");
@@ -126,7 +134,7 @@ fn inventory_merges_sides_and_classifies_edges() {
     let e = edge(&edges, "web", "db", "TCP/5432");
     assert_eq!(e.status, EdgeStatus::Denied);
     assert_eq!(
-        e.denied_by.iter().collect::<Vec<_>>(),
+        e.denied_by.iter().map(label).collect::<Vec<_>>(),
         ["default-deny db/ingress"]
     );
     assert_eq!(e.flows, 1);

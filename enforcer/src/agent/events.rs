@@ -123,7 +123,6 @@ pub fn decode(snapshot: &Snapshot, e: &Event) -> FlowEvent {
             .into(),
         verdict: verdict.map_or("unknown", Verdict::as_str).into(),
         reason: reason.into(),
-        policy: rule.map(|r| r.policy_name().to_string()),
         rule: rule.map(|r| r.rule.clone()),
         interface: snapshot
             .attached

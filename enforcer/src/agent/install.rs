@@ -196,7 +196,7 @@ impl Installer {
 /// after it; without this, their series would jump to another rule's count.
 fn rule_counter_moves(old: &[RuleInfo], new: &[RuleInfo]) -> Vec<(u32, Option<u32>)> {
     use std::collections::HashMap;
-    let label = |r: &RuleInfo| (r.policy_name().to_string(), r.rule.clone(), r.verdict);
+    let label = |r: &RuleInfo| r.rule.clone();
     let by_id: HashMap<u32, _> = old.iter().map(|r| (r.id, label(r))).collect();
     let by_label: HashMap<_, u32> = old.iter().map(|r| (label(r), r.id)).collect();
     new.iter()
@@ -247,7 +247,7 @@ spec:
         let id = |c: &Compiled, policy: &str, rule: &str| {
             c.rules
                 .iter()
-                .find(|r| r.policy_name() == policy && r.rule == rule)
+                .find(|r| r.rule.policy_label() == policy && r.rule.rule_label() == rule)
                 .map_or_else(|| panic!("no {policy} {rule}"), |r| r.id)
         };
         let source_of = |policy: &str, rule: &str| {

@@ -105,7 +105,7 @@ impl Owner {
             generation,
             reasons: i.health.reasons(&self.attach_errors, generation),
             rules: if new_rules {
-                Arc::new(rule_rows(&i.compiled.rules, &i.in_force))
+                Arc::new(rule_rows(&i.compiled.rules))
             } else {
                 old.view.rules.clone()
             },

@@ -265,9 +265,8 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
     let rules = rules
         .iter()
         .map(|r| crate::api::RuleCounter {
-            policy: r.policy_name().to_string(),
             rule: r.rule.clone(),
-            verdict: r.verdict.into(),
+            verdict: r.rule.verdict_label().into(),
             packets: counts.get(r.id as usize).copied().unwrap_or(0),
             first_seen: None,
             last_matched: None,

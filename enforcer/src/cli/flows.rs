@@ -24,10 +24,9 @@ fn clock(ms: u64) -> String {
 }
 
 fn line(e: &FlowEvent) -> String {
-    let by = match (&e.policy, &e.rule) {
-        (Some(p), Some(r)) => format!(" by {p} {r}"),
-        _ => String::new(),
-    };
+    let by = e.rule.as_ref().map_or_else(String::new, |r| {
+        format!(" by {} {}", r.policy_label(), r.rule_label())
+    });
     let time = clock(e.time_ms);
     format!(
         "{time} {}:{} ({}) -> {}:{} ({}) {} {} {} {}{by} on {}",

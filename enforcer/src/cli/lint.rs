@@ -133,7 +133,7 @@ fn usage_of(stats: &Stats) -> Usage {
                     first_seen: r.first_seen,
                     last_matched: r.last_matched,
                 };
-                ((r.policy.clone(), r.rule.clone()), u)
+                (r.rule.clone(), u)
             })
             .collect(),
         policies: stats.policies_first_seen.clone(),

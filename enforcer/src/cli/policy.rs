@@ -326,14 +326,12 @@ pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&e)?);
     } else {
         println!("verdict: {}", e.verdict);
-        if let Some(p) = &e.policy {
-            println!("policy:  {p}");
-        }
-        if let Some(k) = &e.kind {
-            println!("kind:    {k}");
-        }
         if let Some(r) = &e.rule {
-            println!("rule:    {r}");
+            if let Some(p) = r.policy() {
+                println!("policy:  {p}");
+                println!("kind:    {}", p.kind);
+            }
+            println!("rule:    {}", r.rule_label());
         }
         println!("reason:  {}", e.reason);
     }

@@ -83,8 +83,8 @@ pub fn stats(socket: &Path, format: Format) -> Result<()> {
         ]);
         for r in s.rules.iter().filter(|r| r.packets > 0) {
             t.row(vec![
-                r.policy.clone(),
-                r.rule.clone(),
+                r.rule.policy_label(),
+                r.rule.rule_label(),
                 r.verdict.clone(),
                 r.packets.to_string(),
             ]);

@@ -17,7 +17,9 @@ use crate::{
     api::{FlowEvent, Request},
     client,
     policy::{
-        suggest::{suggest, Edge, EdgeStatus, Observation, Outcome, Passed, Side, Suggestion},
+        suggest::{
+            label, suggest, Edge, EdgeStatus, Observation, Outcome, Passed, Side, Suggestion,
+        },
         Direction, Document, Mode,
     },
 };
@@ -52,11 +54,7 @@ fn observation(e: &FlowEvent) -> Option<Observation> {
         dport: e.dport,
         direction,
         outcome,
-        decided_by: e
-            .policy
-            .as_ref()
-            .zip(e.rule.as_ref())
-            .map(|(p, r)| format!("{p} {r}")),
+        decided_by: e.rule.clone(),
     })
 }
 
@@ -79,9 +77,9 @@ pub fn table(edges: &[Edge]) -> Table {
     ]);
     for e in edges {
         let rule = match e.status {
-            EdgeStatus::Allowed => e.allowed_by.iter().cloned().collect::<Vec<_>>().join(", "),
+            EdgeStatus::Allowed => e.allowed_by.iter().map(label).collect::<Vec<_>>().join(", "),
             EdgeStatus::Audit | EdgeStatus::Denied => {
-                e.denied_by.iter().cloned().collect::<Vec<_>>().join(", ")
+                e.denied_by.iter().map(label).collect::<Vec<_>>().join(", ")
             }
             EdgeStatus::Shadow => "(no rule: nothing isolates it)".into(),
             EdgeStatus::Host => "(host traffic, always allowed)".into(),
@@ -258,7 +256,6 @@ mod tests {
             direction: what[0].into(),
             verdict: what[1].into(),
             reason: what[2].into(),
-            policy: None,
             rule: None,
             interface: "ep1".into(),
             generation: 1,
@@ -272,12 +269,15 @@ mod tests {
     #[test]
     fn events_become_observations() {
         let mut e = ev(1, WEB, DB, "TCP/5432", "ingress denied default_deny");
-        e.policy = Some("default-deny".into());
-        e.rule = Some("db/ingress".into());
+        e.rule = Some(crate::policy::RuleRef::DefaultDeny {
+            subject: "db".into(),
+            direction: Direction::Ingress,
+        });
         let o = observation(&e).expect("observation");
         assert_eq!(o.outcome, Outcome::Denied);
         assert_eq!(o.direction, Direction::Ingress);
-        assert_eq!(o.decided_by.as_deref(), Some("default-deny db/ingress"));
+        let by = o.decided_by.as_ref().map(crate::policy::suggest::label);
+        assert_eq!(by.as_deref(), Some("default-deny db/ingress"));
         let o = observation(&ev(
             1,
             ("10.0.0.1", "host"),

@@ -1,6 +1,8 @@
 //! Rate limits in the datapath maps (docs/ratelimit.md): the limit of every rate-limited rule is
 //! written to `RATE_LIMITS` with the rest of a policy generation (slotted, so the flip changes
-//! limits atomically); buckets are keyed by rule id and survive updates.
+//! limits atomically); buckets are keyed by rule id and survive updates. The compiler converts
+//! each `rateLimit` to its `RateLimitConfig` ([`Compiled::rate_limits`]): this module only
+//! writes and reads them.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -12,31 +14,11 @@ use enforcer_common::{
 };
 
 use super::{install::check_capacity, map_err, Datapath, Result};
-use crate::policy::{compile::addr_bits, Compiled, RateLimit, RateScope};
-
-/// The datapath configuration of a `rateLimit`.
-pub fn rate_limit_config(limit: &RateLimit) -> RateLimitConfig {
-    RateLimitConfig::new(
-        limit.packets_per_second.unwrap_or(0),
-        limit.bytes_per_second.unwrap_or(0),
-        limit.burst,
-        limit.per == RateScope::Source,
-    )
-}
-
-/// The `RATE_LIMITS` entries of a compiled policy: (rule id, limit) of every rule with a
-/// `rateLimit`. The compiler makes the bucket id of a rate-limited allow rule its rule id.
-pub fn rate_limit_configs(compiled: &Compiled) -> Vec<(u32, RateLimitConfig)> {
-    compiled
-        .rules
-        .iter()
-        .filter_map(|r| r.rate_limit.as_ref().map(|l| (r.id, rate_limit_config(l))))
-        .collect()
-}
+use crate::policy::{compile::addr_bits, Compiled};
 
 /// `Config::flags` bits for the rate limits of `compiled`.
 pub(super) fn config_flags(compiled: &Compiled) -> u32 {
-    if compiled.rules.iter().any(|r| r.rate_limit.is_some()) {
+    if compiled.rate_limits().next().is_some() {
         CONFIG_RATE_LIMITS
     } else {
         0
@@ -66,11 +48,7 @@ pub struct RateLimitStats {
 impl Datapath {
     /// Check that the limits of `compiled` fit `RATE_LIMITS` (before anything is written).
     pub(super) fn check_rate_limits(compiled: &Compiled) -> Result<()> {
-        let n = compiled
-            .rules
-            .iter()
-            .filter(|r| r.rate_limit.is_some())
-            .count();
+        let n = compiled.rate_limits().count();
         check_capacity(names::RATE_LIMITS, n, RATE_LIMIT_CAPACITY)
     }
 
@@ -88,7 +66,7 @@ impl Datapath {
         for k in old {
             let _ = map.remove(&k);
         }
-        for (rule, config) in rate_limit_configs(compiled) {
+        for (rule, config) in compiled.rate_limits() {
             map.insert(RateLimitKey { slot, rule }, config, 0)
                 .map_err(map_err(names::RATE_LIMITS))?;
         }
@@ -98,8 +76,8 @@ impl Datapath {
     /// After the flip: drop the per-rule buckets of rules that no longer have a `per: rule`
     /// limit (per-source buckets age out of their LRU map).
     pub(super) fn prune_rule_buckets(&mut self, compiled: &Compiled) -> Result<()> {
-        let keep: BTreeSet<u32> = rate_limit_configs(compiled)
-            .into_iter()
+        let keep: BTreeSet<u32> = compiled
+            .rate_limits()
             .filter(|(_, c)| !c.per_source())
             .map(|(rule, _)| rule)
             .collect();

@@ -169,9 +169,9 @@ fn register_rules(f: &mut Families, input: &Input<'_>) -> Result<()> {
         info.with_label_values(&[
             &r.policy,
             &r.rule,
-            &r.labels.service,
-            r.labels.direction,
-            &r.labels.peers,
+            &r.service,
+            r.direction,
+            &r.peers,
             rate_limited,
         ])
         .set(1);

@@ -14,30 +14,38 @@ use std::{
 pub use self::collector::{Collector, Source};
 use crate::{
     api::MapUsage,
-    policy::{compile::RuleInfo, Peer, PolicySet, Section},
+    policy::compile::RuleInfo,
 };
 
-/// One rule in force, with every label its metrics carry.
+/// One rule in force, with every label its metrics carry (rendered from the compiler's
+/// [`RuleInfo`] once per install, not per scrape).
 #[derive(Debug, Clone)]
 pub struct RuleRow {
     pub id: u32,
     pub policy: String,
     pub rule: String,
     pub verdict: &'static str,
-    pub labels: RuleLabels,
+    /// The service the rule protects (`*` = every service).
+    pub service: String,
+    /// `ingress` or `egress`.
+    pub direction: &'static str,
+    /// The rule's peers, comma-separated (`*` = any peer).
+    pub peers: String,
     pub rate_limited: bool,
 }
 
-/// The rows of the rules in force (computed once per install, not per scrape).
-pub fn rule_rows(rules: &[RuleInfo], set: &PolicySet) -> Vec<RuleRow> {
+/// The rows of the rules in force.
+pub fn rule_rows(rules: &[RuleInfo]) -> Vec<RuleRow> {
     rules
         .iter()
         .map(|r| RuleRow {
             id: r.id,
-            policy: r.policy_name().to_string(),
-            rule: r.rule.clone(),
-            verdict: r.verdict,
-            labels: rule_info(r, set),
+            policy: r.rule.policy_label(),
+            rule: r.rule.rule_label(),
+            verdict: r.rule.verdict_label(),
+            service: r.labels.service.clone(),
+            direction: r.rule.direction().as_str(),
+            peers: r.labels.peers.clone(),
             rate_limited: r.rate_limit.is_some(),
         })
         .collect()
@@ -112,68 +120,10 @@ impl Metrics {
     }
 }
 
-/// What a rule protects, besides its policy and rule labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleLabels {
-    /// The service the rule protects (`*` = every service).
-    pub service: String,
-    /// `ingress` or `egress`.
-    pub direction: &'static str,
-    /// The rule's peers, comma-separated (`*` = any peer).
-    pub peers: String,
-}
-
-/// Labels of a rule, looked up in the policy set in force.
-pub fn rule_info(r: &RuleInfo, set: &PolicySet) -> RuleLabels {
-    let Some(name) = &r.policy else {
-        // A default deny: its rule is `service/direction`.
-        let (service, direction) = r.rule.rsplit_once('/').unwrap_or((r.rule.as_str(), ""));
-        return RuleLabels {
-            service: r.service.clone().unwrap_or_else(|| service.to_string()),
-            direction: if direction == "egress" {
-                "egress"
-            } else {
-                "ingress"
-            },
-            peers: "*".into(),
-        };
-    };
-    let policy = set.policies.values().find(|p| p.key().to_string() == *name);
-    let rule = policy.and_then(|p| {
-        p.rules()
-            .find(|(section, i, _)| format!("{}[{i}]", section.key()) == r.rule)
-    });
-    let egress = match rule {
-        Some((section, _, _)) => matches!(section, Section::Egress | Section::EgressDeny),
-        None => r.rule.starts_with("egress"),
-    };
-    let direction = if egress { "egress" } else { "ingress" };
-    let peers = rule.map_or_else(String::new, |(_, _, rule)| {
-        if rule.peers.is_empty() {
-            "*".to_string()
-        } else {
-            rule.peers
-                .iter()
-                .map(peer_label)
-                .collect::<Vec<_>>()
-                .join(",")
-        }
-    });
-    RuleLabels {
-        service: policy.map(|p| p.service.clone()).unwrap_or_default(),
-        direction,
-        peers,
-    }
-}
-
-fn peer_label(p: &Peer) -> String {
-    p.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{compile, parse::parse_documents, NodeContext};
+    use crate::policy::{compile, parse::parse_documents, NodeContext, PolicySet};
 
     const POLICY: &str = r"
 apiVersion: enforcer/v1
@@ -206,36 +156,47 @@ spec:
     fn rule_labels_name_service_direction_and_peers() {
         let docs = parse_documents("p.yaml", POLICY).expect("valid");
         let set = PolicySet::from_documents(docs).expect("set");
-        let compiled = compile(&set, &NodeContext::default());
-        let labels: Vec<(String, String, RuleLabels)> = compiled
-            .rules
-            .iter()
-            .map(|r| (r.rule.clone(), r.verdict.to_string(), rule_info(r, &set)))
-            .collect();
+        let rows = rule_rows(&compile(&set, &NodeContext::default()).rules);
         let find = |rule: &str| {
-            labels
-                .iter()
-                .find(|(r, _, _)| r == rule)
-                .map_or_else(|| panic!("no rule {rule} in {labels:?}"), |(_, _, l)| l)
+            rows.iter()
+                .find(|r| r.rule == rule)
+                .unwrap_or_else(|| panic!("no rule {rule} in {rows:?}"))
+        };
+        let labels = |r: &RuleRow| {
+            (
+                r.policy.clone(),
+                r.verdict,
+                r.service.clone(),
+                r.direction,
+                r.peers.clone(),
+                r.rate_limited,
+            )
         };
         assert_eq!(
-            find("ingress[0]"),
-            &RuleLabels {
-                service: "api".into(),
-                direction: "ingress",
-                peers: "web,192.0.2.0/24 except 192.0.2.128/25".into(),
-            }
+            labels(find("ingress[0]")),
+            (
+                "api-ingress".into(),
+                "allow",
+                "api".into(),
+                "ingress",
+                "web,192.0.2.0/24 except 192.0.2.128/25".into(),
+                true
+            )
         );
         assert_eq!(find("ingressDeny[0]").peers, "web");
+        assert_eq!(find("ingressDeny[0]").verdict, "deny");
         assert_eq!(find("egressDeny[0]").direction, "egress");
         assert_eq!(find("egressDeny[0]").peers, "*");
         assert_eq!(
-            find("api/ingress"),
-            &RuleLabels {
-                service: "api".into(),
-                direction: "ingress",
-                peers: "*".into(),
-            }
+            labels(find("api/ingress")),
+            (
+                "default-deny".into(),
+                "deny",
+                "api".into(),
+                "ingress",
+                "*".into(),
+                false
+            )
         );
     }
 

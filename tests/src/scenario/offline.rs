@@ -41,7 +41,9 @@ use std::path::PathBuf;
 use super::model::{Endpoint, Expect, Family, Probe, Scenario};
 use super::parse::parse_scenario;
 use super::report::{Outcome, ProbeResult, Report};
-use enforcer_policy::{explain, Explanation, Flow, NodeContext, PolicySet, RateLimit, Verdict};
+use enforcer_policy::{
+    explain, Explanation, Flow, NodeContext, PolicySet, RateLimit, RuleRef, Section, Verdict,
+};
 
 /// ICMP echo request type (the "port" of an ICMP probe).
 pub const ICMP_ECHO_REQUEST: u16 = 8;
@@ -273,19 +275,16 @@ pub fn binding_rate_limit(
     rate: u64,
     ipv6: bool,
 ) -> Option<RateLimit> {
-    let index: usize = explanation
-        .rule
-        .as_deref()?
-        .strip_prefix("ingress[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()?;
-    let name = explanation.policy.as_deref()?;
-    let policy = set
-        .policies
-        .values()
-        .find(|p| p.key().to_string() == name)?;
-    let limit = policy.ingress.as_ref()?.get(index)?.rate_limit?;
+    let Some(RuleRef::Rule {
+        policy,
+        section: Section::Ingress,
+        index,
+    }) = &explanation.rule
+    else {
+        return None;
+    };
+    let found = set.policies.values().find(|p| p.key() == policy.key)?;
+    let limit = found.ingress.as_ref()?.get(*index)?.rate_limit?;
     // The live runner sends UDP datagrams with 64-byte payloads: 92 IP bytes (112 over IPv6).
     let packet_bytes: u128 = if ipv6 { 112 } else { 92 };
     let packets_bind = limit
