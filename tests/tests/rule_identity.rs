@@ -119,7 +119,10 @@ fn network_policy_rules_are_named_in_events_stats_and_metrics() -> Result<()> {
         section: Section::Ingress,
         index: 0,
     };
-    let from = |src: &'static str| move |e: &FlowEvent| e.src == src && e.dport == 80;
+    // a's ingress side (b's and c's egress are not isolated).
+    let from = |src: &'static str| {
+        move |e: &FlowEvent| e.src == src && e.dport == 80 && e.direction == "ingress"
+    };
     let allowed = wait_event(&agent, from("10.10.31.2"))?.context("no event of b -> a")?;
     ensure!(
         allowed.verdict == "allowed" && allowed.rule.as_ref() == Some(&rule),
