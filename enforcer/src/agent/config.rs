@@ -9,6 +9,11 @@ use std::{
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::node::InterfaceGlobs;
+
+/// The pod interfaces when nothing else is configured.
+const DEFAULT_INTERFACES: &str = "ep*";
+
 /// Everything the agent needs to run. Field names are also the keys of `--config FILE`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -16,7 +21,7 @@ pub struct AgentConfig {
     /// Directory of `*.yaml` policy files (a mounted `ConfigMap`), re-read on change.
     pub policy_dir: Option<PathBuf>,
     /// Comma-separated globs of pod host-side interfaces (e.g. `cali*,lxc*`).
-    pub interfaces: String,
+    pub interfaces: InterfaceGlobs,
     /// The node's uplink (XDP early drop of traffic from other nodes).
     pub uplink: Option<String>,
     pub metrics_addr: SocketAddr,
@@ -40,7 +45,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             policy_dir: None,
-            interfaces: "ep*".into(),
+            interfaces: DEFAULT_INTERFACES.parse().expect("the default glob parses"),
             uplink: None,
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], crate::metrics::DEFAULT_METRICS_PORT)),
             socket: PathBuf::from(crate::api::DEFAULT_SOCKET),
@@ -64,11 +69,7 @@ impl AgentConfig {
 
     /// Whether an interface name is a pod interface.
     pub fn is_pod_interface(&self, name: &str) -> bool {
-        self.interfaces
-            .split(',')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-            .any(|g| crate::node::glob_match(g, name))
+        self.interfaces.matches(name)
     }
 }
 

@@ -6,7 +6,10 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::agent::{self, Agent, AgentConfig};
+use crate::{
+    agent::{self, Agent, AgentConfig},
+    node::InterfaceGlobs,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
@@ -18,7 +21,7 @@ pub struct AgentArgs {
     pub policy_dir: Option<PathBuf>,
     /// Comma-separated globs of the pods' host-side interfaces [default: ep*].
     #[arg(long)]
-    pub interfaces: Option<String>,
+    pub interfaces: Option<InterfaceGlobs>,
     /// The node's uplink interface.
     #[arg(long)]
     pub uplink: Option<String>,

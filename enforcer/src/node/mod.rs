@@ -1,6 +1,7 @@
 //! What the agent reads from the node's network namespace over rtnetlink (the namespace of the
 //! calling thread): interfaces, addresses, host routes, and change events of all three.
 
+mod glob;
 mod netlink;
 
 use std::{
@@ -14,6 +15,8 @@ use netlink_packet_route::{
     link::LinkAttribute,
     route::{RouteAddress, RouteAttribute},
 };
+
+pub use self::glob::{BadGlob, InterfaceGlobs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -36,20 +39,6 @@ pub fn interfaces() -> BTreeMap<String, u32> {
             })
         })
         .collect()
-}
-
-/// Whether `name` matches a shell-style glob (`*` and `?`).
-pub fn glob_match(glob: &str, name: &str) -> bool {
-    fn go(g: &[u8], n: &[u8]) -> bool {
-        match (g.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&g[1..], n) || (!n.is_empty() && go(g, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&g[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&g[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(glob.as_bytes(), name.as_bytes())
 }
 
 /// Every address configured in the current network namespace (rule 1: identity `host`): the
@@ -141,7 +130,7 @@ pub fn watch_changes(
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_match, host_addresses, host_routes, interfaces};
+    use super::{host_addresses, host_routes, interfaces};
 
     /// The dumps parse on the machine running the tests: loopback is there with its address.
     #[test]
@@ -157,13 +146,4 @@ mod tests {
         assert!(!routes.values().any(|dev| dev == "lo"), "{routes:?}");
     }
 
-    #[test]
-    fn globs() {
-        assert!(glob_match("ep*", "ep1234"));
-        assert!(glob_match("ep*", "ep"));
-        assert!(!glob_match("ep*", "eth0"));
-        assert!(glob_match("cali?x*", "cali1xyz"));
-        assert!(glob_match("*", "anything"));
-        assert!(!glob_match("veth", "veth0"));
-    }
 }
