@@ -24,7 +24,10 @@ pub struct Explanation {
 impl Explanation {
     /// The deciding policy's name (`NAME` or `NAMESPACE/NAME`).
     pub fn policy_label(&self) -> Option<String> {
-        self.rule.as_ref().and_then(RuleRef::policy).map(ToString::to_string)
+        self.rule
+            .as_ref()
+            .and_then(RuleRef::policy)
+            .map(ToString::to_string)
     }
 
     /// The deciding rule as `section[index]`, e.g. `ingress[0]`.

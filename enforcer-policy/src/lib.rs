@@ -32,8 +32,8 @@ use std::{collections::BTreeSet, fmt, net::IpAddr};
 pub use compile::{compile, Compiled};
 pub use explain::{explain, Explanation};
 pub use identity_ref::IdentityRef;
-pub use rule::{PolicyId, RuleRef};
 pub use model::*;
+pub use rule::{PolicyId, RuleRef};
 
 /// What the engine must know about the node it runs for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -249,9 +249,17 @@ mod tests {
         ];
         for r in cases {
             let fields = RuleFields::from(&r);
-            assert_eq!(RuleRef::try_from(fields.clone()), Ok(r.clone()), "{fields:?}");
+            assert_eq!(
+                RuleRef::try_from(fields.clone()),
+                Ok(r.clone()),
+                "{fields:?}"
+            );
             let json = serde_json::to_string(&r).expect("json");
-            assert_eq!(serde_json::from_str::<RuleRef>(&json).expect("back"), r, "{json}");
+            assert_eq!(
+                serde_json::from_str::<RuleRef>(&json).expect("back"),
+                r,
+                "{json}"
+            );
         }
         let bad = RuleFields {
             policy: "p".into(),

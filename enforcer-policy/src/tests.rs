@@ -30,9 +30,9 @@ use proptest::{
 use super::{
     compile,
     compile::{PolicyEntry, RuleInfo},
-    rule::RuleRef,
     explain,
     parse::parse_documents,
+    rule::RuleRef,
     simulate::Simulator,
     Compiled, Direction, Document, Explanation, Flow, FlowPolicy, Mode, NodeContext, Peer,
     PolicySet, PortSpec, Protocol, RateLimit, RateScope, Rule, Source, Verdict, Workload,

@@ -77,7 +77,12 @@ pub fn table(edges: &[Edge]) -> Table {
     ]);
     for e in edges {
         let rule = match e.status {
-            EdgeStatus::Allowed => e.allowed_by.iter().map(label).collect::<Vec<_>>().join(", "),
+            EdgeStatus::Allowed => e
+                .allowed_by
+                .iter()
+                .map(label)
+                .collect::<Vec<_>>()
+                .join(", "),
             EdgeStatus::Audit | EdgeStatus::Denied => {
                 e.denied_by.iter().map(label).collect::<Vec<_>>().join(", ")
             }

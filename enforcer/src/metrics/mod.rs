@@ -12,10 +12,7 @@ use std::{
 };
 
 pub use self::collector::{Collector, Source};
-use crate::{
-    api::MapUsage,
-    policy::compile::RuleInfo,
-};
+use crate::{api::MapUsage, policy::compile::RuleInfo};
 
 /// One rule in force, with every label its metrics carry (rendered from the compiler's
 /// [`RuleInfo`] once per install, not per scrape).

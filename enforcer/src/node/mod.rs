@@ -145,5 +145,4 @@ mod tests {
         let routes = host_routes().expect("route dump");
         assert!(!routes.values().any(|dev| dev == "lo"), "{routes:?}");
     }
-
 }
