@@ -162,8 +162,13 @@ fn network_policy_rules_are_named_in_events_stats_and_metrics() -> Result<()> {
         stats.rules
     );
 
-    let (status, scrape) = http_get(topo.node_netns("n1")?, METRICS, "/metrics")?;
-    ensure!(status == 200, "{scrape}");
+    check_metrics(topo.node_netns("n1")?, &default_deny)
+}
+
+/// `/metrics` counts the `NetworkPolicy` rule under its name and labels, and the default deny.
+fn check_metrics(node_ns: &str, default_deny: &RuleRef) -> Result<()> {
+    let (code, scrape) = http_get(node_ns, METRICS, "/metrics")?;
+    ensure!(code == 200, "{scrape}");
     let has = |prefix: &str, labels: &[&str]| {
         scrape
             .lines()
