@@ -127,6 +127,9 @@ abi_enum! {
         NoPolicy = 10 => "no_policy",
         /// Denied: a later IP fragment whose first fragment was not seen passing (or was denied).
         Fragment = 11 => "fragment",
+        /// Denied: an end of the flow is a local pod address the agent has not registered (a
+        /// pod whose identity is not known yet, or is gone): fail closed until it is.
+        UnknownEndpoint = 12 => "unknown_endpoint",
     }
 }
 
@@ -154,11 +157,12 @@ impl Direction {
 
 /// The `reason` label of `enforcer_drops_total` for each drop reason; every other reason is
 /// `other` (see `Reason::drop_label`).
-pub const DROP_LABELS: [&str; 4] = [
+pub const DROP_LABELS: [&str; 5] = [
     POLICY_DENIED,
     Reason::RateLimited.as_str(),
     Reason::Spoofed.as_str(),
     Reason::Malformed.as_str(),
+    Reason::UnknownEndpoint.as_str(),
 ];
 
 /// Drops by a rule or by default deny, as metrics group them.
@@ -170,7 +174,10 @@ impl Reason {
     pub const fn drop_label(self) -> &'static str {
         match self {
             Reason::Policy | Reason::DefaultDeny => POLICY_DENIED,
-            Reason::RateLimited | Reason::Spoofed | Reason::Malformed => self.as_str(),
+            Reason::RateLimited
+            | Reason::Spoofed
+            | Reason::Malformed
+            | Reason::UnknownEndpoint => self.as_str(),
             _ => "other",
         }
     }

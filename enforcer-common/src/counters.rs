@@ -79,7 +79,7 @@ mod tests {
             Direction::ALL.len() * Verdict::ALL.len() * Reason::ALL.len()
         );
         assert_eq!(CounterIndex::decode(COUNTER_ENTRIES), None);
-        // Reasons 12..16 are room in the layout, not codes.
-        assert_eq!(CounterIndex::decode(12), None);
+        // Reasons 13..16 are room in the layout, not codes.
+        assert_eq!(CounterIndex::decode(13), None);
     }
 }

@@ -147,6 +147,9 @@ pub mod identity {
     pub const HOST: u32 = 1;
     /// Any address that is not a workload's nor the node's and matches no CIDR peer.
     pub const WORLD: u32 = 2;
+    /// A local pod address the agent has not registered (inside the node's pod CIDRs, no
+    /// identity yet or any more): every flow from or to it is dropped (`unknown_endpoint`).
+    pub const UNKNOWN: u32 = 3;
     /// First identity the compiler allocates.
     pub const FIRST_DYNAMIC: u32 = 16;
 }

@@ -113,6 +113,13 @@ pub fn decide(cfg: &Config, direction: u8, t: &FlowRef) -> Decision {
     let mut d = Decision::new(Verdict::Allow, Reason::NotIsolated);
     d.src_identity = src.id;
     d.dst_identity = dst.id;
+    if src.id == identity::UNKNOWN || dst.id == identity::UNKNOWN {
+        // A pod the agent has not registered: nothing is allowed to or from it, not even the
+        // node (fail closed until its identity is known).
+        d.verdict = VERDICT_DENY;
+        d.reason = Reason::UnknownEndpoint as u8;
+        return d;
+    }
     if direction == DIR_INGRESS && src.flags & IDF_HOST != 0 {
         // The node itself may always reach its workloads (health checks).
         d.reason = REASON_HOST;

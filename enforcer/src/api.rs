@@ -52,6 +52,42 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
+    /// CNI ADD (`enforcer-cni`): attach to the pod's interface and install its identity before
+    /// answering; an error means the agent cannot enforce on the pod.
+    EndpointAdd(EndpointRequest),
+    /// CNI DEL: forget the registration of `container_id` (unknown ids are not an error).
+    EndpointDel { container_id: String },
+    /// CNI CHECK: the registration of `container_id`, an error when there is none.
+    EndpointCheck { container_id: String },
+}
+
+/// A pod interface to register (CNI ADD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRequest {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// Host-side interfaces the CNI result names (interfaces without a sandbox); the agent takes
+    /// the one that matches its pod interface globs.
+    pub interfaces: Vec<String>,
+    /// The pod's addresses (the CNI result's `ips`).
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The pod's namespace (`K8S_POD_NAMESPACE`; `default` when absent).
+    pub namespace: String,
+    /// The pod's name (`K8S_POD_NAME`): a Pod document's, or a Workload's.
+    pub pod: String,
+}
+
+/// A registered pod interface and the generation that enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    pub container_id: String,
+    pub interface: String,
+    pub ifindex: u32,
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Whether a Pod or Workload document gives the pod its identity (otherwise its traffic is
+    /// dropped as `unknown_endpoint` until one does).
+    pub identified: bool,
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

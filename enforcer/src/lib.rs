@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cni;
 pub mod datapath;
 pub mod kube;
 pub mod metrics;

@@ -39,6 +39,11 @@ pub struct AgentConfig {
     /// How often interfaces, routes and the policy directory are re-checked.
     #[serde(with = "secs")]
     pub resync: Duration,
+    /// This node's pod address ranges (Kubernetes: the node's `spec.podCIDRs`). An address inside
+    /// them is a workload's only once its interface is attached and its endpoint known (a CNI
+    /// registration, or a Workload/Pod address routed to a pod interface); until then every flow
+    /// from or to it is dropped (`unknown_endpoint`). Empty: such addresses are `world`.
+    pub pod_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl Default for AgentConfig {
@@ -54,6 +59,7 @@ impl Default for AgentConfig {
             xdp_pods: false,
             tc_attach: crate::datapath::TcAttach::Auto,
             resync: Duration::from_secs(1),
+            pod_cidrs: Vec::new(),
         }
     }
 }

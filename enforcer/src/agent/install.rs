@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use tracing::{info, warn};
 
 use super::{
+    endpoints::{self, Registry},
     health::Health,
     state::{self, DirSnapshot, Documents, Installed, StateDir},
     Agent,
@@ -33,6 +34,8 @@ pub struct Installer {
     /// Why the agent is not ready, besides attach errors.
     pub health: Health,
     pub state: StateDir,
+    /// Pod interfaces registered by the CNI plugin.
+    pub registry: Registry,
 }
 
 impl Installer {
@@ -55,6 +58,7 @@ impl Installer {
             installed,
             health,
             state,
+            registry: Registry::default(),
         }
     }
 
@@ -76,13 +80,35 @@ impl Installer {
             }
             return Ok(self.dp.config()?.generation);
         }
-        let set = self.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
+        let mut set = self.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
+        let unidentified = self.registry.apply_to(&mut set);
         let host = node::host_addresses()?;
         let routes = node::host_routes()?;
-        let (endpoints, local) = state::local_endpoints(&set, &routes, pod_ifaces);
+        let (mut endpoints, mut local) = state::local_endpoints(&set, &routes, pod_ifaces);
+        let attached: std::collections::BTreeSet<u32> = pod_ifaces.values().copied().collect();
+        for (ifindex, addr) in self.registry.endpoints() {
+            if attached.contains(&ifindex) {
+                endpoints.insert((ifindex, addr));
+                if !unidentified.contains(&addr) {
+                    local.insert(addr);
+                }
+            }
+        }
         let ctx = state::node_context(host, local);
+        let pod_cidrs = &agent.config.pod_cidrs;
+        let compile = |set: &PolicySet, ctx: &NodeContext| {
+            let mut compiled = compile(set, ctx);
+            endpoints::mask_unknown(&mut compiled, pod_cidrs, &ctx.local_addresses, &unidentified);
+            compiled
+        };
         // Compiling is a pure function of these inputs: skip it when nothing changed.
-        let digest = state::digest(&set, &ctx, &endpoints);
+        let mut digest = state::digest(&set, &ctx, &endpoints);
+        if !unidentified.is_empty() {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (digest, &unidentified).hash(&mut h);
+            digest = h.finish();
+        }
         let active = self.dp.config()?;
         if digest == self.installed.digest
             && active.generation == self.installed.generation

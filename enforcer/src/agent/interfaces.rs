@@ -9,13 +9,17 @@ use super::{owner::Owner, pins, view::Role};
 use crate::{datapath::PinLayout, node};
 
 impl Owner {
-    /// The pod interfaces present now: name → ifindex.
+    /// The pod interfaces present now: name → ifindex. With `podCidrs`, only those the programs
+    /// are attached to (a pod address holds its identity only where it is enforced).
     pub(super) fn pod_interfaces(&self) -> HashMap<String, u32> {
         let config = &self.agent.config;
+        let attached_only = !config.pod_cidrs.is_empty();
         node::interfaces()
             .into_iter()
-            .filter(|(name, _)| {
-                config.is_pod_interface(name) && config.uplink.as_deref() != Some(name.as_str())
+            .filter(|(name, ifindex)| {
+                config.is_pod_interface(name)
+                    && config.uplink.as_deref() != Some(name.as_str())
+                    && (!attached_only || self.attached.contains_key(ifindex))
             })
             .collect()
     }
@@ -33,8 +37,16 @@ impl Owner {
         }
     }
 
-    pub(super) fn reconcile_interfaces(&mut self) {
+    /// Attach new interfaces and forget vanished ones (and their registrations); returns
+    /// whether the policy must be installed again: a registration was dropped, or (with
+    /// `podCidrs`) a pod interface was attached, whose addresses get their identity now.
+    pub(super) fn reconcile_interfaces(&mut self) -> bool {
         let present = node::interfaces();
+        let dropped = self.installer.registry.retain_present(&present);
+        for gone in &dropped {
+            info!(container = %gone.container_id, interface = %gone.interface,
+                  "registered pod interface vanished: registration dropped");
+        }
         self.attach_errors
             .retain(|name, _| present.contains_key(name));
         self.check_uplink(&present);
@@ -51,11 +63,14 @@ impl Owner {
                 self.installer.dp.forget_interface(ifindex);
             }
         }
+        let before = self.attached.len();
         for (name, ifindex) in &present {
             if !self.attached.contains_key(ifindex) {
                 self.attach(name, *ifindex);
             }
         }
+        !dropped.is_empty()
+            || (self.attached.len() > before && !self.agent.config.pod_cidrs.is_empty())
     }
 
     fn check_uplink(&mut self, present: &BTreeMap<String, u32>) {
@@ -75,7 +90,7 @@ impl Owner {
     }
 
     /// Attach to `name` if it is the uplink or a pod interface.
-    fn attach(&mut self, name: &str, ifindex: u32) {
+    pub(super) fn attach(&mut self, name: &str, ifindex: u32) {
         let config = &self.agent.config;
         let role = if config.uplink.as_deref() == Some(name) {
             Role::Uplink

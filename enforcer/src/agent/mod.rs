@@ -9,11 +9,13 @@
 
 pub mod caps;
 pub mod config;
+pub mod endpoints;
 pub mod events;
 pub mod health;
 pub mod http;
 mod install;
 mod interfaces;
+mod register;
 pub mod owner;
 pub mod pins;
 pub mod server;

@@ -40,6 +40,21 @@ pub enum Command {
         docs: Vec<Document>,
         reply: oneshot::Sender<Result<u64>>,
     },
+    /// CNI ADD: attach to the pod's interface and install its identity before answering.
+    RegisterEndpoint {
+        endpoint: crate::api::EndpointRequest,
+        reply: oneshot::Sender<Result<crate::api::EndpointStatus>>,
+    },
+    /// CNI CHECK: the registration of a container.
+    CheckEndpoint {
+        container_id: String,
+        reply: oneshot::Sender<Result<crate::api::EndpointStatus>>,
+    },
+    /// CNI DEL: forget the pod's registration (unknown container ids are not an error).
+    UnregisterEndpoint {
+        container_id: String,
+        reply: oneshot::Sender<Result<u64>>,
+    },
 }
 
 /// The agent's mutable state, owned by one thread.
@@ -81,6 +96,17 @@ impl Owner {
             Command::SetClusterDocuments { docs, reply } => {
                 drop(reply.send(self.set_cluster_documents(docs)));
             }
+            Command::RegisterEndpoint { endpoint, reply } => {
+                drop(reply.send(self.register_endpoint(endpoint)));
+            }
+            Command::UnregisterEndpoint {
+                container_id,
+                reply,
+            } => drop(reply.send(self.unregister_endpoint(&container_id))),
+            Command::CheckEndpoint {
+                container_id,
+                reply,
+            } => drop(reply.send(self.check_endpoint(&container_id))),
         }
     }
 
@@ -142,9 +168,11 @@ impl Owner {
             self.reread_policy_dir(&dir);
         }
         let cli = self.installer.docs.cli.clone();
-        let installed = self.install(&cli, false);
+        let mut installed = self.install(&cli, false);
+        if self.reconcile_interfaces() {
+            installed = self.install(&cli, false);
+        }
         self.health().install = installed.as_ref().err().map(|e| format!("{e:#}"));
-        self.reconcile_interfaces();
         self.publish();
         installed.map(|_| ())
     }
@@ -175,7 +203,11 @@ impl Owner {
     }
 
     /// Install `cli` merged with the other documents, with the pod interfaces present now.
-    fn install(&mut self, cli: &crate::policy::PolicySet, from_cli: bool) -> Result<u64> {
+    pub(super) fn install(
+        &mut self,
+        cli: &crate::policy::PolicySet,
+        from_cli: bool,
+    ) -> Result<u64> {
         let pods = self.pod_interfaces();
         self.installer.install(&self.agent, cli, &pods, from_cli)
     }

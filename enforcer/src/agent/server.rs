@@ -11,7 +11,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::Agent;
+use super::{owner::Command, Agent};
 use crate::{
     api::{FlowEvent, Request, Response, Stats},
     policy::{explain, Flow},
@@ -124,6 +124,27 @@ async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response> {
             kind,
             namespace,
         } => Response::ok(agent.delete(&name, kind.as_deref(), namespace).await?),
+        Request::EndpointAdd(endpoint) => Response::ok(
+            agent
+                .ask(|reply| Command::RegisterEndpoint { endpoint, reply })
+                .await?,
+        ),
+        Request::EndpointDel { container_id } => Response::ok(
+            agent
+                .ask(|reply| Command::UnregisterEndpoint {
+                    container_id,
+                    reply,
+                })
+                .await?,
+        ),
+        Request::EndpointCheck { container_id } => Response::ok(
+            agent
+                .ask(|reply| Command::CheckEndpoint {
+                    container_id,
+                    reply,
+                })
+                .await?,
+        ),
         read => tokio::task::spawn_blocking(move || query(&agent, read))
             .await
             .map_err(|e| anyhow!("internal error: {e}"))??,
@@ -133,7 +154,11 @@ async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response> {
 /// A request that only reads.
 fn query(agent: &Agent, request: Request) -> Result<Response> {
     Ok(match request {
-        Request::Apply { .. } | Request::Delete { .. } => bail!("not a query"),
+        Request::Apply { .. }
+        | Request::Delete { .. }
+        | Request::EndpointAdd(_)
+        | Request::EndpointDel { .. }
+        | Request::EndpointCheck { .. } => bail!("not a query"),
         Request::Get { name } => {
             let snapshot = agent.snapshot();
             let docs: Vec<_> = snapshot

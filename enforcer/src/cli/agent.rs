@@ -13,7 +13,7 @@ use crate::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync).
+    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Directory whose YAML files (workloads and flow policies) are desired state, re-read on change.
@@ -40,6 +40,10 @@ pub struct AgentArgs {
     /// How tc programs are attached [default: auto: tcx if the kernel has it, else legacy tc].
     #[arg(long, value_enum, env = "ENFORCER_TC_ATTACH")]
     pub tc_attach: Option<crate::datapath::TcAttach>,
+    /// This node's pod address ranges (comma-separated CIDRs): an address inside them that the
+    /// agent has not registered on an attached pod interface is dropped (`unknown_endpoint`).
+    #[arg(long, value_delimiter = ',')]
+    pub pod_cidrs: Vec<ipnet::IpNet>,
     /// Take pods, namespaces, network policies and flow policies from the Kubernetes API
     /// (in-cluster config unless --kubeconfig), and write the flow policies' status.
     #[arg(long)]
@@ -105,6 +109,9 @@ fn config(args: &AgentArgs, socket: Option<PathBuf>) -> Result<AgentConfig> {
     c.xdp_pods |= args.xdp_pods;
     if let Some(v) = args.tc_attach {
         c.tc_attach = v;
+    }
+    if !args.pod_cidrs.is_empty() {
+        c.pod_cidrs.clone_from(&args.pod_cidrs);
     }
     Ok(c)
 }
