@@ -694,6 +694,34 @@ impl Topology {
         Ok(self.pods.last().expect("just pushed"))
     }
 
+    /// Removes a pod as a runtime does when it is deleted: its namespace goes (and with it both
+    /// ends of its veth and the node's routes through it), and the routes other nodes and
+    /// externals had to it. Its name and addresses can be used again ([`Topology::add_pod`]).
+    pub fn remove_pod(&mut self, name: &str) -> Result<()> {
+        let i = self
+            .pods
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| anyhow!("no pod {name:?}"))?;
+        let pod = self.pods.remove(i);
+        // As the main CNI plugin's DEL does: the host side first (its routes go with it at
+        // once; a namespace's own teardown is asynchronous in the kernel).
+        let node = self.node_ref(&pod.node)?.netns.clone();
+        ip(Some(&node), ["link", "del", &pod.host_ifname])?;
+        netns::delete_netns(&pod.netns).with_context(|| format!("pod {name}"))?;
+        self.namespaces.retain(|ns| *ns != pod.netns);
+        for &a in &pod.addresses {
+            let dst = format!("{a}/{}", plen(a));
+            for other in self.nodes.iter().filter(|n| n.name != pod.node) {
+                ip(Some(&other.netns), ["route", "del", &dst])?;
+            }
+            for ext in &self.externals {
+                ip(Some(&ext.netns), ["route", "del", &dst])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds an external host: a namespace joined to the fabric bridge with fabric addresses
     /// 10.255.0.(100+k)/24 and `fd00:255::(100+k)/64` plus its own `addresses` (/32, /128) on
     /// [`EXTERNAL_IFNAME`]; routes to every pod address via the pod's node (source: the external's own
