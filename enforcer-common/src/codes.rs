@@ -174,10 +174,9 @@ impl Reason {
     pub const fn drop_label(self) -> &'static str {
         match self {
             Reason::Policy | Reason::DefaultDeny => POLICY_DENIED,
-            Reason::RateLimited
-            | Reason::Spoofed
-            | Reason::Malformed
-            | Reason::UnknownEndpoint => self.as_str(),
+            Reason::RateLimited | Reason::Spoofed | Reason::Malformed | Reason::UnknownEndpoint => {
+                self.as_str()
+            }
             _ => "other",
         }
     }

@@ -56,9 +56,13 @@ pub enum Request {
     /// answering; an error means the agent cannot enforce on the pod.
     EndpointAdd(EndpointRequest),
     /// CNI DEL: forget the registration of `container_id` (unknown ids are not an error).
-    EndpointDel { container_id: String },
+    EndpointDel {
+        container_id: String,
+    },
     /// CNI CHECK: the registration of `container_id`, an error when there is none.
-    EndpointCheck { container_id: String },
+    EndpointCheck {
+        container_id: String,
+    },
 }
 
 /// A pod interface to register (CNI ADD).

@@ -33,7 +33,9 @@ pub enum CniError {
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
     /// The agent cannot be reached: the runtime may retry later.
-    #[error("the enforcer agent at {socket} is not reachable, the pod would not be enforced: {why}")]
+    #[error(
+        "the enforcer agent at {socket} is not reachable, the pod would not be enforced: {why}"
+    )]
     AgentUnreachable { socket: PathBuf, why: String },
     /// The agent refused: it cannot enforce on this pod.
     #[error("the enforcer agent refused the pod: {0}")]
@@ -267,7 +269,9 @@ fn call(agent: &impl Agent, socket: &Path, request: &Request) -> Result<Value, C
     }
     agent.call(socket, request).map_err(|e| {
         let why = format!("{e:#}");
-        if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some()) {
+        if e.chain()
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some())
+        {
             CniError::AgentUnreachable {
                 socket: socket.to_path_buf(),
                 why,
@@ -405,7 +409,10 @@ mod tests {
             requests: RefCell::default(),
             answer: || Ok(Value::Null),
         };
-        let conf = CONF.replace(r#""socket": "/""#, r#""socket": "/nonexistent/enforcer.sock""#);
+        let conf = CONF.replace(
+            r#""socket": "/""#,
+            r#""socket": "/nonexistent/enforcer.sock""#,
+        );
         let e = run(&env("ADD"), &conf, &agent).expect_err("down");
         assert_eq!(e.code(), 11);
         let e = run(&env("ADD"), r#"{"cniVersion": "1.0.0"}"#, &agent).expect_err("no prev");

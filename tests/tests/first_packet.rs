@@ -65,7 +65,13 @@ fn cni_bin() -> Result<PathBuf> {
 
 /// Run `enforcer-cni` as a runtime does: `command` in `CNI_COMMAND`, the network configuration
 /// with the previous plugin's result on stdin. Returns (success, stdout).
-fn cni(command: &str, socket: &str, container: &str, host_if: &str, addr: IpAddr) -> Result<(bool, String)> {
+fn cni(
+    command: &str,
+    socket: &str,
+    container: &str,
+    host_if: &str,
+    addr: IpAddr,
+) -> Result<(bool, String)> {
     let conf = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "pods",
@@ -170,13 +176,21 @@ fn a_new_pod_is_enforced_from_its_first_packet_in_200_creations() -> Result<()> 
     for i in 0..tries {
         let addr = IpAddr::from([10, 10, 3, 1 + u8::try_from(i % ADDRESSES)?]);
         let name = format!("b{i}");
-        let host_if = bed.topo.add_pod(&name, "n1", &[addr])?.host_ifname().to_string();
+        let host_if = bed
+            .topo
+            .add_pod(&name, "n1", &[addr])?
+            .host_ifname()
+            .to_string();
         let ns = bed.topo.pod_netns(&name)?.to_string();
         // Before ADD: the pod's address is unknown.
         fire(&ns, denied, 2)?;
         let container = format!("{}-{name}", bed.topo.prefix());
         let (ok, out) = cni("ADD", &bed.socket, &container, &host_if, addr)?;
-        ensure!(ok, "try {i}: CNI ADD failed: {out}\n{}", bed.agent.log_tail());
+        ensure!(
+            ok,
+            "try {i}: CNI ADD failed: {out}\n{}",
+            bed.agent.log_tail()
+        );
         // Right after ADD: the pod's own egress policy denies it.
         fire(&ns, denied, 2)?;
         fired += 4;
@@ -223,7 +237,11 @@ fn cni_add_fails_closed_when_the_agent_cannot_enforce() -> Result<()> {
     }
     let mut bed = start("cni-closed")?;
     let addr: IpAddr = [10, 10, 3, 1].into();
-    let host_if = bed.topo.add_pod("b0", "n1", &[addr])?.host_ifname().to_string();
+    let host_if = bed
+        .topo
+        .add_pod("b0", "n1", &[addr])?
+        .host_ifname()
+        .to_string();
     let container = format!("{}-b0", bed.topo.prefix());
     // An interface the agent does not manage: refused.
     let (ok, out) = cni("ADD", &bed.socket, &container, "lo", addr)?;
@@ -231,7 +249,10 @@ fn cni_add_fails_closed_when_the_agent_cannot_enforce() -> Result<()> {
     // The agent down: refused (try again later), and DEL still completes.
     bed.agent.kill()?;
     let (ok, out) = cni("ADD", &bed.socket, &container, &host_if, addr)?;
-    ensure!(!ok && out.contains("\"code\":11"), "ADD with the agent down: {out}");
+    ensure!(
+        !ok && out.contains("\"code\":11"),
+        "ADD with the agent down: {out}"
+    );
     let (ok, out) = cni("DEL", &bed.socket, &container, &host_if, addr)?;
     ensure!(ok, "DEL with the agent down: {out}");
     let (ok, out) = cni("VERSION", &bed.socket, &container, &host_if, addr)?;

@@ -194,7 +194,10 @@ mod tests {
             identities: vec![
                 (ip("10.10.1.10"), value(16, enforcer_common::IDF_LOCAL)),
                 (ip("10.10.3.1"), value(17, 0)),
-                (ip("10.10.0.1"), value(identity::HOST, enforcer_common::IDF_HOST)),
+                (
+                    ip("10.10.0.1"),
+                    value(identity::HOST, enforcer_common::IDF_HOST),
+                ),
                 (ip("10.20.0.5"), value(18, 0)),
             ],
             cidrs: vec![
@@ -208,9 +211,17 @@ mod tests {
         mask_unknown(&mut c, &[net("10.10.0.0/16")], &local, &unidentified);
         let ids: BTreeMap<IpAddr, u32> = c.identities.iter().map(|(a, v)| (*a, v.id)).collect();
         assert_eq!(ids.get(&ip("10.10.1.10")), Some(&16), "local endpoint");
-        assert_eq!(ids.get(&ip("10.10.3.1")), None, "not attached here: falls to the CIDR");
+        assert_eq!(
+            ids.get(&ip("10.10.3.1")),
+            None,
+            "not attached here: falls to the CIDR"
+        );
         assert_eq!(ids.get(&ip("10.10.0.1")), Some(&identity::HOST));
-        assert_eq!(ids.get(&ip("10.20.0.5")), Some(&18), "outside the pod CIDRs");
+        assert_eq!(
+            ids.get(&ip("10.20.0.5")),
+            Some(&18),
+            "outside the pod CIDRs"
+        );
         assert_eq!(ids.get(&ip("10.10.4.4")), Some(&identity::UNKNOWN));
         let cidrs: BTreeMap<Prefix, u32> = c.cidrs.iter().map(|(p, v)| (*p, v.id)).collect();
         assert_eq!(cidrs[&Prefix::from_net(&net("10.0.0.0/8"))], 20);
@@ -230,7 +241,12 @@ mod tests {
             identities: vec![(ip("10.10.3.1"), value(17, 0))],
             ..Compiled::default()
         };
-        mask_unknown(&mut c, &[], &BTreeSet::new(), &BTreeSet::from([ip("10.10.4.4")]));
+        mask_unknown(
+            &mut c,
+            &[],
+            &BTreeSet::new(),
+            &BTreeSet::from([ip("10.10.4.4")]),
+        );
         assert_eq!(c.identities.len(), 2);
         assert!(c.cidrs.is_empty());
     }

@@ -98,7 +98,12 @@ impl Installer {
         let pod_cidrs = &agent.config.pod_cidrs;
         let compile = |set: &PolicySet, ctx: &NodeContext| {
             let mut compiled = compile(set, ctx);
-            endpoints::mask_unknown(&mut compiled, pod_cidrs, &ctx.local_addresses, &unidentified);
+            endpoints::mask_unknown(
+                &mut compiled,
+                pod_cidrs,
+                &ctx.local_addresses,
+                &unidentified,
+            );
             compiled
         };
         // Compiling is a pure function of these inputs: skip it when nothing changed.

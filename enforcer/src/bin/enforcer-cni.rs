@@ -8,7 +8,10 @@ use enforcer::cni::{self, CniError, Invocation, SocketAgent};
 fn main() -> ExitCode {
     let mut stdin = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut stdin) {
-        return fail(&CniError::InvalidEnvironment(format!("reading stdin: {e}")), "1.0.0");
+        return fail(
+            &CniError::InvalidEnvironment(format!("reading stdin: {e}")),
+            "1.0.0",
+        );
     }
     let version = serde_json::from_str::<cni::NetConf>(&stdin)
         .map_or_else(|_| "1.0.0".to_string(), |c| c.cni_version);
