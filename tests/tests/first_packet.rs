@@ -23,7 +23,7 @@ use enforcer_tests::{
 
 /// The node's pod range: web-0, api-0 and every new pod are inside it.
 const POD_CIDRS: &str = "10.10.0.0/16";
-/// New pods are named `batch` (like a StatefulSet's pod recreated under its name) and take
+/// New pods are named `batch` (like a stateful set's pod recreated under its name) and take
 /// their address from this many, so addresses are recycled.
 const ADDRESSES: u32 = 20;
 

@@ -613,7 +613,13 @@ fn check_scrape(node_ns: &str) -> Result<()> {
         );
     }
     for direction in ["ingress", "egress"] {
-        for reason in ["policy_denied", "rate_limited", "spoofed", "malformed"] {
+        for reason in [
+            "policy_denied",
+            "rate_limited",
+            "spoofed",
+            "malformed",
+            "unknown_endpoint",
+        ] {
             let series =
                 format!(r#"enforcer_drops_total{{direction="{direction}",reason="{reason}"}}"#);
             ensure!(scrape.contains(&series), "no {series}:\n{scrape}");

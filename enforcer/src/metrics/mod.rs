@@ -205,10 +205,17 @@ spec:
         assert_eq!(Reason::RateLimited.drop_label(), "rate_limited");
         assert_eq!(Reason::Spoofed.drop_label(), "spoofed");
         assert_eq!(Reason::Malformed.drop_label(), "malformed");
+        assert_eq!(Reason::UnknownEndpoint.drop_label(), "unknown_endpoint");
         assert_eq!(Reason::NotIsolated.drop_label(), "other");
         assert_eq!(
             DROP_LABELS,
-            ["policy_denied", "rate_limited", "spoofed", "malformed"]
+            [
+                "policy_denied",
+                "rate_limited",
+                "spoofed",
+                "malformed",
+                "unknown_endpoint"
+            ]
         );
     }
 }
