@@ -1,7 +1,12 @@
 //! Installing the policy in force: merge the documents, read the node, compile, write the next
 //! generation (all or nothing) and keep what was installed. Run by the owner only.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::{Hash, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use anyhow::{anyhow, bail, Result};
 use tracing::{info, warn};
@@ -81,39 +86,12 @@ impl Installer {
             return Ok(self.dp.config()?.generation);
         }
         let mut set = self.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
-        let unidentified = self.registry.apply_to(&mut set);
-        let host = node::host_addresses()?;
-        let routes = node::host_routes()?;
-        let (mut endpoints, mut local) = state::local_endpoints(&set, &routes, pod_ifaces);
-        let attached: std::collections::BTreeSet<u32> = pod_ifaces.values().copied().collect();
-        for (ifindex, addr) in self.registry.endpoints() {
-            if attached.contains(&ifindex) {
-                endpoints.insert((ifindex, addr));
-                if !unidentified.contains(&addr) {
-                    local.insert(addr);
-                }
-            }
-        }
-        let ctx = state::node_context(host, local);
-        let pod_cidrs = &agent.config.pod_cidrs;
-        let compile = |set: &PolicySet, ctx: &NodeContext| {
-            let mut compiled = compile(set, ctx);
-            endpoints::mask_unknown(
-                &mut compiled,
-                pod_cidrs,
-                &ctx.local_addresses,
-                &unidentified,
-            );
-            compiled
-        };
+        let inputs = self.node_inputs(&mut set, pod_ifaces)?;
+        let (ctx, endpoints) = (inputs.ctx.clone(), inputs.endpoints.clone());
+        let compile =
+            |set: &PolicySet, ctx: &NodeContext| inputs.compile(set, ctx, &agent.config.pod_cidrs);
         // Compiling is a pure function of these inputs: skip it when nothing changed.
-        let mut digest = state::digest(&set, &ctx, &endpoints);
-        if !unidentified.is_empty() {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (digest, &unidentified).hash(&mut h);
-            digest = h.finish();
-        }
+        let digest = inputs.digest(&set);
         let active = self.dp.config()?;
         if digest == self.installed.digest
             && active.generation == self.installed.generation
@@ -146,6 +124,34 @@ impl Installer {
         }
         self.save_dir_snapshot(agent);
         Ok(generation)
+    }
+
+    /// What compiling depends on besides the documents: the node's addresses and routes, the
+    /// pod interfaces and the CNI registrations (whose addresses join their pod's document in
+    /// `set`).
+    fn node_inputs(
+        &self,
+        set: &mut PolicySet,
+        pod_ifaces: &HashMap<String, u32>,
+    ) -> Result<NodeInputs> {
+        let unidentified = self.registry.apply_to(set);
+        let host = node::host_addresses()?;
+        let routes = node::host_routes()?;
+        let (mut endpoints, mut local) = state::local_endpoints(set, &routes, pod_ifaces);
+        let attached: BTreeSet<u32> = pod_ifaces.values().copied().collect();
+        for (ifindex, addr) in self.registry.endpoints() {
+            if attached.contains(&ifindex) {
+                endpoints.insert((ifindex, addr));
+                if !unidentified.contains(&addr) {
+                    local.insert(addr);
+                }
+            }
+        }
+        Ok(NodeInputs {
+            ctx: state::node_context(host, local),
+            endpoints,
+            unidentified,
+        })
     }
 
     /// Write `compiled` as the next generation (all or nothing), counting the result; the rule
@@ -234,6 +240,38 @@ fn rule_counter_moves(old: &[RuleInfo], new: &[RuleInfo]) -> Vec<(u32, Option<u3
         .filter(|r| by_id.get(&r.id) != Some(&label(r)))
         .map(|r| (r.id, by_label.get(&label(r)).copied()))
         .collect()
+}
+
+/// The node's side of compiling (see `Installer::node_inputs`).
+struct NodeInputs {
+    ctx: NodeContext,
+    endpoints: BTreeSet<(u32, IpAddr)>,
+    /// Registered addresses whose pod is in no document (identity `unknown`).
+    unidentified: BTreeSet<IpAddr>,
+}
+
+impl NodeInputs {
+    /// Compile, then make the addresses the agent cannot enforce on `unknown`.
+    fn compile(&self, set: &PolicySet, ctx: &NodeContext, pod_cidrs: &[ipnet::IpNet]) -> Compiled {
+        let mut compiled = compile(set, ctx);
+        endpoints::mask_unknown(
+            &mut compiled,
+            pod_cidrs,
+            &ctx.local_addresses,
+            &self.unidentified,
+        );
+        compiled
+    }
+
+    fn digest(&self, set: &PolicySet) -> u64 {
+        let digest = state::digest(set, &self.ctx, &self.endpoints);
+        if self.unidentified.is_empty() {
+            return digest;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (digest, &self.unidentified).hash(&mut h);
+        h.finish()
+    }
 }
 
 #[cfg(test)]
