@@ -5,11 +5,12 @@
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use super::model::{
-    Document, FlowPolicy, Mode, Peer, PolicyErrors, PortSpec, Protocol, RateLimit, RateScope, Rule,
-    Workload,
-};
+use super::document::Document;
+use super::errors::PolicyErrors;
+use super::model::{FlowPolicy, Mode, Peer, Rule, Workload};
 use super::parse;
+use super::ports::{PortSpec, Protocol};
+use super::rate_limit::{RateLimit, RateScope};
 use super::yaml::{Ctx, Node, PlainNode};
 
 fn from_node<'de, D, T>(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::document::Kind;
 use super::identity::{Endpoint, Party, PolicyRef, View};
 use super::rule::{BadRule, PolicyId, RuleFields, RuleRef};
-use super::{Direction, Flow, FlowPolicy, Mode, NodeContext, PolicySet, Rule, Section, Verdict};
+use super::{Direction, Flow, Mode, NodeContext, PolicySet, Section, Verdict};
 
 /// A verdict with what decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,7 +219,8 @@ impl<'a> Side<'_, 'a> {
             (Direction::Egress, _) => None,
         };
         policies.iter().find_map(|p| {
-            rules_of(&p.policy, section)
+            p.policy
+                .section(section)
                 .iter()
                 .position(|r| {
                     let ns = p.policy.namespace.as_deref();
@@ -251,15 +252,5 @@ fn decided(allowed: bool, section: Section, (p, index): (&PolicyRef, usize)) -> 
         by_rule: true,
         reason: format!("{verb} by {} of {kind} {}", rule.rule_label(), p.display()),
         rule: Some(rule),
-    }
-}
-
-/// The rules of a section of a policy.
-pub fn rules_of(p: &FlowPolicy, section: Section) -> &[Rule] {
-    match section {
-        Section::Ingress => p.ingress.as_deref().unwrap_or(&[]),
-        Section::Egress => p.egress.as_deref().unwrap_or(&[]),
-        Section::IngressDeny => &p.ingress_deny,
-        Section::EgressDeny => &p.egress_deny,
     }
 }

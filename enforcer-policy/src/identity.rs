@@ -11,10 +11,8 @@ use std::net::IpAddr;
 use super::document::Kind;
 use super::k8s::namespace::implicit_labels;
 use super::labels::Labels;
-use super::model::{
-    resolve_ports, service_of, FlowPolicy, NamedPort, ObjectKey, Peer, ResolvedPorts, Rule,
-    ANY_SERVICE, DEFAULT_NAMESPACE,
-};
+use super::model::{service_of, FlowPolicy, ObjectKey, Peer, Rule, ANY_SERVICE, DEFAULT_NAMESPACE};
+use super::named_port::{resolve_ports, NamedPort, ResolvedPorts};
 use super::{NodeContext, PolicySet};
 
 /// The identity of an endpoint: one per distinct (namespace, labels, named ports), as Cilium

@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod labels;
 pub mod lint;
 pub mod model;
+pub mod named_port;
 pub mod node_de;
 pub mod parse;
 pub mod ports;
@@ -30,10 +31,18 @@ pub mod yaml;
 use std::{collections::BTreeSet, fmt, net::IpAddr};
 
 pub use compile::{compile, Compiled};
+pub use document::*;
+pub use errors::*;
 pub use explain::{explain, Explanation};
 pub use identity_ref::IdentityRef;
+pub use k8s::{Namespace, NetworkPolicy, Pod};
+pub use labels::{LabelSelector, Labels};
 pub use model::*;
+pub use named_port::*;
+pub use ports::*;
+pub use rate_limit::*;
 pub use rule::{PolicyId, RuleRef};
+pub use set::*;
 
 /// What the engine must know about the node it runs for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -17,13 +17,11 @@ use ipnet::IpNet;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-pub use super::document::*;
-pub use super::errors::*;
-pub use super::k8s::{NamedPort, Namespace, NetworkPolicy, Pod};
-pub use super::labels::{LabelSelector, Labels};
-pub use super::ports::*;
-pub use super::rate_limit::*;
-pub use super::set::*;
+use super::errors::Source;
+use super::labels::{LabelSelector, Labels};
+use super::named_port::NamedPort;
+use super::ports::PortSpec;
+use super::rate_limit::RateLimit;
 
 /// The only supported `apiVersion`.
 pub const API_VERSION: &str = "enforcer/v1";
@@ -189,6 +187,16 @@ impl FlowPolicy {
         }
     }
 
+    /// The rules of one section.
+    pub fn section(&self, section: Section) -> &[Rule] {
+        match section {
+            Section::Ingress => self.ingress.as_deref().unwrap_or(&[]),
+            Section::Egress => self.egress.as_deref().unwrap_or(&[]),
+            Section::IngressDeny => &self.ingress_deny,
+            Section::EgressDeny => &self.egress_deny,
+        }
+    }
+
     /// Every rule with its section, in document order.
     pub fn rules(&self) -> impl Iterator<Item = (Section, usize, &Rule)> {
         let sections = [
@@ -346,80 +354,6 @@ impl fmt::Display for Peer {
                     None => Ok(()),
                 }
             }
-        }
-    }
-}
-
-/// A protocol of a port entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-    Sctp,
-    Icmp,
-}
-
-impl Protocol {
-    /// The IP protocol number: 6, 17, 132, and 1 (ICMP) or 58 (`ICMPv6`).
-    pub fn number(self, ipv6: bool) -> u8 {
-        use enforcer_common::Protocol as Ip;
-        let ip = match self {
-            Protocol::Tcp => Ip::Tcp,
-            Protocol::Udp => Ip::Udp,
-            Protocol::Sctp => Ip::Sctp,
-            Protocol::Icmp if ipv6 => Ip::Icmpv6,
-            Protocol::Icmp => Ip::Icmp,
-        };
-        ip as u8
-    }
-
-    /// The protocol of an IP protocol number (1 and 58 are both ICMP).
-    pub fn from_number(number: u8) -> Option<Protocol> {
-        use enforcer_common::Protocol as Ip;
-        match Ip::from_u8(number)? {
-            Ip::Tcp => Some(Protocol::Tcp),
-            Ip::Udp => Some(Protocol::Udp),
-            Ip::Sctp => Some(Protocol::Sctp),
-            Ip::Icmp | Ip::Icmpv6 => Some(Protocol::Icmp),
-        }
-    }
-
-    /// Whether the protocol has ports (everything but ICMP).
-    pub fn has_ports(self) -> bool {
-        self != Protocol::Icmp
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-            Protocol::Icmp => "ICMP",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Protocol {
-    type Err = String;
-
-    /// TCP, UDP, SCTP or ICMP, case-insensitively.
-    fn from_str(s: &str) -> Result<Protocol, String> {
-        match s.to_ascii_uppercase().as_str() {
-            "TCP" => Ok(Protocol::Tcp),
-            "UDP" => Ok(Protocol::Udp),
-            "SCTP" => Ok(Protocol::Sctp),
-            "ICMP" => Ok(Protocol::Icmp),
-            _ => Err(format!(
-                "unknown protocol {s:?}: expected TCP, UDP, SCTP or ICMP"
-            )),
         }
     }
 }

@@ -9,14 +9,15 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use super::document::Document;
+use super::errors::{PolicyErrors, Source};
 use super::k8s;
 use super::labels::{check_labels, check_name, LabelSelector, Labels};
-use super::model::{
-    Document, FlowPolicy, Mode, NamedPort, ObjectKey, Peer, PolicyErrors, PortName, PortSpec,
-    Protocol, RateLimit, RateScope, Rule, Section, Source, Workload, ANY_SERVICE, API_VERSION,
-    DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD,
-};
-use super::node_de::from_node;
+use super::model::{FlowPolicy, Mode, ObjectKey, Peer, Rule, Section, Workload, ANY_SERVICE, API_VERSION, DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD};
+use super::named_port::NamedPort;
+use super::node_de::{from_node, DeError};
+use super::ports::{PortName, PortSpec, Protocol};
+use super::rate_limit::{RateLimit, RateScope};
 use super::yaml::{self, Ctx, MapReader, Node, Pos, Value};
 
 /// Parses a multi-document YAML text (`---` separated; empty documents are skipped).
@@ -120,7 +121,7 @@ pub fn read_document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
         (api_version, node.get("kind").map(|n| &n.value))
     {
         if k8s::is_kubernetes(v, k) {
-            return k8s::read(ctx, node, k);
+            return read_kubernetes(ctx, node, k);
         }
     }
     let errors_before = ctx.errors.len();
@@ -295,7 +296,7 @@ pub fn read_named_ports(ctx: &mut Ctx, map: &MapReader, key: &str) -> Option<Vec
             }
             Ok(p) => ports.push(p),
             Err(e) => {
-                k8s::report(ctx, item, &what, &e);
+                report(ctx, item, &what, &e);
                 ok = false;
             }
         }
@@ -634,7 +635,7 @@ pub fn read_selector(ctx: &mut Ctx, node: &Node, path: &str) -> Option<LabelSele
     match from_node::<LabelSelector>(node) {
         Ok(s) => Some(s),
         Err(e) => {
-            k8s::report(ctx, node, path, &e);
+            report(ctx, node, path, &e);
             None
         }
     }
@@ -826,10 +827,42 @@ pub fn read_rate_limit(
     })
 }
 
+/// Records a deserialization error at its node (or at `fallback`).
+fn report(ctx: &mut Ctx, fallback: &Node, what: &str, e: &DeError) {
+    let pos = e.pos.unwrap_or(fallback.pos);
+    ctx.error(pos, format!("{what}: {}", e.message));
+}
+
+/// Reads one Kubernetes object (not a `List`: see [`read_documents`]).
+fn read_kubernetes(ctx: &mut Ctx, node: &Node, kind: &str) -> Option<Document> {
+    let source = Source {
+        file: ctx.file.to_string(),
+        line: node.pos.line,
+    };
+    let result = match kind {
+        k8s::KIND_NAMESPACE => {
+            from_node(node).map(|n| Document::Namespace(k8s::Namespace::from_raw(n, source)))
+        }
+        k8s::KIND_POD => from_node(node).map(|p| Document::Pod(k8s::Pod::from_raw(p, source))),
+        k8s::KIND_NETWORK_POLICY => from_node(node)
+            .map(|p| Document::NetworkPolicy(k8s::NetworkPolicy::from_raw(p, source))),
+        _ => {
+            ctx.error(node.pos, format!("{kind} is not a single document"));
+            return None;
+        }
+    };
+    match result {
+        Ok(doc) => Some(doc),
+        Err(e) => {
+            report(ctx, node, kind, &e);
+            None
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ApplyOutcome, PolicySet};
+    use crate::set::{ApplyOutcome, PolicySet};
 
     const EXAMPLE: &str = r#"apiVersion: enforcer/v1
 kind: Workload                 # one pod: its addresses and its service identity
@@ -1666,9 +1699,9 @@ spec:
         assert_eq!(Protocol::Sctp.number(false), 132);
         assert_eq!(Protocol::Icmp.number(false), 1);
         assert_eq!(Protocol::Icmp.number(true), 58);
-        let e = crate::model::PolicyError::new("f.yaml", 3, 0, "bad");
+        let e = crate::errors::PolicyError::new("f.yaml", 3, 0, "bad");
         assert_eq!(e.to_string(), "f.yaml:3: bad");
-        let e = crate::model::PolicyError::new("f.yaml", 3, 7, "bad");
+        let e = crate::errors::PolicyError::new("f.yaml", 3, 7, "bad");
         assert_eq!(e.to_string(), "f.yaml:3:7: bad");
     }
 }

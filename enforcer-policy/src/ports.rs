@@ -7,8 +7,6 @@ use std::str::FromStr;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use super::model::{NamedPort, Protocol};
-
 /// A port entry: a protocol and a port, a named port (`name`), a range of ports (`endPort`) or
 /// every port (`port` and `name` omitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,50 +123,76 @@ impl Serialize for PortName {
     }
 }
 
-/// A rule's ports once named ports are resolved on the destination.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ResolvedPorts {
-    /// `ports` omitted or empty: every protocol and port.
-    All,
-    /// These numeric entries (none left: the rule matches nothing).
-    Only(Vec<PortSpec>),
+/// A protocol of a port entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+    Icmp,
 }
 
-impl ResolvedPorts {
-    /// Whether protocol number `protocol` and `port` match.
-    pub fn matches(&self, protocol: u8, port: u16) -> bool {
-        match self {
-            ResolvedPorts::All => true,
-            ResolvedPorts::Only(specs) => {
-                !specs.is_empty() && super::ports_match(specs, protocol, port)
-            }
+impl Protocol {
+    /// The IP protocol number: 6, 17, 132, and 1 (ICMP) or 58 (`ICMPv6`).
+    pub fn number(self, ipv6: bool) -> u8 {
+        use enforcer_common::Protocol as Ip;
+        let ip = match self {
+            Protocol::Tcp => Ip::Tcp,
+            Protocol::Udp => Ip::Udp,
+            Protocol::Sctp => Ip::Sctp,
+            Protocol::Icmp if ipv6 => Ip::Icmpv6,
+            Protocol::Icmp => Ip::Icmp,
+        };
+        ip as u8
+    }
+
+    /// The protocol of an IP protocol number (1 and 58 are both ICMP).
+    pub fn from_number(number: u8) -> Option<Protocol> {
+        use enforcer_common::Protocol as Ip;
+        match Ip::from_u8(number)? {
+            Ip::Tcp => Some(Protocol::Tcp),
+            Ip::Udp => Some(Protocol::Udp),
+            Ip::Sctp => Some(Protocol::Sctp),
+            Ip::Icmp | Ip::Icmpv6 => Some(Protocol::Icmp),
         }
     }
 
-    /// The numeric entries (none for `All`).
-    pub fn specs(&self) -> &[PortSpec] {
+    /// Whether the protocol has ports (everything but ICMP).
+    pub fn has_ports(self) -> bool {
+        self != Protocol::Icmp
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            ResolvedPorts::All => &[],
-            ResolvedPorts::Only(specs) => specs,
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+            Protocol::Icmp => "ICMP",
         }
     }
 }
 
-/// Resolves a rule's ports for a destination with named ports `dst_ports` (`None`: the
-/// destination is not a workload, so a named port matches nothing).
-pub fn resolve_ports(ports: &[PortSpec], dst_ports: Option<&[NamedPort]>) -> ResolvedPorts {
-    if ports.is_empty() {
-        return ResolvedPorts::All;
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
-    let specs = ports
-        .iter()
-        .filter_map(|spec| match spec.name {
-            None => Some(*spec),
-            Some(name) => dst_ports?
-                .iter()
-                .find(|p| p.name == name.as_str() && p.protocol == spec.protocol)
-                .map(|p| PortSpec::numeric(spec.protocol, Some(p.port), None)),
-        })
-        .collect();
-    ResolvedPorts::Only(specs)
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    /// TCP, UDP, SCTP or ICMP, case-insensitively.
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            "ICMP" => Ok(Protocol::Icmp),
+            _ => Err(format!(
+                "unknown protocol {s:?}: expected TCP, UDP, SCTP or ICMP"
+            )),
+        }
+    }
 }

@@ -14,10 +14,9 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::document::{Document, Kind};
-use super::model::{
-    FlowPolicy, Namespace, NetworkPolicy, ObjectKey, Peer, Pod, PolicyError, PolicyErrors, Source,
-    Warning, Workload, ANY_SERVICE, DEFAULT_NAMESPACE,
-};
+use super::errors::{PolicyError, PolicyErrors, Source, Warning};
+use super::k8s::{Namespace, NetworkPolicy, Pod};
+use super::model::{FlowPolicy, ObjectKey, Peer, Workload, ANY_SERVICE, DEFAULT_NAMESPACE};
 
 /// What `apply` did with one document (kubectl wording).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

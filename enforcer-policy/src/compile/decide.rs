@@ -8,7 +8,7 @@ use enforcer_common::{
     REASON_NOT_ISOLATED, REASON_POLICY, VERDICT_ALLOW, VERDICT_DENY,
 };
 
-use super::super::model::ResolvedPorts;
+use super::super::named_port::ResolvedPorts;
 
 /// Protocols whose ports (or ICMP types) the trie distinguishes; any other protocol is decided
 /// by the rules without ports.

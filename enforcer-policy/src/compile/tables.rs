@@ -11,9 +11,9 @@ use super::{
     RuleIds,
 };
 use crate::{
-    explain::rules_of,
     identity::{Identity, View},
-    model::{resolve_ports, NamedPort, PortName, PortSpec, Protocol, ResolvedPorts},
+    named_port::{resolve_ports, NamedPort, ResolvedPorts},
+    ports::{PortName, PortSpec, Protocol},
     Direction, Mode, Peer, ANY_SERVICE,
 };
 
@@ -179,7 +179,7 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
             let mut rules: Vec<RuleRef> = Vec::new();
             for (index, p) in &refs {
                 for section in [dir.deny_section(), dir.allow_section()] {
-                    for (i, rule) in rules_of(&p.policy, section).iter().enumerate() {
+                    for (i, rule) in p.policy.section(section).iter().enumerate() {
                         let late =
                             dir == Direction::Egress && rule.ports.iter().any(|s| s.name.is_some());
                         // Ingress: the destination is the subject; egress without names: none.

@@ -6,11 +6,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::super::errors::Source;
 use super::super::labels::LabelSelector;
-use super::super::model::{
-    FlowPolicy, Mode, ObjectKey, Peer, PortName, PortSpec, Rule, ANY_SERVICE,
-};
+use super::super::model::{FlowPolicy, Mode, ObjectKey, Peer, Rule, ANY_SERVICE};
+use super::super::named_port::kube_protocol;
+use super::super::ports::{PortName, PortSpec};
 use super::meta::ObjectMeta;
-use super::pod::kube_protocol;
 use super::{KIND_NETWORK_POLICY, NETWORKING_V1};
 
 /// A `NetworkPolicy`.

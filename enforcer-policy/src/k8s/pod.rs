@@ -6,83 +6,10 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::super::errors::Source;
 use super::super::labels::Labels;
-use super::super::model::{ObjectKey, PortName, Protocol};
+use super::super::model::ObjectKey;
+use super::super::named_port::{ContainerPort, NamedPort};
 use super::meta::ObjectMeta;
 use super::{CORE_V1, KIND_POD};
-
-/// A named container port: what a policy's `port: NAME` resolves to on this pod.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", try_from = "RawPort")]
-pub struct NamedPort {
-    pub name: String,
-    #[serde(rename = "containerPort")]
-    pub port: u16,
-    pub protocol: Protocol,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawPort {
-    #[serde(default)]
-    name: Option<String>,
-    container_port: u16,
-    #[serde(default)]
-    protocol: Option<String>,
-}
-
-/// A container port, named or not (unnamed ones are read and dropped).
-struct ContainerPort(Option<NamedPort>);
-
-impl TryFrom<RawPort> for ContainerPort {
-    type Error = String;
-
-    fn try_from(raw: RawPort) -> Result<ContainerPort, String> {
-        if raw.container_port == 0 {
-            return Err("containerPort 0 out of range (1-65535)".into());
-        }
-        let protocol = kube_protocol(raw.protocol.as_deref())?;
-        let Some(name) = raw.name else {
-            return Ok(ContainerPort(None));
-        };
-        name.parse::<PortName>()?;
-        Ok(ContainerPort(Some(NamedPort {
-            name,
-            port: raw.container_port,
-            protocol,
-        })))
-    }
-}
-
-impl TryFrom<RawPort> for NamedPort {
-    type Error = String;
-
-    fn try_from(raw: RawPort) -> Result<NamedPort, String> {
-        if raw.name.is_none() {
-            return Err("a named port needs `name`".into());
-        }
-        ContainerPort::try_from(raw)?
-            .0
-            .ok_or_else(|| "a named port needs `name`".into())
-    }
-}
-
-impl<'de> Deserialize<'de> for ContainerPort {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ContainerPort, D::Error> {
-        ContainerPort::try_from(RawPort::deserialize(d)?).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A Kubernetes protocol: `TCP` (default), `UDP` or `SCTP`, exactly.
-pub fn kube_protocol(text: Option<&str>) -> Result<Protocol, String> {
-    match text {
-        None | Some("TCP") => Ok(Protocol::Tcp),
-        Some("UDP") => Ok(Protocol::Udp),
-        Some("SCTP") => Ok(Protocol::Sctp),
-        Some(other) => Err(format!(
-            "unsupported protocol {other:?}: expected TCP, UDP or SCTP"
-        )),
-    }
-}
 
 /// A pod as the engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

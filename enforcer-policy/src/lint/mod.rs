@@ -96,7 +96,7 @@ impl Lint<'_, '_> {
     }
 
     pub fn rule(&self, key: RuleKey) -> &Rule {
-        &super::explain::rules_of(&self.view.policies[key.policy].policy, key.section)[key.index]
+        &self.view.policies[key.policy].policy.section(key.section)[key.index]
     }
 
     /// Where a policy is.

@@ -7,9 +7,8 @@ use enforcer_common::Protocol as Ip;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-use super::super::explain::rules_of;
 use super::super::identity::{resolved, Endpoint, Party, View};
-use super::super::model::NamedPort;
+use super::super::named_port::NamedPort;
 use super::super::{Direction, Mode, Peer, Rule, Section};
 use super::classes::{Classes, PeerClass};
 
@@ -172,7 +171,7 @@ fn side_rules<'p>(
             isolated = (isolated.0 || !audit, true);
         }
         for section in [dir.deny_section(), dir.allow_section()] {
-            for (index, rule) in rules_of(policy, section).iter().enumerate() {
+            for (index, rule) in policy.section(section).iter().enumerate() {
                 rules.push(SideRule {
                     cand: Cand {
                         key: RuleKey {

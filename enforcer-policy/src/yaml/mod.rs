@@ -19,7 +19,7 @@ use serde_saphyr::Spanned;
 use serde_saphyr::{DefaultMessageFormatter, Error as YamlError, Location, MessageFormatter};
 
 pub use self::read::{describe, unknown_field, Ctx, MapReader};
-use super::model::{PolicyError, PolicyErrors};
+use super::errors::{PolicyError, PolicyErrors};
 
 /// A position in a file: 1-based line and column (0 when unknown, e.g. for JSON input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

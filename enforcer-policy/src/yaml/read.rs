@@ -2,7 +2,7 @@
 //! of the offending node, [`MapReader`] reads the fields of one mapping.
 
 use super::{Key, Node, Pos, Value};
-use crate::model::{PolicyError, PolicyErrors};
+use crate::errors::{PolicyError, PolicyErrors};
 
 /// Collects errors while reading a tree; every error carries the file and the node's position.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use enforcer::policy::{compile, model::Document, parse::parse_documents};
+use enforcer::policy::{compile, parse::parse_documents, Document};
 use enforcer_common::programs;
 use enforcer_tests::frames::Frame;
 

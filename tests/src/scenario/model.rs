@@ -8,10 +8,10 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use enforcer_policy::labels::Labels;
-use enforcer_policy::model::{
+use enforcer_policy::set::Selector;
+use enforcer_policy::{
     Document, NamedPort, Namespace, Protocol, Source, Workload, DEFAULT_NAMESPACE,
 };
-use enforcer_policy::set::Selector;
 
 /// The name that stands for the node's own addresses in probes.
 pub const HOST: &str = "host";

@@ -18,7 +18,7 @@ use std::fmt;
 use std::io::Write;
 
 use super::model::{Expect, Family, Probe};
-use enforcer_policy::model::Protocol;
+use enforcer_policy::Protocol;
 
 /// What a probe observed (live) or computed (offline).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use enforcer_policy::model::DEFAULT_NAMESPACE;
 use enforcer_policy::parse::{read_addresses, read_name, read_named_ports};
 use enforcer_policy::yaml::{Ctx, MapReader, Node, Pos, Value};
+use enforcer_policy::DEFAULT_NAMESPACE;
 
 use super::read_labels;
 use crate::scenario::model::{External, ScenarioWorkload, HOST};

@@ -10,9 +10,9 @@ mod steps;
 mod tests;
 
 use enforcer_policy::labels::{check_labels, Labels};
-use enforcer_policy::model::{Namespace, PolicyError, PolicyErrors, Source};
 use enforcer_policy::parse::read_name;
 use enforcer_policy::yaml::{self, Ctx, MapReader, Node};
+use enforcer_policy::{Namespace, PolicyError, PolicyErrors, Source};
 
 use super::model::Scenario;
 use endpoints::{read_externals, read_workloads, Claims};

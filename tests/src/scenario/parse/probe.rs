@@ -2,8 +2,8 @@
 
 use std::str::FromStr;
 
-use enforcer_policy::model::Protocol;
 use enforcer_policy::yaml::{Ctx, MapReader, Node, Pos};
+use enforcer_policy::Protocol;
 
 use crate::scenario::model::{Endpoint, Expect, Family, Probe, Scenario, ScenarioWorkload, HOST};
 

@@ -1,6 +1,6 @@
 //! Scenario-file parsing: the documented example, defaults and every rejection.
 
-use enforcer_policy::model::{Document, Mode, PolicyErrors, Protocol};
+use enforcer_policy::{Document, Mode, PolicyErrors, Protocol};
 
 use super::*;
 use crate::scenario::model::{Endpoint, Expect, Family, HOST};
