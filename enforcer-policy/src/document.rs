@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::errors::Source;
 use super::k8s::{Namespace, NetworkPolicy, Pod};
 use super::k8s::{KIND_NAMESPACE, KIND_NETWORK_POLICY, KIND_POD};
-use super::model::{FlowPolicy, Mode, ObjectKey, Peer, Rule, Section, Workload, API_VERSION, DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD};
+use super::model::{
+    FlowPolicy, Mode, ObjectKey, Peer, Rule, Section, Workload, API_VERSION, DEFAULT_NAMESPACE,
+    KIND_FLOW_POLICY, KIND_WORKLOAD,
+};
 use super::named_port::NamedPort;
 use super::ports::PortSpec;
 use super::rate_limit::RateLimit;

@@ -13,7 +13,10 @@ use super::document::Document;
 use super::errors::{PolicyErrors, Source};
 use super::k8s;
 use super::labels::{check_labels, check_name, LabelSelector, Labels};
-use super::model::{FlowPolicy, Mode, ObjectKey, Peer, Rule, Section, Workload, ANY_SERVICE, API_VERSION, DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD};
+use super::model::{
+    FlowPolicy, Mode, ObjectKey, Peer, Rule, Section, Workload, ANY_SERVICE, API_VERSION,
+    DEFAULT_NAMESPACE, KIND_FLOW_POLICY, KIND_WORKLOAD,
+};
 use super::named_port::NamedPort;
 use super::node_de::{from_node, DeError};
 use super::ports::{PortName, PortSpec, Protocol};
