@@ -22,10 +22,12 @@ use enforcer_common::{maps::names, programs, Config, LAYOUT_VERSION};
 mod attach;
 mod batch;
 mod counters;
+mod forget;
 mod install;
 mod ratelimit;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
 pub use counters::{CounterReader, PacketCounts};
+pub use forget::Forgotten;
 pub use ratelimit::RateLimitStats;
 
 /// The eBPF object, built by `build.rs`.

@@ -28,7 +28,8 @@ const POD_CIDRS: &str = "10.10.0.0/16";
 const ADDRESSES: u32 = 20;
 
 /// web-0 and api-0 as Workloads; `batch` as a v1 Pod with no IP yet (the API server's view of a
-/// pod being created); batch may only reach web on TCP 8080.
+/// pod being created); batch may only reach web on TCP 8080, which admits it with a per-source
+/// rate limit (so each pod leaves a bucket behind to forget).
 const POLICY: &str = r"
 apiVersion: enforcer/v1
 kind: Workload
@@ -48,6 +49,16 @@ metadata:
   labels: {app.kubernetes.io/name: batch}
 spec:
   containers: [{name: c, image: busybox}]
+---
+apiVersion: enforcer/v1
+kind: FlowPolicy
+metadata: {name: web-ingress}
+spec:
+  service: web
+  ingress:
+    - from: [{service: batch}]
+      ports: [{protocol: TCP, port: 8080}]
+      rateLimit: {packetsPerSecond: 10000, burst: 1000, per: source}
 ---
 apiVersion: enforcer/v1
 kind: FlowPolicy
@@ -125,15 +136,66 @@ fn fire(ns: &str, dst: SocketAddr, n: usize) -> Result<()> {
     })
 }
 
-/// Drops counted with `reason` (both directions).
+/// Drops counted with `reason` (both directions), read from the raw `stats` answer.
 fn drops(agent: &AgentProcess, reason: &str) -> Result<u64> {
-    Ok(agent
-        .stats()?
-        .packets
+    let stats = agent.call(&enforcer::api::Request::Stats)?;
+    let packets = stats["packets"].as_array().context("stats: no packets")?;
+    Ok(packets
         .iter()
-        .filter(|c| c.verdict == "denied" && c.reason == reason)
-        .map(|c| c.packets)
+        .filter(|c| c["verdict"] == "denied" && c["reason"] == reason)
+        .filter_map(|c| c["packets"].as_u64())
         .sum())
+}
+
+/// Entries of the churned pods' addresses (10.10.3.0/24) left in the pinned maps: conntrack
+/// flows, per-source buckets, endpoints, and exact identities other than `unknown`.
+fn stale_entries(agent: &AgentProcess) -> Result<Vec<String>> {
+    use aya::maps::{HashMap, Map, MapData};
+    use enforcer_common::{
+        identity, ratelimit::BucketKey, Addr, CtKey, CtValue, EndpointKey, IdentityKey,
+        IdentityValue, RateBucket, LAYOUT_VERSION,
+    };
+    let dir = agent.bpffs.join(format!("v{LAYOUT_VERSION}")).join("maps");
+    let open = |name: &str| -> Result<Map> {
+        Ok(Map::HashMap(
+            MapData::from_pin(dir.join(name)).with_context(|| name.to_string())?,
+        ))
+    };
+    let churned = |a: &Addr| {
+        a[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] && a[12..15] == [10, 10, 3]
+    };
+    let mut stale = Vec::new();
+    let ct = HashMap::<_, CtKey, CtValue>::try_from(open("CONNTRACK")?)?;
+    stale.extend(
+        ct.keys()
+            .filter_map(Result::ok)
+            .filter(|k| churned(&k.a) || churned(&k.b))
+            .map(|k| format!("CONNTRACK {k:?}")),
+    );
+    let buckets = HashMap::<_, BucketKey, RateBucket>::try_from(open("RATE_BUCKETS")?)?;
+    stale.extend(
+        buckets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| churned(&k.addr))
+            .map(|k| format!("RATE_BUCKETS {k:?}")),
+    );
+    let endpoints = HashMap::<_, EndpointKey, u32>::try_from(open("ENDPOINTS")?)?;
+    stale.extend(
+        endpoints
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| churned(&k.addr))
+            .map(|k| format!("ENDPOINTS {k:?}")),
+    );
+    let ids = HashMap::<_, IdentityKey, IdentityValue>::try_from(open("IDENTITIES")?)?;
+    stale.extend(
+        ids.iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| churned(&k.addr) && v.id != identity::UNKNOWN)
+            .map(|(k, v)| format!("IDENTITIES {k:?} -> {v:?}")),
+    );
+    Ok(stale)
 }
 
 struct Bed {
@@ -223,6 +285,13 @@ fn a_new_pod_is_enforced_from_its_first_packet_in_200_creations() -> Result<()> 
     ensure!(
         unknown + policy >= fired,
         "every fired datagram must be counted as dropped ({fired} fired, {unknown} unknown_endpoint, {policy} policy)"
+    );
+    let stale = stale_entries(&bed.agent)?;
+    ensure!(
+        stale.is_empty(),
+        "deleted pods left {} entries behind, e.g. {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
     );
     // The api server is alive: web's flow to it is not isolated.
     let web_to_api = enforcer_tests::probe_udp(&web_ns, denied, &opts)?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracing::{info, warn};
 
-use super::{owner::Owner, pins, view::Role};
+use super::{endpoints::Registration, owner::Owner, pins, view::Role};
 use crate::{datapath::PinLayout, node};
 
 impl Owner {
@@ -38,9 +38,10 @@ impl Owner {
     }
 
     /// Attach new interfaces and forget vanished ones (and their registrations); returns
-    /// whether the policy must be installed again: a registration was dropped, or (with
-    /// `podCidrs`) a pod interface was attached, whose addresses get their identity now.
-    pub(super) fn reconcile_interfaces(&mut self) -> bool {
+    /// whether the policy must be installed again (a registration was dropped, or, with
+    /// `podCidrs`, a pod interface was attached, whose addresses get their identity now) and the
+    /// dropped registrations.
+    pub(super) fn reconcile_interfaces(&mut self) -> (bool, Vec<Registration>) {
         let present = node::interfaces();
         let dropped = self.installer.registry.retain_present(&present);
         for gone in &dropped {
@@ -69,8 +70,9 @@ impl Owner {
                 self.attach(name, *ifindex);
             }
         }
-        !dropped.is_empty()
-            || (self.attached.len() > before && !self.agent.config.pod_cidrs.is_empty())
+        let reinstall = !dropped.is_empty()
+            || (self.attached.len() > before && !self.agent.config.pod_cidrs.is_empty());
+        (reinstall, dropped)
     }
 
     fn check_uplink(&mut self, present: &BTreeMap<String, u32>) {

@@ -169,8 +169,14 @@ impl Owner {
         }
         let cli = self.installer.docs.cli.clone();
         let mut installed = self.install(&cli, false);
-        if self.reconcile_interfaces() {
+        let (reinstall, dropped) = self.reconcile_interfaces();
+        if reinstall {
             installed = self.install(&cli, false);
+            if installed.is_ok() {
+                for gone in &dropped {
+                    self.forget_pod_state(gone);
+                }
+            }
         }
         self.health().install = installed.as_ref().err().map(|e| format!("{e:#}"));
         self.publish();

@@ -3,11 +3,12 @@
 
 use anyhow::{anyhow, bail, Result};
 use enforcer_common::CONFIG_ACTIVE;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{endpoints::Registration, owner::Owner};
 use crate::{
     api::{EndpointRequest, EndpointStatus},
+    datapath::Forgotten,
     node,
 };
 
@@ -84,9 +85,35 @@ impl Owner {
         }
         self.publish();
         let generation = installed?;
+        let forgotten = self.forget_pod_state(&gone);
         info!(container = %container_id, interface = %gone.interface, generation,
+              flows = forgotten.flows, buckets = forgotten.buckets,
               "pod interface unregistered");
         Ok(generation)
+    }
+
+    /// After the flip that made a pod's addresses `unknown`: remove their conntrack entries and
+    /// per-source buckets (still held by another registration: kept).
+    pub(super) fn forget_pod_state(&mut self, gone: &Registration) -> Forgotten {
+        let held: std::collections::BTreeSet<_> = self
+            .installer
+            .registry
+            .endpoints()
+            .map(|(_, a)| a)
+            .collect();
+        let addresses = gone
+            .addresses
+            .iter()
+            .filter(|a| !held.contains(a))
+            .copied()
+            .collect();
+        self.installer
+            .dp
+            .forget_addresses(&addresses)
+            .unwrap_or_else(|e| {
+                warn!(container = %gone.container_id, "forgetting the pod's flows: {e}");
+                Forgotten::default()
+            })
     }
 
     /// CNI CHECK: the registration in force, an error when there is none.
