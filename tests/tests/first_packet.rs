@@ -328,3 +328,55 @@ fn cni_add_fails_closed_when_the_agent_cannot_enforce() -> Result<()> {
     ensure!(ok && out.contains("1.0.0"), "VERSION: {out}");
     Ok(())
 }
+
+/// A restarted agent keeps its CNI registrations (state dir) and re-adopts the pod interfaces
+/// before it installs: after the restart the registered pod's allowed flow works, its denied
+/// flow is dropped, and CHECK still finds it.
+#[test]
+fn registrations_survive_an_agent_restart() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let mut bed = start("cni-restart")?;
+    let api_ns = bed.topo.pod_netns("api-0")?.to_string();
+    let web_ns = bed.topo.pod_netns("web-0")?.to_string();
+    let api_udp = spawn_udp_echo(&api_ns, 0)?;
+    let _web_tcp = spawn_tcp_echo(&web_ns, ANY, 8080)?;
+    let denied = SocketAddr::new([10, 10, 2, 10].into(), api_udp.port());
+    let allowed: SocketAddr = "10.10.1.10:8080".parse()?;
+    let opts = ProbeOptions::with_timeout(Duration::from_secs(2));
+    let addr: IpAddr = [10, 10, 3, 1].into();
+    let host_if = bed
+        .topo
+        .add_pod("b0", "n1", &[addr])?
+        .host_ifname()
+        .to_string();
+    let ns = bed.topo.pod_netns("b0")?.to_string();
+    let container = format!("{}-b0", bed.topo.prefix());
+    let (ok, out) = cni("ADD", &bed.socket, &container, &host_if, addr)?;
+    ensure!(ok, "ADD: {out}");
+    ensure!(
+        probe_tcp(&ns, allowed, &opts)?.is_answered(),
+        "allowed before the restart"
+    );
+    bed.agent.restart(&bed.topo, &[])?;
+    bed.agent.wait_ready(Duration::from_secs(10))?;
+    let outcome = probe_tcp(&ns, allowed, &opts)?;
+    ensure!(
+        outcome.is_answered(),
+        "allowed after the restart: {outcome:?}\n{}",
+        bed.agent.log_tail()
+    );
+    fire(&ns, denied, 3)?;
+    let (ok, out) = cni("CHECK", &bed.socket, &container, &host_if, addr)?;
+    ensure!(ok, "CHECK after the restart: {out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let leaked = api_udp.peers().get(&addr).copied().unwrap_or(0);
+    ensure!(
+        leaked == 0,
+        "{leaked} denied datagrams arrived after the restart"
+    );
+    let web_to_api = enforcer_tests::probe_udp(&web_ns, denied, &opts)?;
+    ensure!(web_to_api.is_answered(), "web → api UDP: {web_to_api:?}");
+    Ok(())
+}

@@ -59,6 +59,19 @@ impl Registry {
         self.by_container.remove(container_id)
     }
 
+    /// Every registration, for the state dir.
+    pub fn to_vec(&self) -> Vec<Registration> {
+        self.by_container.values().cloned().collect()
+    }
+
+    pub fn from_vec(registrations: Vec<Registration>) -> Registry {
+        let mut r = Registry::default();
+        for one in registrations {
+            r.insert(one);
+        }
+        r
+    }
+
     pub fn get(&self, container_id: &str) -> Option<&Registration> {
         self.by_container.get(container_id)
     }

@@ -53,6 +53,17 @@ impl Installer {
         let mut health = Health::default();
         let (docs, installed) =
             super::startup::restore(config.policy_dir.as_deref(), &state, metrics, &mut health);
+        // Registrations of pods whose interface is gone by now are dropped at the first
+        // reconcile; a corrupt file is quarantined (those pods are `unknown` until their Pod
+        // documents or routes identify them).
+        let registry = match state.load_endpoints() {
+            super::state::Loaded::Valid(v) => Registry::from_vec(v),
+            super::state::Loaded::Missing => Registry::default(),
+            super::state::Loaded::Quarantined(q) => {
+                warn!("CNI registrations not restored: {q:?}");
+                Registry::default()
+            }
+        };
         Installer {
             dp,
             docs,
@@ -63,7 +74,7 @@ impl Installer {
             installed,
             health,
             state,
-            registry: Registry::default(),
+            registry,
         }
     }
 

@@ -162,21 +162,37 @@ impl Owner {
     /// Bring the datapath in line with the node: re-read the policy directory, install the
     /// policy if anything it depends on changed, then attach new interfaces and forget vanished
     /// ones. The policy goes first, so a program is never attached to maps without it (an
-    /// upgrade to a new map layout starts from empty maps).
+    /// upgrade to a new map layout starts from empty maps). With `podCidrs` and a policy already
+    /// in the maps (a restart), the interfaces go first: pod addresses hold their identity only
+    /// on attached interfaces, and installing before re-adopting them would cut every pod off.
     pub fn reconcile(&mut self) -> Result<()> {
         if let Some(dir) = self.agent.config.policy_dir.clone() {
             self.reread_policy_dir(&dir);
         }
         let cli = self.installer.docs.cli.clone();
+        let in_maps = self
+            .installer
+            .dp
+            .config()
+            .is_ok_and(|c| c.flags & enforcer_common::CONFIG_ACTIVE != 0);
+        let interfaces_first = in_maps && !self.agent.config.pod_cidrs.is_empty();
+        let mut dropped = Vec::new();
+        if interfaces_first {
+            dropped = self.reconcile_interfaces().1;
+        }
         let mut installed = self.install(&cli, false);
-        let (reinstall, dropped) = self.reconcile_interfaces();
-        if reinstall {
-            installed = self.install(&cli, false);
-            if installed.is_ok() {
-                for gone in &dropped {
-                    self.forget_pod_state(gone);
-                }
+        if !interfaces_first {
+            let (reinstall, gone) = self.reconcile_interfaces();
+            dropped = gone;
+            if reinstall {
+                installed = self.install(&cli, false);
             }
+        }
+        if installed.is_ok() && !dropped.is_empty() {
+            for gone in &dropped {
+                self.forget_pod_state(gone);
+            }
+            self.save_registrations();
         }
         self.health().install = installed.as_ref().err().map(|e| format!("{e:#}"));
         self.publish();

@@ -66,6 +66,7 @@ impl Owner {
         }
         self.publish();
         let generation = installed.map_err(|e| anyhow!("installing the pod's identity: {e:#}"))?;
+        self.save_registrations();
         info!(container = %registration.container_id, interface = %registration.interface,
               pod = %format!("{}/{}", registration.namespace, registration.pod),
               generation, "pod interface registered");
@@ -85,6 +86,7 @@ impl Owner {
         }
         self.publish();
         let generation = installed?;
+        self.save_registrations();
         let forgotten = self.forget_pod_state(&gone);
         info!(container = %container_id, interface = %gone.interface, generation,
               flows = forgotten.flows, buckets = forgotten.buckets,
@@ -114,6 +116,14 @@ impl Owner {
                 warn!(container = %gone.container_id, "forgetting the pod's flows: {e}");
                 Forgotten::default()
             })
+    }
+
+    /// Keep the registrations in the state dir, so a restarted agent knows its pods at once.
+    pub(super) fn save_registrations(&self) {
+        let all = self.installer.registry.to_vec();
+        if let Err(e) = self.installer.state.save_endpoints(&all) {
+            warn!("saving the CNI registrations: {e:#}");
+        }
     }
 
     /// CNI CHECK: the registration in force, an error when there is none.

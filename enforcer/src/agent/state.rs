@@ -211,6 +211,8 @@ impl StateDir {
     pub const APPLIED: &'static str = "applied.yaml";
     pub const INSTALLED: &'static str = "installed.json";
     pub const POLICY_DIR: &'static str = "policy-dir.json";
+    /// The pod interfaces registered by the CNI plugin (`agent/endpoints.rs`).
+    pub const ENDPOINTS: &'static str = "endpoints.json";
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -264,6 +266,19 @@ impl StateDir {
 
     pub fn save_dir_snapshot(&self, snapshot: &DirSnapshot) -> Result<()> {
         write_durable(&self.path(Self::POLICY_DIR), &serde_json::to_vec(snapshot)?)
+    }
+
+    pub fn load_endpoints(&self) -> Loaded<Vec<super::endpoints::Registration>> {
+        self.load(Self::ENDPOINTS, |text| {
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+        })
+    }
+
+    pub fn save_endpoints(&self, registrations: &[super::endpoints::Registration]) -> Result<()> {
+        write_durable(
+            &self.path(Self::ENDPOINTS),
+            &serde_json::to_vec(registrations)?,
+        )
     }
 }
 
