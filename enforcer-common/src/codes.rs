@@ -299,11 +299,13 @@ mod tests {
         for p in Protocol::ALL {
             assert_eq!(Protocol::from_u8(*p as u8), Some(*p));
         }
+        // The first code past the last reason is refused.
+        let past_last = Reason::ALL.iter().map(|r| *r as u8).max().unwrap_or(0) + 1;
         assert_eq!(
-            Reason::try_from(12),
+            Reason::try_from(past_last),
             Err(UnknownCode {
                 kind: "Reason",
-                code: 12
+                code: past_last
             })
         );
         assert_eq!(Verdict::from_u8(3), None);
