@@ -34,7 +34,7 @@ use super::{
     parse::parse_documents,
     rule::RuleRef,
     simulate::Simulator,
-    Compiled, Direction, Document, Explanation, Flow, FlowPolicy, Mode, NodeContext, Peer,
+    Compiled, Direction, Document, Explanation, Flow, FlowPolicy, Labels, Mode, NodeContext, Peer,
     PolicySet, PortSpec, Protocol, RateLimit, RateScope, Rule, Source, Verdict, Workload,
     ANY_SERVICE,
 };
@@ -965,10 +965,7 @@ fn workload_address_that_is_also_a_host_address_is_the_workload() {
         "  service: api\n  ingress: [{from: [{service: web}]}]",
     )];
     let set = set_of(&policies);
-    let ctx = NodeContext {
-        host_addresses: [addr("host"), addr("web"), addr("db")].into(),
-        local_addresses: BTreeSet::new(),
-    };
+    let ctx = node_with_hosts(&[addr("host"), addr("web"), addr("db")]);
     let compiled = compile(&set, &ctx);
     let dp = Datapath::new(&compiled);
     for (src, want) in [("web", ALLOW), ("db", DENY), ("host", ALLOW)] {
@@ -1131,6 +1128,27 @@ struct Case {
     ports: Vec<u16>,
 }
 
+/// A workload of `service` in namespace `default`, without labels or named ports.
+fn service_workload(name: &str, service: &str, addresses: Vec<IpAddr>) -> Workload {
+    Workload {
+        name: name.to_string(),
+        namespace: "default".into(),
+        labels: Labels::default(),
+        ports: Vec::new(),
+        service: Some(service.to_string()),
+        addresses,
+        source: Source::default(),
+    }
+}
+
+/// A node with these host addresses and no local workload addresses.
+fn node_with_hosts(hosts: &[IpAddr]) -> NodeContext {
+    NodeContext {
+        host_addresses: hosts.iter().copied().collect(),
+        local_addresses: BTreeSet::new(),
+    }
+}
+
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("valid address")
 }
@@ -1182,15 +1200,7 @@ fn gen_workloads(rng: &mut Rng, set: &mut PolicySet) -> Vec<IpAddr> {
                 addresses.push(IpAddr::V4(Ipv4Addr::new(10, 3, s, w + 1)));
             }
             used.extend(addresses.iter().copied());
-            let workload = Workload {
-                name: format!("s{s}-{w}"),
-                namespace: "default".into(),
-                labels: std::collections::BTreeMap::default(),
-                ports: Vec::new(),
-                service: Some(format!("s{s}")),
-                addresses,
-                source: Source::default(),
-            };
+            let workload = service_workload(&format!("s{s}-{w}"), &format!("s{s}"), addresses);
             set.insert(workload.into())
                 .expect("unique names and addresses");
         }
@@ -1656,15 +1666,8 @@ fn scale_set() -> PolicySet {
     let mut set = PolicySet::new();
     for i in 0..SCALE_SERVICES {
         let v6 = Ipv6Addr::new(0xfd00, u16::try_from(i).expect("small"), 0, 0, 0, 0, 0, 10);
-        let workload = Workload {
-            name: format!("svc{i}-0"),
-            namespace: "default".into(),
-            labels: std::collections::BTreeMap::default(),
-            ports: Vec::new(),
-            service: Some(format!("svc{i}")),
-            addresses: vec![scale_v4(i, 10), IpAddr::V6(v6)],
-            source: Source::default(),
-        };
+        let addresses = vec![scale_v4(i, 10), IpAddr::V6(v6)];
+        let workload = service_workload(&format!("svc{i}-0"), &format!("svc{i}"), addresses);
         set.insert(workload.into()).expect("unique");
         set.insert(scale_policy(i).into()).expect("unique");
     }
@@ -1676,10 +1679,7 @@ fn ten_thousand_rules() {
     let set = scale_set();
     let rules: usize = set.policies.values().map(|p| p.rules().count()).sum();
     assert_eq!(rules, 10_000);
-    let ctx = NodeContext {
-        host_addresses: [ip("10.255.0.1")].into(),
-        local_addresses: BTreeSet::new(),
-    };
+    let ctx = node_with_hosts(&[ip("10.255.0.1")]);
     let start = Instant::now();
     let compiled = compile(&set, &ctx);
     let took = start.elapsed();
@@ -1758,15 +1758,11 @@ fn ten_thousand_rules() {
 fn every_service_from_every_service() {
     let mut set = PolicySet::new();
     for i in 0..SCALE_SERVICES {
-        let workload = Workload {
-            name: format!("svc{i}-0"),
-            namespace: "default".into(),
-            labels: std::collections::BTreeMap::default(),
-            ports: Vec::new(),
-            service: Some(format!("svc{i}")),
-            addresses: vec![scale_v4(i, 10)],
-            source: Source::default(),
-        };
+        let workload = service_workload(
+            &format!("svc{i}-0"),
+            &format!("svc{i}"),
+            vec![scale_v4(i, 10)],
+        );
         set.insert(workload.into()).expect("unique");
     }
     let docs = parse_documents(
@@ -1783,10 +1779,7 @@ spec:
     for doc in docs {
         set.insert(doc).expect("unique");
     }
-    let ctx = NodeContext {
-        host_addresses: [ip("10.255.0.1")].into(),
-        local_addresses: BTreeSet::new(),
-    };
+    let ctx = node_with_hosts(&[ip("10.255.0.1")]);
     let start = Instant::now();
     let compiled = compile(&set, &ctx);
     eprintln!(
