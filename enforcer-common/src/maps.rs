@@ -272,8 +272,9 @@ pub struct EndpointKey {
 
 /// Key of `CONNTRACK`: one entry per flow, whichever way a packet goes. The two ends are
 /// ordered, (`a`, `a_port`) ≤ (`b`, `b_port`), so a packet and its reply find the same entry with
-/// one lookup.
-#[repr(C)]
+/// one lookup. Aligned to 8 bytes, with single-field padding, so the datapath builds it with word
+/// stores (no `memmove`/`memset` calls).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
     pub a: Addr,
@@ -282,7 +283,8 @@ pub struct CtKey {
     pub a_port: u16,
     pub b_port: u16,
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    pub _pad2: u16,
 }
 
 /// Value of `CONNTRACK`: what each side of the flow was judged, indexed by policy direction
@@ -301,6 +303,11 @@ pub struct CtValue {
     /// `CT_ORIGIN_A` if end `a` opened the flow, `CT_ORIGIN_B` if `b` did.
     pub origin: u8,
     pub _pad: u8,
+    /// Per end (`a`, `b`): the pod interface (`from_pod`'s ifindex) that end's packets were last
+    /// proven by `ENDPOINTS` to come from, 0 = none. A packet of the flow leaving a pod through
+    /// that interface needs no second anti-spoofing lookup; cleared when a side is re-judged under
+    /// a new policy generation.
+    pub ifindex: [u32; 2],
 }
 
 /// `CtValue::origin`: end `a` of the key opened the flow.

@@ -13,43 +13,57 @@ use crate::{
     policy::{decide, Decision, FlowRef},
 };
 
-/// Whether end (`x`, `xp`) orders before (`y`, `yp`): addresses byte by byte, then ports.
+/// An address as two native-endian words: two loads from an 8-byte aligned `Packet`/`Tuple`.
 #[inline(always)]
-fn orders_before(x: &Addr, xp: u16, y: &Addr, yp: u16) -> bool {
-    let mut i = 0;
-    while i < 16 {
-        if x[i] != y[i] {
-            return x[i] < y[i];
-        }
-        i += 1;
+fn words(a: &Addr) -> [u64; 2] {
+    let w = u128::from_ne_bytes(*a);
+    // Truncations pick the two halves.
+    if cfg!(target_endian = "little") {
+        [w as u64, (w >> 64) as u64]
+    } else {
+        [(w >> 64) as u64, w as u64]
     }
-    xp <= yp
+}
+
+/// The address of `words` again: two stores into the 8-byte aligned `CtKey`.
+#[inline(always)]
+fn from_words(w: [u64; 2]) -> Addr {
+    let v = if cfg!(target_endian = "little") {
+        u128::from(w[0]) | (u128::from(w[1]) << 64)
+    } else {
+        (u128::from(w[0]) << 64) | u128::from(w[1])
+    };
+    v.to_ne_bytes()
+}
+
+/// Whether end (`x`, `xp`) orders before (`y`, `yp`): addresses byte by byte (compared as two
+/// big-endian words), then ports.
+#[inline(always)]
+fn orders_before(x: [u64; 2], xp: u16, y: [u64; 2], yp: u16) -> bool {
+    let be = |w: [u64; 2]| (u64::from_be(w[0]), u64::from_be(w[1]));
+    (be(x), xp) <= (be(y), yp)
 }
 
 /// The conntrack key of a flow's packet, and whether its source is end `a` of the key.
 #[inline(always)]
 fn ct_key_of(src: &Addr, sport: u16, dst: &Addr, dport: u16, protocol: u8) -> (CtKey, bool) {
-    if orders_before(src, sport, dst, dport) {
-        let k = CtKey {
-            a: *src,
-            b: *dst,
-            a_port: sport,
-            b_port: dport,
-            protocol,
-            _pad: [0; 3],
-        };
-        (k, true)
+    let (s, d) = (words(src), words(dst));
+    let src_is_a = orders_before(s, sport, d, dport);
+    let (a, a_port, b, b_port) = if src_is_a {
+        (s, sport, d, dport)
     } else {
-        let k = CtKey {
-            a: *dst,
-            b: *src,
-            a_port: dport,
-            b_port: sport,
-            protocol,
-            _pad: [0; 3],
-        };
-        (k, false)
-    }
+        (d, dport, s, sport)
+    };
+    let k = CtKey {
+        a: from_words(a),
+        b: from_words(b),
+        a_port,
+        b_port,
+        protocol,
+        _pad: 0,
+        _pad2: 0,
+    };
+    (k, src_is_a)
 }
 
 /// The conntrack key of a packet, and whether its source is end `a` of the key.
@@ -67,17 +81,78 @@ const fn other(direction: u8) -> u8 {
     }
 }
 
+/// The established fast path: the decision for a packet of a flow whose side is judged under the
+/// active generation, from one `CONNTRACK` lookup; `None` for anything else (no entry, a side not
+/// judged yet or under an older generation, a rate-limited side), which takes the full path.
+/// `from_pod` passes its interface: the entry must record it as the interface the packet's source
+/// end was proven to send from (`CtValue::ifindex`), which stands in for the `ENDPOINTS` lookup.
+#[inline(always)]
+pub fn established(p: &Packet, direction: u8, cfg: &Config, from_if: Option<u32>) -> Option<Decision> {
+    let (k, src_is_a) = ct_key(p);
+    let ct = CONNTRACK.get_ptr(&k)?;
+    let end = usize::from(!src_is_a);
+    // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `end` is 0 or
+    // 1; the fields are integers read by value (another CPU may update the entry, which only
+    // makes a read stale, never invalid).
+    let (origin_is_a, proven_if) = unsafe { ((*ct).origin == CT_ORIGIN_A, (*ct).ifindex[end]) };
+    if let Some(i) = from_if {
+        if proven_if != i {
+            return None;
+        }
+    }
+    let forward = origin_is_a == src_is_a;
+    let side = usize::from(if forward { direction } else { other(direction) } & 1);
+    // SAFETY: as above; `side` is 0 or 1.
+    let (generation, rule, flags) =
+        unsafe { ((*ct).generation[side], (*ct).rule[side], (*ct).flags[side]) };
+    if generation != cfg.generation || generation == 0 || (forward && flags & CT_RATE_LIMITED != 0)
+    {
+        return None;
+    }
+    let mut d = Decision::new(Verdict::Allow, Reason::Established);
+    d.rule = rule;
+    if flags & CT_AUDIT != 0 {
+        d.verdict = VERDICT_AUDIT;
+    }
+    Some(d)
+}
+
 /// The decision for a packet under an active policy: related ICMP errors pass, tracked flows
 /// pass on their judgment (re-judged after a policy change), new flows are judged and tracked.
+/// `proven_if`: the pod interface `ENDPOINTS` proved the packet's source may send from (0 =
+/// none), recorded in the entry for `established`.
 #[inline(always)]
-pub fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
+pub fn judge_active(p: &Packet, direction: u8, cfg: &Config, proven_if: u32) -> Decision {
     if p.is_icmp_error && related_error(p, cfg) {
         return Decision::new(Verdict::Allow, Reason::Established);
     }
     let (k, src_is_a) = ct_key(p);
     let Some(ct) = CONNTRACK.get_ptr_mut(&k) else {
-        return judge_new(p, direction, cfg, &k, src_is_a);
+        return judge_new(p, direction, cfg, &k, src_is_a, proven_if);
     };
+    let d = judge_tracked(p, direction, cfg, &k, src_is_a, ct);
+    let end = usize::from(!src_is_a);
+    // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `end` is 0 or
+    // 1; one whole u32 field read, and written only when it changes (a concurrent writer writes
+    // the same kind of proof).
+    unsafe {
+        if proven_if != 0 && d.verdict != VERDICT_DENY && (*ct).ifindex[end] != proven_if {
+            (*ct).ifindex[end] = proven_if;
+        }
+    }
+    d
+}
+
+/// The decision for a packet of a tracked flow (entry `ct`).
+#[inline(always)]
+fn judge_tracked(
+    p: &Packet,
+    direction: u8,
+    cfg: &Config,
+    k: &CtKey,
+    src_is_a: bool,
+    ct: *mut CtValue,
+) -> Decision {
     // SAFETY: `ct` is the non-null lookup result, a live `CtValue` in the map; the field is a
     // plain byte read by value (another CPU may update the entry, which only makes the read
     // stale, never invalid).
@@ -89,7 +164,7 @@ pub fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
     // SAFETY: as above; a u64 read by value.
     let judged = unsafe { (*ct).generation[usize::from(side & 1)] } != 0;
     if judged {
-        let mut d = revalidate(cfg, side, &k, origin_is_a, ct);
+        let mut d = revalidate(cfg, side, k, origin_is_a, ct);
         if !forward {
             d.ratelimit = 0; // replies are not rate limited
         }
@@ -107,7 +182,14 @@ pub fn judge_active(p: &Packet, direction: u8, cfg: &Config) -> Decision {
 /// A packet of no tracked flow: judge it, and track the flow if it is allowed and the packet may
 /// open one.
 #[inline(always)]
-fn judge_new(p: &Packet, direction: u8, cfg: &Config, k: &CtKey, src_is_a: bool) -> Decision {
+fn judge_new(
+    p: &Packet,
+    direction: u8,
+    cfg: &Config,
+    k: &CtKey,
+    src_is_a: bool,
+    proven_if: u32,
+) -> Decision {
     let flow = FlowRef::of(p);
     let d = decide(cfg, direction, &flow);
     if d.verdict != VERDICT_DENY && opens_flow(p) {
@@ -118,7 +200,9 @@ fn judge_new(p: &Packet, direction: u8, cfg: &Config, k: &CtKey, src_is_a: bool)
             policy_port: flow.port,
             origin: if src_is_a { CT_ORIGIN_A } else { CT_ORIGIN_B },
             _pad: 0,
+            ifindex: [0; 2],
         };
+        v.ifindex[usize::from(!src_is_a)] = proven_if;
         let side = usize::from(direction & 1);
         v.generation[side] = cfg.generation;
         v.rule[side] = d.rule;
@@ -191,6 +275,9 @@ fn revalidate(cfg: &Config, side: u8, k: &CtKey, origin_is_a: bool, ct: *mut CtV
         }
         return d;
     }
+    // The sources' proofs are renewed under the new generation too (an endpoint may be gone).
+    // SAFETY: as above; whole u32 fields written.
+    unsafe { (*ct).ifindex = [0; 2] };
     let (src, dst) = if origin_is_a {
         (&k.a, &k.b)
     } else {

@@ -29,9 +29,10 @@ fn key(p: &Packet, direction: u8) -> FragKey {
     }
 }
 
-/// Judge a parsed IP packet for `direction` (tc hooks), fragments included.
+/// Judge a parsed IP packet for `direction` (tc hooks), fragments included (`proven_if`: see
+/// `judge_segs`).
 #[inline(always)]
-pub fn judge(p: &mut Packet, direction: u8, ifindex: u32, segs: u32) -> Action {
+pub fn judge(p: &mut Packet, direction: u8, ifindex: u32, segs: u32, proven_if: u32) -> Action {
     if p.fragment == FRAG_LATER {
         let Some(v) = FRAGMENTS.get_ptr(&key(p, direction)) else {
             return verdict_without_policy(Some(p), direction, ifindex, ORPHAN);
@@ -44,9 +45,9 @@ pub fn judge(p: &mut Packet, direction: u8, ifindex: u32, segs: u32) -> Action {
             p.icmp_type = (*v).icmp_type;
             p.tcp_flags = (*v).tcp_flags;
         }
-        return judge_segs(p, direction, ifindex, segs);
+        return judge_segs(p, direction, ifindex, segs, proven_if);
     }
-    let action = judge_segs(p, direction, ifindex, segs);
+    let action = judge_segs(p, direction, ifindex, segs, proven_if);
     if p.fragment == FRAG_FIRST {
         let k = key(p, direction);
         if action == Action::Pass {

@@ -3,7 +3,7 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use enforcer_common::{
-    cidr_key_data, identity, Addr, EndpointKey, IdentityKey, IdentityValue, CIDR_KEY_FULL_BITS,
+    cidr_key_data, identity, Addr, Config, EndpointKey, IdentityKey, IdentityValue, CIDR_KEY_FULL_BITS,
     CONFIG_ACTIVE, IDF_LOCAL,
 };
 
@@ -34,22 +34,43 @@ pub fn identity_of(slot: u32, addr: &Addr) -> IdentityValue {
     }
 }
 
+/// What anti-spoofing at a pod's interface says about a packet's source address.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `ENDPOINTS` holds (interface, source address): the pod may send from it.
+    Proven,
+    /// No check applies: no policy installed yet, or an interface the agent does not manage.
+    Unchecked,
+    /// A managed pod interface, and an address that is not its pod's.
+    Spoofed,
+}
+
 /// Anti-spoofing at a pod's interface: once a policy is installed, a pod interface the agent
 /// manages (it has a marker entry with the zero address) may only send from its pod's addresses.
 #[inline(always)]
-pub fn spoofed_from_pod(p: &Packet, ifindex: u32) -> bool {
-    if config().flags & CONFIG_ACTIVE == 0 {
-        return false;
+pub fn source_from_pod(p: &Packet, ifindex: u32, cfg: &Config) -> Source {
+    if cfg.flags & CONFIG_ACTIVE == 0 {
+        return Source::Unchecked;
     }
     let mut key = EndpointKey {
         ifindex,
         addr: p.src,
     };
     if ENDPOINTS.get_ptr(&key).is_some() {
-        return false;
+        return Source::Proven;
     }
     key.addr = [0; 16];
-    ENDPOINTS.get_ptr(&key).is_some()
+    if ENDPOINTS.get_ptr(&key).is_some() {
+        Source::Spoofed
+    } else {
+        Source::Unchecked
+    }
+}
+
+/// Whether a packet from a pod's interface is spoofed (see `source_from_pod`).
+#[inline(always)]
+pub fn spoofed_from_pod(p: &Packet, ifindex: u32) -> bool {
+    source_from_pod(p, ifindex, &config()) == Source::Spoofed
 }
 
 /// Anti-spoofing at the uplink: a packet from another node cannot carry a local pod's source.

@@ -9,11 +9,11 @@ use enforcer_common::{
 };
 
 use crate::{
-    conntrack::judge_active,
+    conntrack::{established, judge_active},
     cursor::Malformed,
     identity::identity_of,
     maps::{config, POLICY},
-    parse::{is_link_control, policy_port, Packet, Parsed},
+    parse::{is_link_control, policy_port, Packet, Parsed, FRAG_NONE},
     ratelimit::{self, Charge},
     report::{finish, rate_limited},
 };
@@ -154,16 +154,32 @@ pub fn decide(cfg: &Config, direction: u8, t: &FlowRef) -> Decision {
     d
 }
 
+/// The established fast path of the tc hooks (`conntrack::established`), for whole packets (not
+/// fragments, not ICMP errors) under an active policy; `None`: take the full path.
+#[inline(always)]
+pub fn fast_established(
+    p: &Packet,
+    direction: u8,
+    cfg: &Config,
+    from_if: Option<u32>,
+) -> Option<Decision> {
+    if cfg.flags & CONFIG_ACTIVE == 0 || p.fragment != FRAG_NONE || p.is_icmp_error {
+        return None;
+    }
+    established(p, direction, cfg, from_if)
+}
+
 /// Judge a parsed IP packet of `segs` segments (a GSO aggregate counts each against rate limits)
 /// for `direction` (tc hooks): conntrack, then policy. Fragments go through `fragment::judge`.
+/// `proven_if`: the pod interface anti-spoofing proved the source may send from (0 = none).
 #[inline(always)]
-pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32) -> Action {
+pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32, proven_if: u32) -> Action {
     let cfg = config();
     if cfg.flags & CONFIG_ACTIVE == 0 {
         let d = Decision::new(Verdict::Allow, Reason::NoPolicy);
         return finish(p, direction, ifindex, &cfg, d);
     }
-    let d = judge_active(p, direction, &cfg);
+    let d = judge_active(p, direction, &cfg, proven_if);
     // Rule 9: packets in the original direction of a flow allowed by a rate-limited rule.
     if d.ratelimit != 0 && d.verdict == VERDICT_ALLOW {
         if let Charge::Drop { report } = ratelimit::charge(cfg.slot, d.ratelimit, p, segs) {

@@ -69,7 +69,7 @@ fn full_conntrack_evicts_and_the_evicted_flow_is_judged_again() {
         a_port: 50000,
         b_port: 8080,
         protocol: 6,
-        _pad: [0; 3],
+        ..CtKey::default()
     };
     // A noisy neighbour (web, whose egress to db is open) opens flows with two packets each (the
     // second refreshes the entry, as real traffic does) until ours is evicted. Untouched entries

@@ -6,11 +6,11 @@ use enforcer_common::DIR_EGRESS;
 use super::{pull_headers, skb_fields, tc_action};
 use crate::{
     fragment,
-    identity::spoofed_from_pod,
-    maps::scratch_packet,
+    identity::{source_from_pod, Source},
+    maps::{config, scratch_packet},
     parse::parse,
-    policy::{early_verdict, Action},
-    report::{verdict_without_policy, SPOOFED},
+    policy::{early_verdict, fast_established, Action},
+    report::{finish, verdict_without_policy, SPOOFED},
 };
 
 #[classifier]
@@ -29,8 +29,16 @@ fn try_from_pod(ctx: &TcContext) -> Action {
     if let Some(d) = early_verdict(&parsed, p) {
         return verdict_without_policy(None, DIR_EGRESS, ifindex, d);
     }
-    if spoofed_from_pod(p, ifindex) {
-        return verdict_without_policy(Some(p), DIR_EGRESS, ifindex, SPOOFED);
+    let cfg = config();
+    // One conntrack lookup decides a packet of an established flow; the entry also proves the
+    // source was checked against `ENDPOINTS` on this interface.
+    if let Some(d) = fast_established(p, DIR_EGRESS, &cfg, Some(ifindex)) {
+        return finish(p, DIR_EGRESS, ifindex, &cfg, d);
     }
-    fragment::judge(p, DIR_EGRESS, ifindex, 1)
+    let proven_if = match source_from_pod(p, ifindex, &cfg) {
+        Source::Spoofed => return verdict_without_policy(Some(p), DIR_EGRESS, ifindex, SPOOFED),
+        Source::Proven => ifindex,
+        Source::Unchecked => 0,
+    };
+    fragment::judge(p, DIR_EGRESS, ifindex, 1, proven_if)
 }

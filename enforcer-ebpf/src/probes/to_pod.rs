@@ -7,10 +7,10 @@ use enforcer_common::DIR_INGRESS;
 use super::{pull_headers, skb_fields, tc_action};
 use crate::{
     fragment,
-    maps::scratch_packet,
+    maps::{config, scratch_packet},
     parse::parse,
-    policy::{early_verdict, Action},
-    report::verdict_without_policy,
+    policy::{early_verdict, fast_established, Action},
+    report::{finish, verdict_without_policy},
 };
 
 #[classifier]
@@ -29,6 +29,11 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     if let Some(d) = early_verdict(&parsed, p) {
         return verdict_without_policy(None, DIR_INGRESS, skb.ifindex, d);
     }
+    // One conntrack lookup decides a packet of an established flow.
+    let cfg = config();
+    if let Some(d) = fast_established(p, DIR_INGRESS, &cfg, None) {
+        return finish(p, DIR_INGRESS, skb.ifindex, &cfg, d);
+    }
     // A GSO aggregate counts as its segments against packet rate limits.
-    fragment::judge(p, DIR_INGRESS, skb.ifindex, skb.gso_segs.max(1))
+    fragment::judge(p, DIR_INGRESS, skb.ifindex, skb.gso_segs.max(1), 0)
 }
