@@ -81,16 +81,43 @@ const fn other(direction: u8) -> u8 {
     }
 }
 
+/// One `CONNTRACK` lookup for a packet: its key, which end its source is, and the entry if any.
+/// Made once per packet and shared by the fast path and the full judgment.
+#[derive(Clone, Copy)]
+pub struct Lookup {
+    key: CtKey,
+    src_is_a: bool,
+    entry: Option<*mut CtValue>,
+}
+
+impl Lookup {
+    #[inline(always)]
+    pub fn of(p: &Packet) -> Self {
+        let (key, src_is_a) = ct_key(p);
+        let entry = CONNTRACK.get_ptr_mut(&key);
+        Lookup {
+            key,
+            src_is_a,
+            entry,
+        }
+    }
+}
+
 /// The established fast path: the decision for a packet of a flow whose side is judged under the
-/// active generation, from one `CONNTRACK` lookup; `None` for anything else (no entry, a side not
-/// judged yet or under an older generation, a rate-limited side), which takes the full path.
-/// `from_pod` passes its interface: the entry must record it as the interface the packet's source
-/// end was proven to send from (`CtValue::ifindex`), which stands in for the `ENDPOINTS` lookup.
+/// active generation, from the packet's one `CONNTRACK` lookup; `None` for anything else (no
+/// entry, a side not judged yet or under an older generation, a rate-limited side), which takes
+/// the full path. `from_pod` passes its interface: the entry must record it as the interface the
+/// packet's source end was proven to send from (`CtValue::ifindex`), which stands in for the
+/// `ENDPOINTS` lookup.
 #[inline(always)]
-pub fn established(p: &Packet, direction: u8, cfg: &Config, from_if: Option<u32>) -> Option<Decision> {
-    let (k, src_is_a) = ct_key(p);
-    let ct = CONNTRACK.get_ptr(&k)?;
-    let end = usize::from(!src_is_a);
+pub fn established(
+    l: &Lookup,
+    direction: u8,
+    cfg: &Config,
+    from_if: Option<u32>,
+) -> Option<Decision> {
+    let ct = l.entry?;
+    let end = usize::from(!l.src_is_a);
     // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `end` is 0 or
     // 1; the fields are integers read by value (another CPU may update the entry, which only
     // makes a read stale, never invalid).
@@ -100,7 +127,7 @@ pub fn established(p: &Packet, direction: u8, cfg: &Config, from_if: Option<u32>
             return None;
         }
     }
-    let forward = origin_is_a == src_is_a;
+    let forward = origin_is_a == l.src_is_a;
     let side = usize::from(if forward { direction } else { other(direction) } & 1);
     // SAFETY: as above; `side` is 0 or 1.
     let (generation, rule, flags) =
@@ -120,17 +147,28 @@ pub fn established(p: &Packet, direction: u8, cfg: &Config, from_if: Option<u32>
 /// The decision for a packet under an active policy: related ICMP errors pass, tracked flows
 /// pass on their judgment (re-judged after a policy change), new flows are judged and tracked.
 /// `proven_if`: the pod interface `ENDPOINTS` proved the packet's source may send from (0 =
-/// none), recorded in the entry for `established`.
+/// none), recorded in the entry for `established`. `pre`: the packet's lookup, if the hook made
+/// it already.
 #[inline(always)]
-pub fn judge_active(p: &Packet, direction: u8, cfg: &Config, proven_if: u32) -> Decision {
+pub fn judge_active(
+    p: &Packet,
+    direction: u8,
+    cfg: &Config,
+    proven_if: u32,
+    pre: Option<&Lookup>,
+) -> Decision {
     if p.is_icmp_error && related_error(p, cfg) {
         return Decision::new(Verdict::Allow, Reason::Established);
     }
-    let (k, src_is_a) = ct_key(p);
-    let Some(ct) = CONNTRACK.get_ptr_mut(&k) else {
-        return judge_new(p, direction, cfg, &k, src_is_a, proven_if);
+    let l = match pre {
+        Some(l) => *l,
+        None => Lookup::of(p),
     };
-    let d = judge_tracked(p, direction, cfg, &k, src_is_a, ct);
+    let (k, src_is_a) = (&l.key, l.src_is_a);
+    let Some(ct) = l.entry else {
+        return judge_new(p, direction, cfg, k, src_is_a, proven_if);
+    };
+    let d = judge_tracked(p, direction, cfg, k, src_is_a, ct);
     let end = usize::from(!src_is_a);
     // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `end` is 0 or
     // 1; one whole u32 field read, and written only when it changes (a concurrent writer writes

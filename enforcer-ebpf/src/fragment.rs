@@ -9,6 +9,7 @@
 use enforcer_common::{FragKey, FragValue, Reason, Verdict};
 
 use crate::{
+    conntrack::Lookup,
     maps::FRAGMENTS,
     parse::{Packet, FRAG_FIRST, FRAG_LATER},
     policy::{judge_segs, Action, Decision},
@@ -29,10 +30,17 @@ fn key(p: &Packet, direction: u8) -> FragKey {
     }
 }
 
-/// Judge a parsed IP packet for `direction` (tc hooks), fragments included (`proven_if`: see
-/// `judge_segs`).
+/// Judge a parsed IP packet for `direction` (tc hooks), fragments included (`proven_if`, `pre`:
+/// see `judge_segs`; a later fragment's lookup is made here, with its first fragment's ports).
 #[inline(always)]
-pub fn judge(p: &mut Packet, direction: u8, ifindex: u32, segs: u32, proven_if: u32) -> Action {
+pub fn judge(
+    p: &mut Packet,
+    direction: u8,
+    ifindex: u32,
+    segs: u32,
+    proven_if: u32,
+    pre: Option<&Lookup>,
+) -> Action {
     if p.fragment == FRAG_LATER {
         let Some(v) = FRAGMENTS.get_ptr(&key(p, direction)) else {
             return verdict_without_policy(Some(p), direction, ifindex, ORPHAN);
@@ -45,9 +53,9 @@ pub fn judge(p: &mut Packet, direction: u8, ifindex: u32, segs: u32, proven_if: 
             p.icmp_type = (*v).icmp_type;
             p.tcp_flags = (*v).tcp_flags;
         }
-        return judge_segs(p, direction, ifindex, segs, proven_if);
+        return judge_segs(p, direction, ifindex, segs, proven_if, None);
     }
-    let action = judge_segs(p, direction, ifindex, segs, proven_if);
+    let action = judge_segs(p, direction, ifindex, segs, proven_if, pre);
     if p.fragment == FRAG_FIRST {
         let k = key(p, direction);
         if action == Action::Pass {

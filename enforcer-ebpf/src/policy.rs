@@ -9,7 +9,7 @@ use enforcer_common::{
 };
 
 use crate::{
-    conntrack::{established, judge_active},
+    conntrack::{judge_active, Lookup},
     cursor::Malformed,
     identity::identity_of,
     maps::{config, POLICY},
@@ -154,32 +154,35 @@ pub fn decide(cfg: &Config, direction: u8, t: &FlowRef) -> Decision {
     d
 }
 
-/// The established fast path of the tc hooks (`conntrack::established`), for whole packets (not
-/// fragments, not ICMP errors) under an active policy; `None`: take the full path.
+/// The packet's one `CONNTRACK` lookup, for whole packets (not fragments, whose ports may come
+/// from their first fragment; not ICMP errors) under an active policy; `None` otherwise.
 #[inline(always)]
-pub fn fast_established(
-    p: &Packet,
-    direction: u8,
-    cfg: &Config,
-    from_if: Option<u32>,
-) -> Option<Decision> {
+pub fn ct_lookup(p: &Packet, cfg: &Config) -> Option<Lookup> {
     if cfg.flags & CONFIG_ACTIVE == 0 || p.fragment != FRAG_NONE || p.is_icmp_error {
         return None;
     }
-    established(p, direction, cfg, from_if)
+    Some(Lookup::of(p))
 }
 
 /// Judge a parsed IP packet of `segs` segments (a GSO aggregate counts each against rate limits)
 /// for `direction` (tc hooks): conntrack, then policy. Fragments go through `fragment::judge`.
-/// `proven_if`: the pod interface anti-spoofing proved the source may send from (0 = none).
+/// `proven_if`: the pod interface anti-spoofing proved the source may send from (0 = none);
+/// `pre`: the packet's conntrack lookup, if the hook made it (`ct_lookup`).
 #[inline(always)]
-pub fn judge_segs(p: &Packet, direction: u8, ifindex: u32, segs: u32, proven_if: u32) -> Action {
+pub fn judge_segs(
+    p: &Packet,
+    direction: u8,
+    ifindex: u32,
+    segs: u32,
+    proven_if: u32,
+    pre: Option<&Lookup>,
+) -> Action {
     let cfg = config();
     if cfg.flags & CONFIG_ACTIVE == 0 {
         let d = Decision::new(Verdict::Allow, Reason::NoPolicy);
         return finish(p, direction, ifindex, &cfg, d);
     }
-    let d = judge_active(p, direction, &cfg, proven_if);
+    let d = judge_active(p, direction, &cfg, proven_if, pre);
     // Rule 9: packets in the original direction of a flow allowed by a rate-limited rule.
     if d.ratelimit != 0 && d.verdict == VERDICT_ALLOW {
         if let Charge::Drop { report } = ratelimit::charge(cfg.slot, d.ratelimit, p, segs) {

@@ -5,11 +5,12 @@ use enforcer_common::DIR_EGRESS;
 
 use super::{pull_headers, skb_fields, tc_action};
 use crate::{
+    conntrack::established,
     fragment,
     identity::{source_from_pod, Source},
     maps::{config, scratch_packet},
     parse::parse,
-    policy::{early_verdict, fast_established, Action},
+    policy::{ct_lookup, early_verdict, Action},
     report::{finish, verdict_without_policy, SPOOFED},
 };
 
@@ -32,7 +33,8 @@ fn try_from_pod(ctx: &TcContext) -> Action {
     let cfg = config();
     // One conntrack lookup decides a packet of an established flow; the entry also proves the
     // source was checked against `ENDPOINTS` on this interface.
-    if let Some(d) = fast_established(p, DIR_EGRESS, &cfg, Some(ifindex)) {
+    let ct = ct_lookup(p, &cfg);
+    if let Some(d) = ct.as_ref().and_then(|l| established(l, DIR_EGRESS, &cfg, Some(ifindex))) {
         return finish(p, DIR_EGRESS, ifindex, &cfg, d);
     }
     let proven_if = match source_from_pod(p, ifindex, &cfg) {
@@ -40,5 +42,5 @@ fn try_from_pod(ctx: &TcContext) -> Action {
         Source::Proven => ifindex,
         Source::Unchecked => 0,
     };
-    fragment::judge(p, DIR_EGRESS, ifindex, 1, proven_if)
+    fragment::judge(p, DIR_EGRESS, ifindex, 1, proven_if, ct.as_ref())
 }

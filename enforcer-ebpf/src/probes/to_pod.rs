@@ -6,10 +6,11 @@ use enforcer_common::DIR_INGRESS;
 
 use super::{pull_headers, skb_fields, tc_action};
 use crate::{
+    conntrack::established,
     fragment,
     maps::{config, scratch_packet},
     parse::parse,
-    policy::{early_verdict, fast_established, Action},
+    policy::{ct_lookup, early_verdict, Action},
     report::{finish, verdict_without_policy},
 };
 
@@ -31,9 +32,11 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     }
     // One conntrack lookup decides a packet of an established flow.
     let cfg = config();
-    if let Some(d) = fast_established(p, DIR_INGRESS, &cfg, None) {
+    let ct = ct_lookup(p, &cfg);
+    if let Some(d) = ct.as_ref().and_then(|l| established(l, DIR_INGRESS, &cfg, None)) {
         return finish(p, DIR_INGRESS, skb.ifindex, &cfg, d);
     }
     // A GSO aggregate counts as its segments against packet rate limits.
-    fragment::judge(p, DIR_INGRESS, skb.ifindex, skb.gso_segs.max(1), 0)
+    let segs = skb.gso_segs.max(1);
+    fragment::judge(p, DIR_INGRESS, skb.ifindex, segs, 0, ct.as_ref())
 }
