@@ -30,11 +30,12 @@ pub use ratelimit::{BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKe
 
 /// Bumped whenever the layout of a pinned map or of `Event` changes; part of the bpffs pin path
 /// (`<bpffs>/v<LAYOUT_VERSION>/`), so an agent never adopts maps whose layout it does not
-/// understand. 3: `Event.generation` is a u64 (was a u32 followed by 4 bytes of padding).
-pub const LAYOUT_VERSION: u32 = 3;
+/// understand. 3: `Event.generation` is a u64 (was a u32 followed by 4 bytes of padding). 4:
+/// `CtValue.ifindex` (anti-spoofing proof per end), `CtKey` 8-byte aligned with two pad fields.
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `layout::fingerprint()` of `LAYOUT_VERSION`: the `layout` test fails when they disagree.
-pub const LAYOUT_FINGERPRINT: u64 = 0x2062_1fb9_3ad1_c7da;
+pub const LAYOUT_FINGERPRINT: u64 = 0x9d7f_0e14_72e7_3976;
 
 #[cfg(feature = "user")]
 mod user {
