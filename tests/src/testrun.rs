@@ -42,6 +42,32 @@ pub fn run_tc(dp: &Datapath, name: &str, frame: &[u8]) -> u32 {
         .return_value
 }
 
+/// Offset of `ifindex` in `struct __sk_buff` (uapi `linux/bpf.h`).
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// Run tc program `name` once on `frame` as if it arrived on interface `ifindex` (which must
+/// exist in the caller's network namespace: the kernel runs the program on that device); its
+/// return value.
+///
+/// # Panics
+/// If the program does not exist or the kernel refuses the run: a broken test setup.
+pub fn run_tc_on(dp: &Datapath, name: &str, frame: &[u8], ifindex: u32) -> u32 {
+    let prog: &SchedClassifier = dp
+        .ebpf()
+        .program(name)
+        .unwrap_or_else(|| panic!("no program {name}"))
+        .try_into()
+        .expect("a tc program");
+    // The kernel takes `__sk_buff` fields from `ctx_in` (those it allows: mark, priority,
+    // ifindex, ...); the rest must be zero.
+    let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 4];
+    ctx[SKB_IFINDEX_OFFSET..].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 64];
+    let mut opts = options(frame, &mut out);
+    opts.ctx_in = Some(&ctx);
+    prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+}
+
 /// Run XDP program `name` once on `frame`; its return value.
 ///
 /// # Panics

@@ -8,12 +8,16 @@ use enforcer::{
     policy::{compile, parse::parse_documents, NodeContext, PolicySet},
 };
 use enforcer_common::{
-    counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_FRAGMENT,
-    REASON_MALFORMED, REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_DENY,
+    counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_ESTABLISHED,
+    REASON_FRAGMENT, REASON_MALFORMED, REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW,
+    VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{arp_request, icmp_unreachable, Frame, L4},
-    testrun::{run_tc, run_xdp, test_endpoints, TC_PASS, TC_SHOT, XDP_DROP, XDP_PASS},
+    testrun::{
+        run_tc, run_tc_on, run_xdp, test_endpoints, TC_PASS, TC_SHOT, TEST_IFINDEX, XDP_DROP,
+        XDP_PASS,
+    },
 };
 
 const POLICY: &str = r#"
@@ -305,6 +309,94 @@ fn spoofed_sources_are_dropped() {
     assert_eq!(h.counter(DIR_EGRESS, VERDICT_DENY, REASON_SPOOFED), 2);
     let genuine = Frame::tcp_syn(ip("10.10.1.10"), ip("10.10.2.10"), 45001, 8080).build();
     assert_eq!(h.xdp(programs::XDP_POD, &genuine), XDP_PASS);
+}
+
+/// The index of an interface of this network namespace other than loopback, for a second "pod
+/// interface" in `BPF_PROG_TEST_RUN` (the kernel runs tc programs on the device named in the
+/// context, so it must exist).
+fn other_interface() -> Option<u32> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("ifindex")).ok())
+        .filter_map(|s| s.trim().parse::<u32>().ok())
+        .find(|i| *i != TEST_IFINDEX)
+}
+
+#[test]
+fn established_packets_keep_anti_spoofing() {
+    if enforcer_tests::skip_unless_root() {
+        return;
+    }
+    let Some(other_if) = other_interface() else {
+        panic!("no interface besides loopback in this namespace");
+    };
+    let docs = parse_documents("test.yaml", POLICY).expect("valid policy");
+    let set = PolicySet::from_documents(docs).expect("valid set");
+    let compiled = compile(&set, &NodeContext::default());
+    let mut dp = Datapath::load(None).expect("load eBPF object");
+    // web and api behind the test interface; db behind another managed pod interface.
+    let db = ip("10.10.3.10");
+    let mut endpoints = test_endpoints(&set);
+    endpoints.retain(|(_, a)| *a != db);
+    endpoints.insert((other_if, db));
+    dp.install(&compiled, &endpoints).expect("install policy");
+    let spoofed = |dp: &Datapath| {
+        dp.counters().expect("counters")[&(DIR_EGRESS, VERDICT_DENY, REASON_SPOOFED)]
+    };
+    let established = |dp: &Datapath| {
+        dp.counters().expect("counters")[&(DIR_EGRESS, VERDICT_ALLOW, REASON_ESTABLISHED)]
+    };
+
+    let (web, api) = (ip("10.10.1.10"), ip("10.10.2.10"));
+    let syn = Frame::tcp_syn(web, api, 47000, 8080).build();
+    let ack = Frame::new(
+        web,
+        api,
+        L4::Tcp {
+            sport: 47000,
+            dport: 8080,
+            flags: 0x10,
+        },
+    )
+    .build();
+    assert_eq!(
+        run_tc_on(&dp, programs::FROM_POD, &syn, TEST_IFINDEX),
+        TC_PASS
+    );
+    assert_eq!(
+        run_tc_on(&dp, programs::TO_POD, &syn, TEST_IFINDEX),
+        TC_PASS
+    );
+    // The genuine sender's next packet is established (the conntrack entry decides it).
+    let est = established(&dp);
+    assert_eq!(
+        run_tc_on(&dp, programs::FROM_POD, &ack, TEST_IFINDEX),
+        TC_PASS
+    );
+    assert_eq!(
+        established(&dp),
+        est + 1,
+        "the genuine ACK passed as established"
+    );
+    // The same packet from db's interface (db claiming web's address, in web's established flow)
+    // is spoofed: the entry's proof names web's interface, not db's.
+    let before = spoofed(&dp);
+    assert_eq!(run_tc_on(&dp, programs::FROM_POD, &ack, other_if), TC_SHOT);
+    assert_eq!(spoofed(&dp), before + 1);
+    // ... and db's own address on its interface is fine (the interface is managed and works).
+    let db_syn = Frame::udp(db, api, 47001, 53).build();
+    run_tc_on(&dp, programs::FROM_POD, &db_syn, other_if);
+    assert_eq!(
+        spoofed(&dp),
+        before + 1,
+        "db sending from its own address is not spoofed"
+    );
+    // The genuine sender still passes after the spoofed attempt.
+    assert_eq!(
+        run_tc_on(&dp, programs::FROM_POD, &ack, TEST_IFINDEX),
+        TC_PASS
+    );
+    assert_eq!(established(&dp), est + 2);
 }
 
 #[test]
