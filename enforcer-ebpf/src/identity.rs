@@ -3,8 +3,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use enforcer_common::{
-    cidr_key_data, identity, Addr, Config, EndpointKey, IdentityKey, IdentityValue, CIDR_KEY_FULL_BITS,
-    CONFIG_ACTIVE, IDF_LOCAL,
+    cidr_key_data, identity, Addr, Config, EndpointKey, IdentityKey, IdentityValue,
+    CIDR_KEY_FULL_BITS, CONFIG_ACTIVE, IDF_LOCAL,
 };
 
 use crate::{

@@ -34,7 +34,10 @@ fn try_from_pod(ctx: &TcContext) -> Action {
     // One conntrack lookup decides a packet of an established flow; the entry also proves the
     // source was checked against `ENDPOINTS` on this interface.
     let ct = ct_lookup(p, &cfg);
-    if let Some(d) = ct.as_ref().and_then(|l| established(l, DIR_EGRESS, &cfg, Some(ifindex))) {
+    if let Some(d) = ct
+        .as_ref()
+        .and_then(|l| established(l, DIR_EGRESS, &cfg, Some(ifindex)))
+    {
         return finish(p, DIR_EGRESS, ifindex, &cfg, d);
     }
     let proven_if = match source_from_pod(p, ifindex, &cfg) {

@@ -33,7 +33,10 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     // One conntrack lookup decides a packet of an established flow.
     let cfg = config();
     let ct = ct_lookup(p, &cfg);
-    if let Some(d) = ct.as_ref().and_then(|l| established(l, DIR_INGRESS, &cfg, None)) {
+    if let Some(d) = ct
+        .as_ref()
+        .and_then(|l| established(l, DIR_INGRESS, &cfg, None))
+    {
         return finish(p, DIR_INGRESS, skb.ifindex, &cfg, d);
     }
     // A GSO aggregate counts as its segments against packet rate limits.
