@@ -8,6 +8,7 @@ use enforcer_common::{
 };
 
 use crate::{
+    denied,
     maps::CONNTRACK,
     parse::{opens_flow, Packet},
     policy::{decide, Decision, FlowRef},
@@ -166,7 +167,12 @@ pub fn judge_active(
     };
     let (k, src_is_a) = (&l.key, l.src_is_a);
     let Some(ct) = l.entry else {
-        return judge_new(p, direction, cfg, k, src_is_a, proven_if);
+        let mut d = judge_new(p, direction, cfg, k, src_is_a, proven_if);
+        // Whole packets (the hook made the lookup): drop events aggregated per flow.
+        if pre.is_some() && d.verdict == VERDICT_DENY {
+            denied::aggregate(p, direction, cfg, &mut d);
+        }
+        return d;
     };
     let d = judge_tracked(p, direction, cfg, k, src_is_a, ct);
     let end = usize::from(!src_is_a);

@@ -11,11 +11,14 @@ use enforcer_common::{
     ratelimit::{rate_stat, RATE_BUCKET_CAPACITY, RATE_LIMIT_CAPACITY},
     BucketKey, CidrKeyData, Config, CtKey, CtValue, EndpointKey, FragKey, FragValue, IdentityKey,
     IdentityValue, PolicyKeyData, PolicyValue, RateBucket, RateLimitConfig, RateLimitKey,
-    CIDR_CAPACITY, CONNTRACK_CAPACITY, COUNTER_ENTRIES, ENDPOINT_CAPACITY, EVENTS_BYTES,
-    FRAGMENT_CAPACITY, IDENTITY_CAPACITY, POLICY_CAPACITY, RULE_CAPACITY, SLOTS,
+    CIDR_CAPACITY, CONNTRACK_CAPACITY, COUNTER_ENTRIES, DENIED_FLOW_CAPACITY, ENDPOINT_CAPACITY,
+    EVENTS_BYTES, FRAGMENT_CAPACITY, IDENTITY_CAPACITY, POLICY_CAPACITY, RULE_CAPACITY, SLOTS,
 };
 
-use crate::parse::Packet;
+use crate::{
+    denied::{DeniedKey, DeniedValue},
+    parse::Packet,
+};
 
 /// One entry: active slot, generation, flags.
 #[map]
@@ -66,6 +69,11 @@ pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event_s
 #[map]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(FRAGMENT_CAPACITY, 0);
+
+/// Recently denied flows (see `denied`); least recently used evicted. Not pinned.
+#[map]
+pub static DENIED_FLOWS: LruHashMap<DeniedKey, DeniedValue> =
+    LruHashMap::with_max_entries(DENIED_FLOW_CAPACITY, 0);
 
 /// (slot, rule) → rate limit, written by the agent.
 #[map]

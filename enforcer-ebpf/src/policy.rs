@@ -36,6 +36,9 @@ pub struct Decision {
     pub dst_identity: u32,
     /// Rate-limit bucket of the deciding rule (0 = none).
     pub ratelimit: u32,
+    /// Whether `finish` reports it as an event (if it is a kind that is reported): false for a
+    /// denial whose flow was reported less than an interval ago (`denied`).
+    pub report: bool,
 }
 
 impl Decision {
@@ -48,6 +51,7 @@ impl Decision {
             src_identity: 0,
             dst_identity: 0,
             ratelimit: 0,
+            report: true,
         }
     }
 

@@ -34,12 +34,17 @@ pub fn verdict_without_policy(
     d.action()
 }
 
-/// The one exit of a policy decision: count it, report it if it is a drop or a new flow.
+/// The one exit of a policy decision: count it, report it if it is a drop or a new flow (a
+/// denied flow's drops only once per interval: see `denied`).
 #[inline(always)]
 pub fn finish(p: &Packet, direction: u8, ifindex: u32, cfg: &Config, d: Decision) -> Action {
     count(direction, d.verdict, d.reason, d.rule);
     if d.reason != REASON_ESTABLISHED && d.reason != REASON_NO_POLICY {
-        report(p, direction, ifindex, cfg, &d);
+        if d.report {
+            report(p, direction, ifindex, cfg, &d);
+        } else {
+            bump(&EVENT_STATS, event_stat::SAMPLED_OUT);
+        }
     }
     d.action()
 }

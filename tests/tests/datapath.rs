@@ -1,19 +1,20 @@
 //! Datapath truth tables through `BPF_PROG_TEST_RUN`: hand-built frames through the real programs
 //! with a real compiled policy in the maps. Fast and exact; needs root (skipped otherwise).
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use enforcer::{
     datapath::Datapath,
     policy::{compile, parse::parse_documents, NodeContext, PolicySet},
 };
 use enforcer_common::{
-    counter_index, programs, DIR_EGRESS, DIR_INGRESS, REASON_DEFAULT_DENY, REASON_ESTABLISHED,
-    REASON_FRAGMENT, REASON_MALFORMED, REASON_NON_IP, REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW,
-    VERDICT_DENY,
+    counter_index, programs, DENIED_REPORT_INTERVAL_NS, DIR_EGRESS, DIR_INGRESS,
+    REASON_DEFAULT_DENY, REASON_ESTABLISHED, REASON_FRAGMENT, REASON_MALFORMED, REASON_NON_IP,
+    REASON_POLICY, REASON_SPOOFED, VERDICT_ALLOW, VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{arp_request, icmp_unreachable, Frame, L4},
+    netns::{delete_netns, run_in_netns, HARNESS_PREFIX},
     testrun::{
         run_tc, run_tc_on, run_xdp, test_endpoints, TC_PASS, TC_SHOT, TEST_IFINDEX, XDP_DROP,
         XDP_PASS,
@@ -311,15 +312,49 @@ fn spoofed_sources_are_dropped() {
     assert_eq!(h.xdp(programs::XDP_POD, &genuine), XDP_PASS);
 }
 
-/// The index of an interface of this network namespace other than loopback, for a second "pod
-/// interface" in `BPF_PROG_TEST_RUN` (the kernel runs tc programs on the device named in the
-/// context, so it must exist).
-fn other_interface() -> Option<u32> {
-    std::fs::read_dir("/sys/class/net")
-        .ok()?
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("ifindex")).ok())
-        .filter_map(|s| s.trim().parse::<u32>().ok())
-        .find(|i| *i != TEST_IFINDEX)
+/// A network namespace of the harness with a veth pair in it: a second "pod interface" for
+/// `BPF_PROG_TEST_RUN`, which runs tc programs on the device named in the context (it must exist
+/// in the caller's namespace). Deleted on drop.
+struct SecondInterface {
+    ns: String,
+}
+
+impl SecondInterface {
+    const NAME: &str = "dp-pod2";
+
+    fn new() -> Self {
+        let ns = format!("{HARNESS_PREFIX}{:x}-dpspoof", std::process::id());
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("run ip");
+            assert!(st.success(), "ip {args:?} failed");
+        };
+        ip(&["netns", "add", &ns]);
+        let guard = SecondInterface { ns };
+        let ns = guard.ns.as_str();
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "add",
+            Self::NAME,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "dp-peer",
+        ]);
+        ip(&["-n", ns, "link", "set", Self::NAME, "up"]);
+        guard
+    }
+}
+
+impl Drop for SecondInterface {
+    fn drop(&mut self) {
+        let _ = delete_netns(&self.ns);
+    }
 }
 
 #[test]
@@ -327,14 +362,24 @@ fn established_packets_keep_anti_spoofing() {
     if enforcer_tests::skip_unless_root() {
         return;
     }
-    let Some(other_if) = other_interface() else {
-        panic!("no interface besides loopback in this namespace");
-    };
+    let second = SecondInterface::new();
+    run_in_netns(&second.ns, || {
+        let name = std::ffi::CString::new(SecondInterface::NAME)?;
+        // SAFETY: a valid NUL-terminated name; the call only reads it.
+        let other_if = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(other_if, 0, "the second interface exists in this namespace");
+        spoofing_checks(other_if);
+        Ok(())
+    })
+    .expect("the checks ran inside the namespace");
+}
+
+/// web and api behind the test interface (loopback), db behind `other_if`.
+fn spoofing_checks(other_if: u32) {
     let docs = parse_documents("test.yaml", POLICY).expect("valid policy");
     let set = PolicySet::from_documents(docs).expect("valid set");
     let compiled = compile(&set, &NodeContext::default());
     let mut dp = Datapath::load(None).expect("load eBPF object");
-    // web and api behind the test interface; db behind another managed pod interface.
     let db = ip("10.10.3.10");
     let mut endpoints = test_endpoints(&set);
     endpoints.retain(|(_, a)| *a != db);
@@ -383,20 +428,73 @@ fn established_packets_keep_anti_spoofing() {
     let before = spoofed(&dp);
     assert_eq!(run_tc_on(&dp, programs::FROM_POD, &ack, other_if), TC_SHOT);
     assert_eq!(spoofed(&dp), before + 1);
-    // ... and db's own address on its interface is fine (the interface is managed and works).
-    let db_syn = Frame::udp(db, api, 47001, 53).build();
-    run_tc_on(&dp, programs::FROM_POD, &db_syn, other_if);
-    assert_eq!(
-        spoofed(&dp),
-        before + 1,
-        "db sending from its own address is not spoofed"
-    );
+    // db's own address on its interface is not spoofed (the interface is managed, and works).
+    let db_udp = Frame::udp(db, api, 47001, 53).build();
+    run_tc_on(&dp, programs::FROM_POD, &db_udp, other_if);
+    assert_eq!(spoofed(&dp), before + 1, "db sending from its own address");
     // The genuine sender still passes after the spoofed attempt.
     assert_eq!(
         run_tc_on(&dp, programs::FROM_POD, &ack, TEST_IFINDEX),
         TC_PASS
     );
     assert_eq!(established(&dp), est + 2);
+}
+
+#[test]
+fn a_denied_flood_is_counted_per_packet_and_reported_once_per_flow() {
+    let Some(mut h) = Harness::new() else { return };
+    let mut events = h.dp.take_events().expect("the event ring buffer");
+    let mut drain = move || {
+        let mut n = 0;
+        while events.next().is_some() {
+            n += 1;
+        }
+        n
+    };
+    let (web, api, db) = (ip("10.10.1.10"), ip("10.10.2.10"), ip("10.10.3.10"));
+    // The allowed case works (a new flow, reported).
+    assert_eq!(h.flow(&Frame::tcp_syn(web, api, 48000, 8080)), TC_PASS);
+    assert_eq!(drain(), 2, "a new allowed flow is reported by both hooks");
+    // web → db is denied by db's ingressDeny[0]: 100 packets of one flow.
+    let flood = Frame::udp(web, db, 48001, 5000).build();
+    let before = h.counter(DIR_INGRESS, VERDICT_DENY, REASON_POLICY);
+    for _ in 0..100 {
+        assert_eq!(h.tc(programs::TO_POD, &flood), TC_SHOT);
+    }
+    assert_eq!(
+        h.counter(DIR_INGRESS, VERDICT_DENY, REASON_POLICY),
+        before + 100,
+        "every drop is counted"
+    );
+    assert_eq!(
+        drain(),
+        1,
+        "only the flow's first drop is reported within the interval"
+    );
+    // Another denied flow is reported at its own first drop.
+    let other = Frame::udp(web, db, 48002, 5000).build();
+    assert_eq!(h.tc(programs::TO_POD, &other), TC_SHOT);
+    assert_eq!(drain(), 1);
+    // After the interval, the flood's next drop is reported again.
+    std::thread::sleep(
+        Duration::from_nanos(DENIED_REPORT_INTERVAL_NS) + Duration::from_millis(100),
+    );
+    assert_eq!(h.tc(programs::TO_POD, &flood), TC_SHOT);
+    assert_eq!(drain(), 1, "reported again after the interval");
+    // A new generation judges the flow again (its first drop under it is reported at once).
+    let docs = parse_documents("test.yaml", POLICY).expect("valid policy");
+    let set = PolicySet::from_documents(docs).expect("valid set");
+    let compiled = compile(&set, &NodeContext::default());
+    h.dp.install(&compiled, &test_endpoints(&set))
+        .expect("install policy");
+    assert_eq!(h.tc(programs::TO_POD, &flood), TC_SHOT);
+    assert_eq!(
+        drain(),
+        1,
+        "judged and reported again under the new generation"
+    );
+    // The allowed flow still passes after the flood.
+    assert_eq!(h.flow(&Frame::tcp_syn(web, api, 48003, 8080)), TC_PASS);
 }
 
 #[test]

@@ -333,8 +333,10 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
          min–max plus the extra's IQR). {nf_note}. Single runs start with colder caches than a 1 000 000-repeat loop, so \
          the extra is if anything an overestimate. The \"denied new flow\" rows are the full judgment without the \
          conntrack insert: a denied flow never creates an entry, so every repeat is judged from scratch (2 identity \
-         hash lookups, 2 `POLICY` trie lookups: the peer's table misses, the any-peer table holds the default deny), \
-         counted, and reported in the ring buffer (drained between batches of 8 192, as the agent would).\n\n\
+         hash lookups, 2 `POLICY` trie lookups: the peer's table misses, the any-peer table holds the default deny) and \
+         counted; its drop event is aggregated per flow (`enforcer-ebpf/src/denied.rs`: the flow's first drop is \
+         reported, later ones at most once per second), so repeats 2..N pay a `DENIED_FLOWS` hash lookup instead of a \
+         ring-buffer event (events drained between batches of 8 192, as the agent would).\n\n\
          `xdp_pod` does no policy lookup: it parses, drops malformed and spoofed packets (an `ENDPOINTS` hash lookup) and \
          passes everything else to `from_pod`, which judges the policy. Its cost does not depend on the packet kind or the \
          policy size."
@@ -442,7 +444,7 @@ fn new_flow_limit(s: &SizeResult) -> String {
     format!(
         "a new flow is judged in tc, not XDP, and pays for the judgment (two `IDENTITIES` lookups, one or two `POLICY` \
          LPM-trie lookups, which grow with the trie: see `scale`), a `CONNTRACK` insert and a ring-buffer event: a \
-         denied SYN (judgment + event, no insert) costs {:.0} ns, a single new flow {:.0} ns more than an established \
+         repeated denied SYN (judgment + the per-flow drop-event aggregation lookup, no insert) costs {:.0} ns, a single new flow {:.0} ns more than an established \
          packet; the event alone (counter + `EVENTS` reserve/submit + timestamp) is ~{:.0} ns (`xdp_pod` spoofed drop vs \
          pass)",
         denied.cost.median,
