@@ -17,7 +17,8 @@ impl core::fmt::Display for UnknownCode {
     }
 }
 
-/// A `#[repr(u8)]` enum with its one name table: `as_str`, `from_name`, `TryFrom<u8>`, `ALL`.
+/// A `#[repr(u8)]` enum with its one name table: `as_str`, `from_name`, `TryFrom<u8>`, `ALL`,
+/// and (userspace, `user` feature) serde by the same names.
 macro_rules! abi_enum {
     (
         $(#[$meta:meta])*
@@ -58,6 +59,27 @@ macro_rules! abi_enum {
                     _ => None,
                 }
             }
+
+            /// Every name, in code order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+        }
+
+        #[cfg(feature = "user")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        #[cfg(feature = "user")]
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(user::ByName {
+                    what: stringify!($name),
+                    from_name: $name::from_name,
+                    names: $name::NAMES,
+                })
+            }
         }
 
         impl TryFrom<u8> for $name {
@@ -80,6 +102,31 @@ macro_rules! abi_enum {
             }
         }
     };
+}
+
+/// Serde of the enums by their names.
+#[cfg(feature = "user")]
+mod user {
+    use serde::de::{Error, Visitor};
+
+    /// Reads one of `names` back with `from_name`.
+    pub(super) struct ByName<T: 'static> {
+        pub what: &'static str,
+        pub from_name: fn(&str) -> Option<T>,
+        pub names: &'static [&'static str],
+    }
+
+    impl<T> Visitor<'_> for ByName<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(f, "a {} name", self.what)
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<T, E> {
+            (self.from_name)(v).ok_or_else(|| E::unknown_variant(v, self.names))
+        }
+    }
 }
 
 abi_enum! {
@@ -187,6 +234,15 @@ impl Reason {
         match (verdict, self) {
             (Verdict::Deny, Reason::Policy) => POLICY_DENIED,
             _ => self.as_str(),
+        }
+    }
+
+    /// The reason of an event's name (the inverse of `event_name`).
+    pub fn from_event_name(name: &str) -> Option<Reason> {
+        if name == POLICY_DENIED {
+            Some(Reason::Policy)
+        } else {
+            Reason::from_name(name)
         }
     }
 }

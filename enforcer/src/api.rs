@@ -1,9 +1,12 @@
 //! The agent's API on its Unix socket: one JSON request per line, one JSON response per line
 //! (`flows --follow` streams one JSON event per line until the client hangs up).
 
+use std::net::IpAddr;
+
+use enforcer_common::{Direction, Protocol, Reason, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::RuleRef;
+use crate::policy::{Document, Explanation, IdentityRef, RuleRef};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
@@ -46,7 +49,7 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
         #[serde(default)]
-        verdict: Option<String>,
+        verdict: Option<Verdict>,
         #[serde(default)]
         service: Option<String>,
         #[serde(default)]
@@ -94,31 +97,51 @@ pub struct EndpointStatus {
     pub generation: u64,
 }
 
+/// One response line: `data` on success, `error` on failure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Response {
+pub struct Response<T> {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(default)]
-    pub data: serde_json::Value,
+    /// Absent or `null` on failure (a missing `Option` field reads as `None`).
+    pub data: Option<T>,
 }
 
-impl Response {
-    pub fn ok(data: impl Serialize) -> Response {
+impl<T> Response<T> {
+    pub fn ok(data: T) -> Response<T> {
         Response {
             ok: true,
             error: None,
-            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+            data: Some(data),
         }
     }
 
-    pub fn error(message: impl Into<String>) -> Response {
+    pub fn error(message: impl Into<String>) -> Response<T> {
         Response {
             ok: false,
             error: Some(message.into()),
-            data: serde_json::Value::Null,
+            data: None,
         }
     }
+}
+
+/// What the agent answers, by request: `apply`/`delete` an [`ApplyResult`], `get` the
+/// documents, `status`, `stats`, `explain` an [`Explanation`], `flows` the events (one per line
+/// with `follow`), the CNI requests an [`EndpointStatus`] or the generation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Applied(ApplyResult),
+    Documents(Vec<Document>),
+    Status(Box<Status>),
+    Stats(Stats),
+    Explanation(Explanation),
+    Flows(Vec<FlowEvent>),
+    Flow(Box<FlowEvent>),
+    /// `endpoint_add`, `endpoint_check` (CNI).
+    Endpoint(EndpointStatus),
+    /// `endpoint_del` (CNI): the generation in force after it.
+    Generation(u64),
 }
 
 /// One applied document's outcome.
@@ -175,27 +198,125 @@ pub struct MapUsage {
     pub capacity: u32,
 }
 
-/// A flow or drop event, decoded.
+/// A flow or drop event, decoded with the policy in force. Its JSON (`flows -o json`) names
+/// every code: see [`FlowEventJson`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(into = "FlowEventJson", try_from = "FlowEventJson")]
 pub struct FlowEvent {
     /// Unix time, milliseconds.
     pub time_ms: u64,
-    pub src: String,
-    pub dst: String,
-    pub src_identity: crate::policy::IdentityRef,
-    pub dst_identity: crate::policy::IdentityRef,
-    pub protocol: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_identity: IdentityRef,
+    pub dst_identity: IdentityRef,
+    /// The IP protocol number.
+    pub protocol: u8,
     pub sport: u16,
     pub dport: u16,
-    pub direction: String,
-    /// allowed | denied | audit
-    pub verdict: String,
-    pub reason: String,
-    /// The deciding rule (JSON: `policy`, `rule` and the policy's `kind`).
-    #[serde(flatten)]
+    pub direction: Direction,
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// The deciding rule.
     pub rule: Option<RuleRef>,
     pub interface: String,
     pub generation: u64,
+}
+
+impl FlowEvent {
+    /// The protocol's name (`TCP`, `ICMPv6`, ...), or its number.
+    pub fn protocol_name(&self) -> String {
+        Protocol::from_u8(self.protocol)
+            .map_or_else(|| self.protocol.to_string(), |p| p.as_str().into())
+    }
+
+    /// The reason as events name it (`policy_denied` for a packet a rule denied).
+    pub fn reason_name(&self) -> &'static str {
+        self.reason.event_name(self.verdict)
+    }
+}
+
+/// The JSON form of a [`FlowEvent`]: codes by name (`reason` as [`FlowEvent::reason_name`]),
+/// the rule as `policy`, `rule` and `kind` (absent when no rule decided).
+#[derive(Serialize, Deserialize)]
+pub struct FlowEventJson {
+    time_ms: u64,
+    src: IpAddr,
+    dst: IpAddr,
+    src_identity: IdentityRef,
+    dst_identity: IdentityRef,
+    protocol: String,
+    sport: u16,
+    dport: u16,
+    direction: Direction,
+    verdict: Verdict,
+    reason: String,
+    #[serde(flatten)]
+    rule: Option<RuleRef>,
+    interface: String,
+    generation: u64,
+}
+
+/// A flow event's JSON that names an unknown code.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} {name:?} in a flow event")]
+pub struct BadEvent {
+    what: &'static str,
+    name: String,
+}
+
+impl From<FlowEvent> for FlowEventJson {
+    fn from(e: FlowEvent) -> Self {
+        FlowEventJson {
+            protocol: e.protocol_name(),
+            reason: e.reason_name().into(),
+            time_ms: e.time_ms,
+            src: e.src,
+            dst: e.dst,
+            src_identity: e.src_identity,
+            dst_identity: e.dst_identity,
+            sport: e.sport,
+            dport: e.dport,
+            direction: e.direction,
+            verdict: e.verdict,
+            rule: e.rule,
+            interface: e.interface,
+            generation: e.generation,
+        }
+    }
+}
+
+impl TryFrom<FlowEventJson> for FlowEvent {
+    type Error = BadEvent;
+
+    fn try_from(j: FlowEventJson) -> Result<Self, BadEvent> {
+        let protocol = Protocol::from_name(&j.protocol)
+            .map(u8::from)
+            .or_else(|| j.protocol.parse().ok())
+            .ok_or(BadEvent {
+                what: "protocol",
+                name: j.protocol,
+            })?;
+        let reason = Reason::from_event_name(&j.reason).ok_or(BadEvent {
+            what: "reason",
+            name: j.reason,
+        })?;
+        Ok(FlowEvent {
+            time_ms: j.time_ms,
+            src: j.src,
+            dst: j.dst,
+            src_identity: j.src_identity,
+            dst_identity: j.dst_identity,
+            protocol,
+            sport: j.sport,
+            dport: j.dport,
+            direction: j.direction,
+            verdict: j.verdict,
+            reason,
+            rule: j.rule,
+            interface: j.interface,
+            generation: j.generation,
+        })
+    }
 }
 
 /// Counters, as `stats` returns them.
@@ -211,9 +332,9 @@ pub struct Stats {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Counter {
-    pub direction: String,
-    pub verdict: String,
-    pub reason: String,
+    pub direction: Direction,
+    pub verdict: Verdict,
+    pub reason: Reason,
     pub packets: u64,
 }
 

@@ -6,49 +6,50 @@ use std::{
     path::Path,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use serde::de::DeserializeOwned;
 
 use crate::api::{Request, Response};
 
-/// Send one request and read one response.
-pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+/// Send one request and read one response, decoded as `T` (the type the agent answers that
+/// request with, see [`crate::api::Reply`]).
+pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> {
     let stream = connect(socket)?;
     send(&stream, request)?;
     let mut line = String::new();
     BufReader::new(&stream)
         .read_line(&mut line)
         .context("reading the agent's response")?;
-    let response: Response =
-        serde_json::from_str(&line).context("decoding the agent's response")?;
+    data(&line)
+}
+
+/// The data of a response line, or its error.
+fn data<T: DeserializeOwned>(line: &str) -> Result<T> {
+    let response: Response<T> =
+        serde_json::from_str(line).context("decoding the agent's response")?;
     if !response.ok {
-        bail!(
+        return Err(anyhow!(
             "{}",
             response.error.unwrap_or_else(|| "request failed".into())
-        );
+        ));
     }
-    Ok(response.data)
+    response
+        .data
+        .ok_or_else(|| anyhow!("the agent's response has no data"))
 }
 
 /// Send one request and hand each streamed line to `each` until the agent closes the stream or
 /// `each` returns false.
-pub fn stream(
+pub fn stream<T: DeserializeOwned>(
     socket: &Path,
     request: &Request,
-    mut each: impl FnMut(serde_json::Value) -> bool,
+    mut each: impl FnMut(T) -> bool,
 ) -> Result<()> {
     let stream = connect(socket)?;
     send(&stream, request)?;
     for line in BufReader::new(&stream).lines() {
         let line = line.context("reading from the agent")?;
-        let response: Response =
-            serde_json::from_str(&line).context("decoding the agent's response")?;
-        if !response.ok {
-            bail!(
-                "{}",
-                response.error.unwrap_or_else(|| "request failed".into())
-            );
-        }
-        if !each(response.data) {
+        if !each(data(&line)?) {
             break;
         }
     }

@@ -151,7 +151,7 @@ impl AgentProcess {
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            if client::call(&self.socket, &Request::Status).is_ok() {
+            if client::call::<Status>(&self.socket, &Request::Status).is_ok() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -181,17 +181,17 @@ impl AgentProcess {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    pub fn call(&self, request: &Request) -> Result<serde_json::Value> {
+    /// One request, its reply decoded as `T`.
+    pub fn call<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T> {
         client::call(&self.socket, request).with_context(|| format!("agent on {}", self.node))
     }
 
     pub fn apply(&self, source: &str, yaml: &str) -> Result<ApplyResult> {
-        let v = self.call(&Request::Apply {
+        self.call(&Request::Apply {
             source: source.into(),
             yaml: yaml.into(),
             dry_run: false,
-        })?;
-        Ok(serde_json::from_value(v)?)
+        })
     }
 
     pub fn delete(&self, name: &str) -> Result<ApplyResult> {
@@ -207,20 +207,19 @@ impl AgentProcess {
         &self,
         selector: &enforcer::policy::set::Selector,
     ) -> Result<ApplyResult> {
-        let v = self.call(&Request::Delete {
+        self.call(&Request::Delete {
             name: selector.name.clone(),
             kind: selector.kind.map(|k| k.to_string()),
             namespace: selector.namespace.clone(),
-        })?;
-        Ok(serde_json::from_value(v)?)
+        })
     }
 
     pub fn status(&self) -> Result<Status> {
-        Ok(serde_json::from_value(self.call(&Request::Status)?)?)
+        self.call(&Request::Status)
     }
 
     pub fn stats(&self) -> Result<Stats> {
-        Ok(serde_json::from_value(self.call(&Request::Stats)?)?)
+        self.call(&Request::Stats)
     }
 
     /// Packets counted with `verdict` (allowed, denied, audit) over every direction and reason.
@@ -229,7 +228,7 @@ impl AgentProcess {
             .stats()?
             .packets
             .iter()
-            .filter(|c| c.verdict == verdict)
+            .filter(|c| c.verdict.as_str() == verdict)
             .map(|c| c.packets)
             .sum())
     }

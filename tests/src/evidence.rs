@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use enforcer::api::{FlowEvent, Request};
+use enforcer_common::Verdict;
 
 use crate::cluster::AgentProcess;
 
@@ -42,14 +43,13 @@ pub fn now_ms() -> u64 {
 impl FlowKey {
     /// Whether `e` reports a packet of this flow, in the probe's direction.
     pub fn matches(&self, e: &FlowEvent) -> bool {
-        let addr = |s: &str| s.parse::<IpAddr>().ok().map(|a| a.to_canonical());
         e.time_ms >= self.since_ms
-            && e.protocol == self.protocol
+            && e.protocol_name() == self.protocol
             && e.dport == self.dport
-            && addr(&e.dst) == Some(self.dst.to_canonical())
+            && e.dst.to_canonical() == self.dst.to_canonical()
             && self
                 .src
-                .is_none_or(|s| addr(&e.src) == Some(s.to_canonical()))
+                .is_none_or(|s| e.src.to_canonical() == s.to_canonical())
     }
 }
 
@@ -63,17 +63,16 @@ impl std::fmt::Display for FlowKey {
     }
 }
 
-/// The events with `verdict` (`denied`, `audit`, `allowed`) of every agent, oldest first.
-pub fn events(agents: &[AgentProcess], verdict: &str) -> Result<Vec<FlowEvent>> {
+/// The events with `verdict` of every agent, oldest first.
+pub fn events(agents: &[AgentProcess], verdict: Verdict) -> Result<Vec<FlowEvent>> {
     let mut all = Vec::new();
     for a in agents {
-        let v = a.call(&Request::Flows {
+        all.extend(a.call::<Vec<FlowEvent>>(&Request::Flows {
             follow: false,
-            verdict: Some(verdict.into()),
+            verdict: Some(verdict),
             service: None,
             limit: None,
-        })?;
-        all.extend(serde_json::from_value::<Vec<FlowEvent>>(v)?);
+        })?);
     }
     Ok(all)
 }
@@ -83,7 +82,7 @@ pub fn events(agents: &[AgentProcess], verdict: &str) -> Result<Vec<FlowEvent>> 
 pub fn wait_for_events(
     agents: &[AgentProcess],
     key: &FlowKey,
-    verdict: &str,
+    verdict: Verdict,
     deadline: Duration,
 ) -> Result<Vec<FlowEvent>> {
     let start = Instant::now();
@@ -102,7 +101,12 @@ pub fn wait_for_events(
 /// The policy and rule an event names, as `policy/rule` or `default deny`.
 pub fn attribution(e: &FlowEvent) -> String {
     match &e.rule {
-        Some(r) => format!("{} {} ({})", r.policy_label(), r.rule_label(), e.reason),
-        None => e.reason.clone(),
+        Some(r) => format!(
+            "{} {} ({})",
+            r.policy_label(),
+            r.rule_label(),
+            e.reason_name()
+        ),
+        None => e.reason_name().to_string(),
     }
 }

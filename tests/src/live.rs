@@ -11,6 +11,7 @@ use enforcer::{
         explain, Document, Explanation, Flow, PolicySet, Protocol as PolicyProtocol, Verdict,
     },
 };
+use enforcer_common::{Reason, Verdict as EventVerdict};
 
 use crate::{
     cluster::{AgentProcess, WorkDir},
@@ -279,7 +280,8 @@ impl Live {
         if !counted && probe.expect != Expect::Audit {
             return Ok((Expect::Allow.into(), detail));
         }
-        let records = evidence::wait_for_events(&self.agents, key, "audit", EVENT_DEADLINE)?;
+        let records =
+            evidence::wait_for_events(&self.agents, key, EventVerdict::Audit, EVENT_DEADLINE)?;
         Ok(match records.first() {
             Some(e) => (
                 Expect::Audit.into(),
@@ -304,7 +306,8 @@ impl Live {
         expected: &Explanation,
     ) -> Result<(Outcome, String)> {
         let detail = format!("{}: {outcome:?}", key.dst);
-        let drops = evidence::wait_for_events(&self.agents, key, "denied", EVENT_DEADLINE)?;
+        let drops =
+            evidence::wait_for_events(&self.agents, key, EventVerdict::Deny, EVENT_DEADLINE)?;
         if drops.is_empty() {
             return Ok((
                 Outcome::Error(format!(
@@ -353,7 +356,7 @@ fn no_answer_kind(outcome: &ProbeOutcome) -> String {
 fn names(e: &FlowEvent, expected: &Explanation) -> bool {
     match &expected.rule {
         Some(_) => e.rule == expected.rule,
-        None => e.reason == "default_deny",
+        None => e.reason == Reason::DefaultDeny,
     }
 }
 

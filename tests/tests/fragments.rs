@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
+use enforcer_common::{Reason, Verdict};
 use enforcer_tests::{
     fixtures::WEB_API_WORKLOADS, ns_exec, one_node::WebApi, run_in_netns, spawn_udp_echo,
 };
@@ -123,7 +124,7 @@ fn allowed_large_udp_is_reassembled_and_denied_never_arrives() -> Result<()> {
         .stats()?
         .packets
         .iter()
-        .filter(|c| c.verdict == "denied" && c.reason == "fragment")
+        .filter(|c| c.verdict == Verdict::Deny && c.reason == Reason::Fragment)
         .map(|c| c.packets)
         .sum();
     ensure!(

@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use enforcer::{api::FlowEvent, policy::RuleRef};
+use enforcer_common::{Direction, Reason, Verdict};
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     http_get,
@@ -262,7 +263,9 @@ fn agent_policy_drops(agent: &AgentProcess) -> Result<u64> {
         .stats()?
         .packets
         .iter()
-        .filter(|c| c.verdict == "denied" && matches!(c.reason.as_str(), "policy" | "default_deny"))
+        .filter(|c| {
+            c.verdict == Verdict::Deny && matches!(c.reason, Reason::Policy | Reason::DefaultDeny)
+        })
         .map(|c| c.packets)
         .sum())
 }
@@ -640,16 +643,16 @@ fn check_flows(topo: &Topology, agent: &AgentProcess, denied: &Denied) -> Result
         events
             .iter()
             .filter(|e| {
-                e.src == "10.10.1.10"
-                    && e.dst == "10.10.2.10"
+                e.src == ip("10.10.1.10")
+                    && e.dst == ip("10.10.2.10")
                     && e.src_identity == "web"
                     && e.dst_identity == "api"
-                    && e.protocol == protocol
+                    && e.protocol_name() == protocol
                     && e.dport == port
-                    && e.direction == "ingress"
+                    && e.direction == Direction::Ingress
                     && e.rule.as_ref().map(RuleRef::policy_label).as_deref() == Some(policy)
                     && e.rule.as_ref().map(RuleRef::rule_label).as_deref() == Some(rule)
-                    && e.reason == reason
+                    && e.reason_name() == reason
             })
             .count() as u64
     };

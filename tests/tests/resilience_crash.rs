@@ -88,7 +88,9 @@ fn kill_during_apply(f: &mut Fixture, i: usize, delay: Duration) -> Result<bool>
         yaml: yaml.clone(),
         dry_run: false,
     };
-    let apply = std::thread::spawn(move || enforcer::client::call(&socket, &request));
+    let apply = std::thread::spawn(move || {
+        enforcer::client::call::<enforcer::api::ApplyResult>(&socket, &request)
+    });
     std::thread::sleep(delay);
     f.agent.kill()?;
     let finished = apply.join().is_ok_and(|r| r.is_ok());

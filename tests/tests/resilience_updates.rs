@@ -21,6 +21,7 @@ use std::{
 
 use anyhow::{bail, ensure, Result};
 use enforcer::api::{FlowEvent, Request};
+use enforcer_common::{Direction, Verdict};
 use enforcer_tests::cluster::AgentProcess;
 use resil_common::{Fixture, Probe, Prober};
 
@@ -48,11 +49,9 @@ fn follow_events(agent: &AgentProcess, dport: u16) -> Arc<Mutex<Vec<FlowEvent>>>
             service: None,
             limit: None,
         };
-        let _ = enforcer::client::stream(&socket, &request, |v| {
-            if let Ok(e) = serde_json::from_value::<FlowEvent>(v) {
-                if e.dport == dport {
-                    sink.lock().expect("events").push(e);
-                }
+        let _ = enforcer::client::stream(&socket, &request, |e: FlowEvent| {
+            if e.dport == dport {
+                sink.lock().expect("events").push(e);
             }
             true
         });
@@ -63,12 +62,12 @@ fn follow_events(agent: &AgentProcess, dport: u16) -> Arc<Mutex<Vec<FlowEvent>>>
 /// Waits until the followed stream holds the newest event of the toggled port that the agent's
 /// history holds (both are fed together; the probes have stopped, so nothing newer comes).
 fn caught_up(agent: &AgentProcess, followed: &Mutex<Vec<FlowEvent>>) -> Result<()> {
-    let history: Vec<FlowEvent> = serde_json::from_value(agent.call(&Request::Flows {
+    let history: Vec<FlowEvent> = agent.call(&Request::Flows {
         follow: false,
         verdict: None,
         service: None,
         limit: None,
-    })?)?;
+    })?;
     let Some(newest) = history.iter().rev().find(|e| e.dport == TOGGLED_PORT) else {
         bail!("the agent reported no event of the toggled port");
     };
@@ -126,12 +125,12 @@ fn wrong_events<'a>(gens: &Generations, events: &'a [FlowEvent]) -> Vec<&'a Flow
     events
         .iter()
         .filter(|e| {
-            let expected = if e.direction == "egress" {
+            let expected = if e.direction == Direction::Egress {
                 Some(&true)
             } else {
                 gens.allowed.get(&e.generation)
             };
-            expected != Some(&(e.verdict == "allowed"))
+            expected != Some(&(e.verdict == Verdict::Allow))
         })
         .collect()
 }
@@ -171,13 +170,13 @@ fn hot_updates_under_traffic_never_give_a_wrong_verdict() -> Result<()> {
 
     let events = events.lock().expect("events").clone();
     let wrong_events = wrong_events(&gens, &events);
-    let at_api = |verdict: &str| {
+    let at_api = |verdict: Verdict| {
         events
             .iter()
-            .filter(|e| e.direction == "ingress" && e.verdict == verdict)
+            .filter(|e| e.direction == Direction::Ingress && e.verdict == verdict)
             .count()
     };
-    let (api_allowed, api_denied) = (at_api("allowed"), at_api("denied"));
+    let (api_allowed, api_denied) = (at_api(Verdict::Allow), at_api(Verdict::Deny));
     let judged = judged(&gens, &probes);
     let wrong_probes = judged.iter().filter(|(p, a)| p.answered != *a).count();
     let lost = datagrams.iter().filter(|p| !p.answered).count();

@@ -12,8 +12,9 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use enforcer::{
     api::{FlowEvent, Request},
-    policy::{document::Kind, Direction, PolicyId, RuleRef, Section},
+    policy::{document::Kind, PolicyId, RuleRef, Section},
 };
+use enforcer_common::{Direction, Reason, Verdict};
 use enforcer_tests::{
     cluster::{AgentProcess, WorkDir},
     http_get, probe_tcp, spawn_tcp_echo, ProbeOptions, Topology, ANY,
@@ -71,12 +72,12 @@ fn wait_event(
 ) -> Result<Option<FlowEvent>> {
     let start = Instant::now();
     loop {
-        let events: Vec<FlowEvent> = serde_json::from_value(agent.call(&Request::Flows {
+        let events: Vec<FlowEvent> = agent.call(&Request::Flows {
             follow: false,
             verdict: None,
             service: None,
             limit: None,
-        })?)?;
+        })?;
         if let Some(e) = events.into_iter().find(|e| found(e)) {
             return Ok(Some(e));
         }
@@ -121,21 +122,23 @@ fn network_policy_rules_are_named_in_events_stats_and_metrics() -> Result<()> {
     };
     // a's ingress side (b's and c's egress are not isolated).
     let from = |src: &'static str| {
-        move |e: &FlowEvent| e.src == src && e.dport == 80 && e.direction == "ingress"
+        move |e: &FlowEvent| e.src == ip(src) && e.dport == 80 && e.direction == Direction::Ingress
     };
     let allowed = wait_event(&agent, from("10.10.31.2"))?.context("no event of b -> a")?;
     ensure!(
-        allowed.verdict == "allowed" && allowed.rule.as_ref() == Some(&rule),
+        allowed.verdict == Verdict::Allow && allowed.rule.as_ref() == Some(&rule),
         "b -> a is allowed by {rule}: {allowed:?}"
     );
     let denied = wait_event(&agent, from("10.10.31.3"))?.context("no event of c -> a")?;
     let default_deny = match &denied.rule {
-        Some(r @ RuleRef::DefaultDeny { direction, .. }) if *direction == Direction::Ingress => {
+        Some(r @ RuleRef::DefaultDeny { direction, .. })
+            if *direction == enforcer::policy::Direction::Ingress =>
+        {
             r.clone()
         }
         other => anyhow::bail!("c -> a is denied by a default deny, not {other:?}: {denied:?}"),
     };
-    ensure!(denied.verdict == "denied" && denied.reason == "default_deny");
+    ensure!(denied.verdict == Verdict::Deny && denied.reason == Reason::DefaultDeny);
     ensure!(
         denied.dst_identity.to_string().starts_with("x/"),
         "a's identity is namespaced: {denied:?}"

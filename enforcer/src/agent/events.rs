@@ -10,9 +10,9 @@ use std::{
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use enforcer_common::{Direction, Event, Protocol, Reason, Verdict};
+use enforcer_common::{Direction, Event, Reason, Verdict};
 use tokio::{io::unix::AsyncFd, sync::broadcast};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Agent, Snapshot};
 use crate::api::FlowEvent;
@@ -86,9 +86,12 @@ pub async fn run(agent: Arc<Agent>, ring: RingBuf<MapData>) -> Result<()> {
             continue;
         }
         let snapshot = agent.snapshot();
-        let decoded: Vec<FlowEvent> = batch.iter().map(|e| decode(&snapshot, e)).collect();
-        for e in decoded {
-            agent.events.publish(e);
+        for e in &batch {
+            if let Some(decoded) = decode(&snapshot, e) {
+                agent.events.publish(decoded);
+            } else {
+                debug!("event with an unknown code: {e:?}");
+            }
         }
     }
 }
@@ -98,42 +101,31 @@ fn addr(a: [u8; 16]) -> IpAddr {
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
-/// Decode an event with the names of the policy in force.
-pub fn decode(snapshot: &Snapshot, e: &Event) -> FlowEvent {
-    let rule = snapshot.compiled.rule(e.rule);
-    let verdict = Verdict::from_u8(e.verdict);
-    let reason = match (verdict, Reason::from_u8(e.reason)) {
-        (Some(v), Some(r)) => r.event_name(v),
-        _ => "unknown",
-    };
+/// Decode an event with the policy in force; `None` for an event with a code this agent does
+/// not know (a newer kernel side).
+pub fn decode(snapshot: &Snapshot, e: &Event) -> Option<FlowEvent> {
     let time_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    FlowEvent {
+    Some(FlowEvent {
         time_ms,
-        src: addr(e.src).to_string(),
-        dst: addr(e.dst).to_string(),
+        src: addr(e.src),
+        dst: addr(e.dst),
         src_identity: snapshot.compiled.identity_ref(e.src_identity),
         dst_identity: snapshot.compiled.identity_ref(e.dst_identity),
-        protocol: protocol_name(e.protocol),
+        protocol: e.protocol,
         sport: e.sport,
         dport: e.dport,
-        direction: Direction::from_u8(e.direction)
-            .map_or("unknown", Direction::as_str)
-            .into(),
-        verdict: verdict.map_or("unknown", Verdict::as_str).into(),
-        reason: reason.into(),
-        rule: rule.map(|r| r.rule.clone()),
+        direction: Direction::from_u8(e.direction)?,
+        verdict: Verdict::from_u8(e.verdict)?,
+        reason: Reason::from_u8(e.reason)?,
+        rule: snapshot.compiled.rule(e.rule).map(|r| r.rule.clone()),
         interface: snapshot
             .attached
             .get(&e.ifindex)
             .map_or_else(|| e.ifindex.to_string(), |(n, _)| n.clone()),
         generation: e.generation,
-    }
-}
-
-pub fn protocol_name(p: u8) -> String {
-    Protocol::from_u8(p).map_or_else(|| p.to_string(), |p| p.as_str().into())
+    })
 }
 
 /// Spawn the reader of the ring buffer (taken from the datapath at start).

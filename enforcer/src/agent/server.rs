@@ -11,9 +11,11 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+use enforcer_common::Verdict;
+
 use super::{owner::Command, Agent};
 use crate::{
-    api::{FlowEvent, Request, Response, Stats},
+    api::{FlowEvent, Reply, Request, Response, Stats},
     policy::{explain, Flow},
 };
 
@@ -70,7 +72,7 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
     }
 }
 
-async fn write(stream: &mut UnixStream, response: &Response) -> Result<()> {
+async fn write(stream: &mut UnixStream, response: &Response<Reply>) -> Result<()> {
     let mut line = serde_json::to_vec(response)?;
     line.push(b'\n');
     stream.write_all(&line).await?;
@@ -102,7 +104,7 @@ async fn handle(agent: Arc<Agent>, mut stream: UnixStream) -> Result<()> {
         ..
     } = &request
     {
-        return follow(&agent, stream, verdict.clone(), service.clone()).await;
+        return follow(&agent, stream, *verdict, service.clone()).await;
     }
     let response = dispatch(agent, request)
         .await
@@ -112,39 +114,41 @@ async fn handle(agent: Arc<Agent>, mut stream: UnixStream) -> Result<()> {
 
 /// Changes go to the owner; reads are answered from the published snapshot, off the runtime's
 /// workers (`explain` and `stats` do real work).
-async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response> {
+async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response<Reply>> {
     Ok(match request {
         Request::Apply {
             source,
             yaml,
             dry_run,
-        } => Response::ok(agent.apply(source, yaml, dry_run).await?),
+        } => Response::ok(Reply::Applied(agent.apply(source, yaml, dry_run).await?)),
         Request::Delete {
             name,
             kind,
             namespace,
-        } => Response::ok(agent.delete(&name, kind.as_deref(), namespace).await?),
-        Request::EndpointAdd(endpoint) => Response::ok(
+        } => Response::ok(Reply::Applied(
+            agent.delete(&name, kind.as_deref(), namespace).await?,
+        )),
+        Request::EndpointAdd(endpoint) => Response::ok(Reply::Endpoint(
             agent
                 .ask(|reply| Command::RegisterEndpoint { endpoint, reply })
                 .await?,
-        ),
-        Request::EndpointDel { container_id } => Response::ok(
+        )),
+        Request::EndpointDel { container_id } => Response::ok(Reply::Generation(
             agent
                 .ask(|reply| Command::UnregisterEndpoint {
                     container_id,
                     reply,
                 })
                 .await?,
-        ),
-        Request::EndpointCheck { container_id } => Response::ok(
+        )),
+        Request::EndpointCheck { container_id } => Response::ok(Reply::Endpoint(
             agent
                 .ask(|reply| Command::CheckEndpoint {
                     container_id,
                     reply,
                 })
                 .await?,
-        ),
+        )),
         read => tokio::task::spawn_blocking(move || query(&agent, read))
             .await
             .map_err(|e| anyhow!("internal error: {e}"))??,
@@ -152,7 +156,7 @@ async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response> {
 }
 
 /// A request that only reads.
-fn query(agent: &Agent, request: Request) -> Result<Response> {
+fn query(agent: &Agent, request: Request) -> Result<Response<Reply>> {
     Ok(match request {
         Request::Apply { .. }
         | Request::Delete { .. }
@@ -173,10 +177,10 @@ fn query(agent: &Agent, request: Request) -> Result<Response> {
             if let (Some(n), true) = (&name, docs.is_empty()) {
                 bail!("no document named {n:?}");
             }
-            Response::ok(docs)
+            Response::ok(Reply::Documents(docs))
         }
-        Request::Status => Response::ok(agent.status()),
-        Request::Stats => Response::ok(stats(agent)?),
+        Request::Status => Response::ok(Reply::Status(Box::new(agent.status()))),
+        Request::Stats => Response::ok(Reply::Stats(stats(agent)?)),
         Request::Explain {
             from,
             to,
@@ -187,7 +191,7 @@ fn query(agent: &Agent, request: Request) -> Result<Response> {
             let (src, dst) = crate::policy::resolve::flow_ends(&s.set, &s.ctx, &from, &to)
                 .map_err(|e| anyhow!(e))?;
             let flow = flow_of(src, dst, &protocol, port)?;
-            Response::ok(explain(&s.set, &s.ctx, &flow))
+            Response::ok(Reply::Explanation(explain(&s.set, &s.ctx, &flow)))
         }
         Request::Flows {
             verdict,
@@ -199,13 +203,13 @@ fn query(agent: &Agent, request: Request) -> Result<Response> {
                 .events
                 .history()
                 .into_iter()
-                .filter(|e| matches_filter(e, verdict.as_deref(), service.as_deref()))
+                .filter(|e| matches_filter(e, verdict, service.as_deref()))
                 .collect();
             if let Some(n) = limit {
                 let skip = flows.len().saturating_sub(n);
                 flows.drain(..skip);
             }
-            Response::ok(flows)
+            Response::ok(Reply::Flows(flows))
         }
     })
 }
@@ -235,15 +239,8 @@ pub fn flow_of(
     })
 }
 
-fn matches_filter(e: &FlowEvent, verdict: Option<&str>, service: Option<&str>) -> bool {
-    let v_ok = verdict.is_none_or(|v| {
-        let v = match v {
-            "deny" | "denied" | "drop" | "dropped" => "denied",
-            "allow" | "allowed" => "allowed",
-            other => other,
-        };
-        e.verdict == v
-    });
+fn matches_filter(e: &FlowEvent, verdict: Option<Verdict>, service: Option<&str>) -> bool {
+    let v_ok = verdict.is_none_or(|v| e.verdict == v);
     let s_ok = service.is_none_or(|s| e.src_identity == s || e.dst_identity == s);
     v_ok && s_ok
 }
@@ -251,14 +248,17 @@ fn matches_filter(e: &FlowEvent, verdict: Option<&str>, service: Option<&str>) -
 async fn follow(
     agent: &Agent,
     mut stream: UnixStream,
-    verdict: Option<String>,
+    verdict: Option<Verdict>,
     service: Option<String>,
 ) -> Result<()> {
     let mut rx = agent.events.subscribe();
     loop {
         match rx.recv().await {
-            Ok(e) if matches_filter(&e, verdict.as_deref(), service.as_deref()) => {
-                if write(&mut stream, &Response::ok(&e)).await.is_err() {
+            Ok(e) if matches_filter(&e, verdict, service.as_deref()) => {
+                if write(&mut stream, &Response::ok(Reply::Flow(Box::new(e))))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -277,9 +277,9 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|(c, n)| crate::api::Counter {
-            direction: c.direction.as_str().into(),
-            verdict: c.verdict.as_str().into(),
-            reason: c.reason.as_str().into(),
+            direction: c.direction,
+            verdict: c.verdict,
+            reason: c.reason,
             packets: n,
         })
         .collect();

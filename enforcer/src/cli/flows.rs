@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
+use enforcer_common::Verdict;
 
 use super::output::{utc, Format};
 use crate::{
@@ -12,7 +13,7 @@ use crate::{
 
 pub struct FlowsArgs {
     pub follow: bool,
-    pub verdict: Option<String>,
+    pub verdict: Option<Verdict>,
     pub service: Option<String>,
     pub last: Option<usize>,
     pub format: Format,
@@ -21,6 +22,13 @@ pub struct FlowsArgs {
 /// The UTC time of day of a Unix time in milliseconds, `HH:MM:SS.mmm`.
 fn clock(ms: u64) -> String {
     utc(ms).strftime("%H:%M:%S%.3f").to_string()
+}
+
+/// `--verdict`: one of the names of [`Verdict`] (`allowed`, `denied`, `audit`).
+pub fn verdict_arg() -> impl clap::builder::TypedValueParser<Value = Verdict> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Verdict::NAMES)
+        .try_map(|name| Verdict::from_name(&name).ok_or("not a verdict"))
 }
 
 fn line(e: &FlowEvent) -> String {
@@ -36,10 +44,10 @@ fn line(e: &FlowEvent) -> String {
         e.dst,
         e.dport,
         e.dst_identity,
-        e.protocol,
+        e.protocol_name(),
         e.direction,
-        e.verdict.to_uppercase(),
-        e.reason,
+        e.verdict.as_str().to_uppercase(),
+        e.reason_name(),
         e.interface
     )
 }
@@ -53,15 +61,15 @@ fn show(e: &FlowEvent, format: Format) {
 }
 
 pub fn flows(socket: &Path, a: FlowsArgs) -> Result<()> {
-    let history: Vec<FlowEvent> = serde_json::from_value(client::call(
+    let history: Vec<FlowEvent> = client::call(
         socket,
         &Request::Flows {
             follow: false,
-            verdict: a.verdict.clone(),
+            verdict: a.verdict,
             service: a.service.clone(),
             limit: a.last,
         },
-    )?)?;
+    )?;
     for e in &history {
         show(e, a.format);
     }
@@ -74,10 +82,8 @@ pub fn flows(socket: &Path, a: FlowsArgs) -> Result<()> {
                 service: a.service,
                 limit: None,
             },
-            |v| {
-                if let Ok(e) = serde_json::from_value::<FlowEvent>(v) {
-                    show(&e, a.format);
-                }
+            |e: FlowEvent| {
+                show(&e, a.format);
                 true
             },
         )?;

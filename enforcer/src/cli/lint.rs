@@ -63,10 +63,9 @@ pub fn run(socket: &Path, args: &LintArgs) -> Result<bool> {
             .map_or(0, |d| d.as_secs()),
     };
     let (findings, suppressed) = if args.file.is_empty() {
-        let docs: Vec<Document> =
-            serde_json::from_value(client::call(socket, &Request::Get { name: None })?)?;
+        let docs: Vec<Document> = client::call(socket, &Request::Get { name: None })?;
         let set = PolicySet::from_documents(docs).map_err(|e| anyhow!("{e}"))?;
-        let stats: Stats = serde_json::from_value(client::call(socket, &Request::Stats)?)?;
+        let stats: Stats = client::call(socket, &Request::Stats)?;
         (lint(&set, Some(&usage_of(&stats)), &cfg), 0)
     } else {
         let mut texts = BTreeMap::new();
@@ -89,11 +88,10 @@ pub enum ReportFormat {
 /// `policy report`: the graph of the files, or of the agent's policy with its observed flows.
 pub fn report(socket: &Path, files: &[PathBuf], format: ReportFormat) -> Result<()> {
     let mut r = if files.is_empty() {
-        let docs: Vec<Document> =
-            serde_json::from_value(client::call(socket, &Request::Get { name: None })?)?;
+        let docs: Vec<Document> = client::call(socket, &Request::Get { name: None })?;
         let set = PolicySet::from_documents(docs).map_err(|e| anyhow!("{e}"))?;
         let mut r = report::build(&set);
-        let events: Vec<crate::api::FlowEvent> = serde_json::from_value(client::call(
+        let events: Vec<crate::api::FlowEvent> = client::call(
             socket,
             &Request::Flows {
                 follow: false,
@@ -101,10 +99,10 @@ pub fn report(socket: &Path, files: &[PathBuf], format: ReportFormat) -> Result<
                 service: None,
                 limit: None,
             },
-        )?)?;
+        )?;
         let seen = events
             .iter()
-            .filter(|e| e.verdict != "denied")
+            .filter(|e| e.verdict != enforcer_common::Verdict::Deny)
             .map(|e| (e.src_identity.to_string(), e.dst_identity.to_string()))
             .collect();
         report::observe(&mut r, &seen);

@@ -59,8 +59,8 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
         /// Only events with this verdict.
-        #[arg(long, value_parser = ["denied", "allowed", "audit"])]
-        verdict: Option<String>,
+        #[arg(long, value_parser = flows::verdict_arg())]
+        verdict: Option<enforcer_common::Verdict>,
         /// Only events from or to this service.
         #[arg(long)]
         service: Option<String>,
@@ -283,10 +283,8 @@ fn policy_command(socket: &std::path::Path, p: PolicyCommand) -> Result<bool> {
         )?,
         PolicyCommand::Graph { file, output } => {
             let set = if file.is_empty() {
-                let docs = serde_json::from_value(crate::client::call(
-                    socket,
-                    &crate::api::Request::Get { name: None },
-                )?)?;
+                let docs: Vec<crate::policy::Document> =
+                    crate::client::call(socket, &crate::api::Request::Get { name: None })?;
                 crate::policy::PolicySet::from_documents(docs)
                     .map_err(|e| anyhow::anyhow!("{e}"))?
             } else {

@@ -74,7 +74,7 @@ pub fn load_set(paths: &[PathBuf]) -> Result<PolicySet> {
 
 pub fn apply(socket: &Path, path: &Path, dry_run: bool) -> Result<()> {
     for (source, yaml) in read_inputs(path)? {
-        let data = client::call(
+        let result: ApplyResult = client::call(
             socket,
             &Request::Apply {
                 source,
@@ -82,7 +82,6 @@ pub fn apply(socket: &Path, path: &Path, dry_run: bool) -> Result<()> {
                 dry_run,
             },
         )?;
-        let result: ApplyResult = serde_json::from_value(data)?;
         for w in &result.warnings {
             eprintln!("warning: {w}");
         }
@@ -98,8 +97,7 @@ pub fn apply(socket: &Path, path: &Path, dry_run: bool) -> Result<()> {
 }
 
 pub fn get(socket: &Path, name: Option<String>, format: Format) -> Result<()> {
-    let data = client::call(socket, &Request::Get { name })?;
-    let docs: Vec<Document> = serde_json::from_value(data)?;
+    let docs: Vec<Document> = client::call(socket, &Request::Get { name })?;
     match format {
         Format::Yaml => print!("{}", Document::to_yaml_stream(&docs)?),
         _ => print(format, &docs, || {
@@ -258,7 +256,7 @@ pub fn delete(
     kind: Option<String>,
     namespace: Option<String>,
 ) -> Result<()> {
-    let data = client::call(
+    let result: ApplyResult = client::call(
         socket,
         &Request::Delete {
             name: name.into(),
@@ -266,7 +264,6 @@ pub fn delete(
             namespace,
         },
     )?;
-    let result: ApplyResult = serde_json::from_value(data)?;
     for a in &result.applied {
         println!("{}/{} deleted", a.kind.to_lowercase(), a.name);
     }
@@ -302,7 +299,7 @@ pub struct ExplainArgs {
 
 pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
     let e: Explanation = if a.files.is_empty() {
-        let data = client::call(
+        client::call(
             socket,
             &Request::Explain {
                 from: a.from,
@@ -310,8 +307,7 @@ pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
                 protocol: a.protocol,
                 port: a.port,
             },
-        )?;
-        serde_json::from_value(data)?
+        )?
     } else {
         let mut set = load_set(&a.files)?;
         for note in placeholder_addresses(&mut set, &[&a.from, &a.to]) {
@@ -369,8 +365,7 @@ pub fn convert(paths: &[PathBuf]) -> Result<()> {
 
 /// `policy diff -f FILE`: what applying FILE would change, as a line diff of canonical YAML.
 pub fn diff(socket: &Path, path: &Path) -> Result<bool> {
-    let data = client::call(socket, &Request::Get { name: None })?;
-    let live: Vec<Document> = serde_json::from_value(data)?;
+    let live: Vec<Document> = client::call(socket, &Request::Get { name: None })?;
     let mut changed = false;
     for (source, text) in read_inputs(path)? {
         let docs = parse_documents(&source, &text).map_err(|e| anyhow!("{e}"))?;

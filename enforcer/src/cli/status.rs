@@ -11,7 +11,7 @@ use crate::{
 };
 
 pub fn status(socket: &Path, format: Format) -> Result<()> {
-    let s: Status = serde_json::from_value(client::call(socket, &Request::Status)?)?;
+    let s: Status = client::call(socket, &Request::Status)?;
     if format == Format::Table {
         println!("version:     {}", s.version);
         println!("generation:  {}", s.generation);
@@ -63,14 +63,14 @@ pub fn status(socket: &Path, format: Format) -> Result<()> {
 }
 
 pub fn stats(socket: &Path, format: Format) -> Result<()> {
-    let s: Stats = serde_json::from_value(client::call(socket, &Request::Stats)?)?;
+    let s: Stats = client::call(socket, &Request::Stats)?;
     print(format, &s, || {
         let mut t = Table::new(vec!["DIRECTION", "VERDICT", "REASON", "PACKETS"]);
         for c in &s.packets {
             t.row(vec![
-                c.direction.clone(),
-                c.verdict.clone(),
-                c.reason.clone(),
+                c.direction.to_string(),
+                c.verdict.to_string(),
+                c.reason.to_string(),
                 c.packets.to_string(),
             ]);
         }

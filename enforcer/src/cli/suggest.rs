@@ -6,11 +6,13 @@
 use std::{
     fmt::Write as _,
     io::BufRead,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
+use enforcer_common::{Reason, Verdict};
 
 use super::output::{utc, Format, Table};
 use crate::{
@@ -27,30 +29,27 @@ use crate::{
 /// The engine's view of an event; `None` for events that say nothing about which flows the
 /// services need (spoofed, malformed, rate-limited drops) and for unreadable addresses.
 fn observation(e: &FlowEvent) -> Option<Observation> {
-    let outcome = match (e.verdict.as_str(), e.reason.as_str()) {
-        ("audit", _) => Outcome::Audit,
-        ("allowed", "policy") => Outcome::Passed(Passed::ByRule),
-        ("allowed", "host") => Outcome::Passed(Passed::FromHost),
-        ("allowed", _) => Outcome::Passed(Passed::Unisolated),
-        ("denied", "policy_denied" | "default_deny") => Outcome::Denied,
-        _ => return None,
+    let outcome = match (e.verdict, e.reason) {
+        (Verdict::Audit, _) => Outcome::Audit,
+        (Verdict::Allow, Reason::Policy) => Outcome::Passed(Passed::ByRule),
+        (Verdict::Allow, Reason::Host) => Outcome::Passed(Passed::FromHost),
+        (Verdict::Allow, _) => Outcome::Passed(Passed::Unisolated),
+        (Verdict::Deny, Reason::Policy | Reason::DefaultDeny) => Outcome::Denied,
+        (Verdict::Deny, _) => return None,
     };
-    let direction = match e.direction.as_str() {
-        "ingress" => Direction::Ingress,
-        "egress" => Direction::Egress,
-        _ => return None,
+    let direction = match e.direction {
+        enforcer_common::Direction::Ingress => Direction::Ingress,
+        enforcer_common::Direction::Egress => Direction::Egress,
     };
-    let side = |addr: &str, identity: &crate::policy::IdentityRef| {
-        Some(Side {
-            addr: addr.parse().ok()?,
-            identity: identity.clone(),
-        })
+    let side = |addr: IpAddr, identity: &crate::policy::IdentityRef| Side {
+        addr,
+        identity: identity.clone(),
     };
     Some(Observation {
         time_ms: e.time_ms,
-        src: side(&e.src, &e.src_identity)?,
-        dst: side(&e.dst, &e.dst_identity)?,
-        protocol: e.protocol.clone(),
+        src: side(e.src, &e.src_identity),
+        dst: side(e.dst, &e.dst_identity),
+        protocol: e.protocol_name(),
         dport: e.dport,
         direction,
         outcome,
@@ -189,7 +188,7 @@ fn read_events(path: &Path) -> Result<Vec<FlowEvent>> {
 pub fn run(socket: &Path, a: &SuggestArgs) -> Result<()> {
     let mut events: Vec<FlowEvent> = Vec::new();
     if a.flows.is_empty() {
-        events = serde_json::from_value(client::call(
+        events = client::call(
             socket,
             &Request::Flows {
                 follow: false,
@@ -197,7 +196,7 @@ pub fn run(socket: &Path, a: &SuggestArgs) -> Result<()> {
                 service: None,
                 limit: None,
             },
-        )?)?;
+        )?;
     } else {
         for f in &a.flows {
             events.extend(read_events(f)?);
@@ -251,16 +250,18 @@ mod tests {
         let what: Vec<&str> = what.split(' ').collect();
         FlowEvent {
             time_ms: t,
-            src: src.into(),
-            dst: dst.into(),
+            src: src.parse().expect("address"),
+            dst: dst.parse().expect("address"),
             src_identity: si.parse().expect("identity"),
             dst_identity: di.parse().expect("identity"),
-            protocol: protocol.into(),
+            protocol: enforcer_common::Protocol::from_name(protocol)
+                .expect("protocol")
+                .into(),
             sport: 40000,
             dport: dport.parse().expect("port"),
-            direction: what[0].into(),
-            verdict: what[1].into(),
-            reason: what[2].into(),
+            direction: enforcer_common::Direction::from_name(what[0]).expect("direction"),
+            verdict: enforcer_common::Verdict::from_name(what[1]).expect("verdict"),
+            reason: Reason::from_event_name(what[2]).expect("reason"),
             rule: None,
             interface: "ep1".into(),
             generation: 1,
