@@ -353,3 +353,35 @@ pub struct RuleCounter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_matched: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FlowEvent;
+
+    /// The example of docs/cli.md reads into typed codes and writes back byte for byte.
+    #[test]
+    fn flow_event_json_round_trips() {
+        let json = r#"{"time_ms":1795441769590,"src":"10.77.0.2","dst":"10.77.0.1","src_identity":"p","dst_identity":"host","protocol":"TCP","sport":38464,"dport":9,"direction":"egress","verdict":"allowed","reason":"policy","policy":"p-egress","rule":"egress[0]","kind":"FlowPolicy","interface":"epdoc0","generation":2}"#;
+        let e: FlowEvent = serde_json::from_str(json).expect("event");
+        assert_eq!(e.protocol, 6);
+        assert_eq!(e.verdict, enforcer_common::Verdict::Allow);
+        assert_eq!(serde_json::to_string(&e).expect("json"), json);
+        let denied = json
+            .replace(r#""verdict":"allowed""#, r#""verdict":"denied""#)
+            .replace(r#""reason":"policy""#, r#""reason":"policy_denied""#)
+            .replace(r#""protocol":"TCP""#, r#""protocol":"47""#);
+        let d: FlowEvent = serde_json::from_str(&denied).expect("denied event");
+        assert_eq!(
+            (d.reason, d.protocol),
+            (enforcer_common::Reason::Policy, 47)
+        );
+        assert_eq!(serde_json::to_string(&d).expect("json"), denied);
+        let none = json.replace(
+            r#","policy":"p-egress","rule":"egress[0]","kind":"FlowPolicy""#,
+            "",
+        );
+        let n: FlowEvent = serde_json::from_str(&none).expect("no rule");
+        assert_eq!(n.rule, None);
+        assert_eq!(serde_json::to_string(&n).expect("json"), none);
+    }
+}
