@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
+use enforcer_common::{Reason, Verdict};
 use enforcer_tests::{
     cluster::{enforcer_bin, AgentProcess, WorkDir},
     netns::run_in_netns,
@@ -136,14 +137,14 @@ fn fire(ns: &str, dst: SocketAddr, n: usize) -> Result<()> {
     })
 }
 
-/// Drops counted with `reason` (both directions), read from the raw `stats` answer.
-fn drops(agent: &AgentProcess, reason: &str) -> Result<u64> {
-    let stats = agent.call(&enforcer::api::Request::Stats)?;
-    let packets = stats["packets"].as_array().context("stats: no packets")?;
-    Ok(packets
+/// Drops counted with `reason` (both directions).
+fn drops(agent: &AgentProcess, reason: Reason) -> Result<u64> {
+    Ok(agent
+        .stats()?
+        .packets
         .iter()
-        .filter(|c| c["verdict"] == "denied" && c["reason"] == reason)
-        .filter_map(|c| c["packets"].as_u64())
+        .filter(|c| c.verdict == Verdict::Deny && c.reason == reason)
+        .map(|c| c.packets)
         .sum())
 }
 
@@ -275,8 +276,8 @@ fn a_new_pod_is_enforced_from_its_first_packet_in_200_creations() -> Result<()> 
         .filter(|(ip, _)| matches!(ip.to_canonical(), IpAddr::V4(v4) if v4.octets()[..3] == [10, 10, 3]))
         .map(|(_, n)| n)
         .sum();
-    let unknown = drops(&bed.agent, "unknown_endpoint")?;
-    let policy = drops(&bed.agent, "default_deny")? + drops(&bed.agent, "policy")?;
+    let unknown = drops(&bed.agent, Reason::UnknownEndpoint)?;
+    let policy = drops(&bed.agent, Reason::DefaultDeny)? + drops(&bed.agent, Reason::Policy)?;
     eprintln!(
         "first packet: {tries} pods created, {fired} denied datagrams fired, {leaked} arrived; \
          drops: unknown_endpoint {unknown}, policy {policy}"
