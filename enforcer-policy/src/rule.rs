@@ -169,14 +169,21 @@ impl TryFrom<RuleFields> for RuleRef {
     type Error = BadRule;
 
     fn try_from(f: RuleFields) -> Result<Self, BadRule> {
-        let parsed = match f.kind {
-            Some(kind) => parse_index(&f.rule).map(|(section, index)| RuleRef::Rule {
+        let rule = |kind| {
+            parse_index(&f.rule).map(|(section, index)| RuleRef::Rule {
                 policy: PolicyId::parse(kind, &f.policy),
                 section,
                 index,
-            }),
-            None if f.policy == DEFAULT_DENY => parse_default(&f.rule),
-            None => None,
+            })
+        };
+        // Without `kind` (written by an agent older than the field): a default deny, or else a
+        // rule of a FlowPolicy (its names read the same whatever the kind).
+        let parsed = match f.kind {
+            Some(kind) => rule(kind),
+            None if f.policy == DEFAULT_DENY => {
+                parse_default(&f.rule).or_else(|| rule(Kind::FlowPolicy))
+            }
+            None => rule(Kind::FlowPolicy),
         };
         parsed.ok_or(BadRule {
             policy: f.policy,
@@ -267,5 +274,19 @@ mod tests {
             kind: Some(Kind::FlowPolicy),
         };
         assert!(RuleRef::try_from(bad).is_err());
+        // An older agent's JSON, without `kind`.
+        let old = RuleFields {
+            policy: "batch-egress".into(),
+            rule: "egress[0]".into(),
+            kind: None,
+        };
+        assert_eq!(
+            RuleRef::try_from(old),
+            Ok(RuleRef::Rule {
+                policy: PolicyId::parse(Kind::FlowPolicy, "batch-egress"),
+                section: Section::Egress,
+                index: 0,
+            })
+        );
     }
 }
