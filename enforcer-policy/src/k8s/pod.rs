@@ -20,7 +20,9 @@ pub struct Pod {
     /// `spec.hostNetwork`: the pod uses the node's addresses (identity `host`).
     pub host_network: bool,
     pub ports: Vec<NamedPort>,
-    /// `status.podIPs` (and `status.podIP`); empty before the pod has an IP.
+    /// `status.podIPs` (and `status.podIP`); empty before the pod has an IP and once it has
+    /// finished (`status.phase` `Succeeded` or `Failed`: the kubelet has released its
+    /// addresses, which a running pod may hold now, as `kubectl get pods -A` shows).
     pub addresses: Vec<IpAddr>,
     pub source: Source,
 }
@@ -52,6 +54,8 @@ struct RawContainer {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawStatus {
+    #[serde(default)]
+    phase: Option<String>,
     #[serde(default, rename = "podIP")]
     pod_ip: Option<PodIp>,
     #[serde(default, rename = "podIPs")]
@@ -92,7 +96,8 @@ impl Pod {
             }
         }
         let mut addresses = Vec::new();
-        if let Some(status) = raw.status {
+        let finished = |s: &RawStatus| matches!(s.phase.as_deref(), Some("Succeeded" | "Failed"));
+        if let Some(status) = raw.status.filter(|s| !finished(s)) {
             let ips = status
                 .pod_ip
                 .into_iter()

@@ -85,6 +85,27 @@ fn kubectl_output_with_unknown_fields_and_lists() {
     assert!(back[0].same_content(&docs[0]));
 }
 
+/// `kubectl get pods -A -o yaml` lists finished pods (Jobs) whose addresses running pods hold
+/// now: a finished pod holds no address, so the listing applies and the running pod owns it.
+#[test]
+fn finished_pods_hold_no_address() {
+    let finished = |phase: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: job-{phase}, namespace: x}}\nstatus:\n  phase: {phase}\n  podIP: 10.0.0.1\n  podIPs: [{{ip: 10.0.0.1}}]\n"
+        )
+    };
+    let running = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x}\nstatus: {phase: Running, podIP: 10.0.0.1}\n";
+    let text = format!("{}---\n{}---\n{running}", finished("Succeeded"), finished("Failed"));
+    let s = set(&text);
+    let holders: Vec<&str> = s
+        .pods
+        .values()
+        .filter(|p| !p.addresses.is_empty())
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(holders, ["web"]);
+}
+
 #[test]
 fn errors_keep_file_line_column() {
     let bad_op = netpol(
