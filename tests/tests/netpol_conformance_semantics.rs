@@ -121,7 +121,13 @@ impl Row {
         self.policies.push((ns, name, spec));
         self
     }
-    fn allow(mut self, from: &'static str, to: &'static str, proto: &'static str, port: u16) -> Row {
+    fn allow(
+        mut self,
+        from: &'static str,
+        to: &'static str,
+        proto: &'static str,
+        port: u16,
+    ) -> Row {
         self.flows.push((from, to, proto, port, true));
         self
     }
@@ -369,7 +375,8 @@ fn bin() -> Result<PathBuf> {
 #[test]
 fn api_reference_semantics() -> Result<()> {
     let bin = bin()?;
-    let root = std::env::temp_dir().join(format!("enforcer-netpol-semantics-{}", std::process::id()));
+    let root =
+        std::env::temp_dir().join(format!("enforcer-netpol-semantics-{}", std::process::id()));
     let rows: Vec<Row> = [spec_rows(), selector_rows(), port_rows(), ip_block_rows()]
         .into_iter()
         .flatten()
@@ -398,9 +405,18 @@ fn api_reference_semantics() -> Result<()> {
                 ));
             }
         }
-        eprintln!("{} {}", if wrong.is_empty() { "ok  " } else { "FAIL" }, r.name);
+        eprintln!(
+            "{} {}",
+            if wrong.is_empty() { "ok  " } else { "FAIL" },
+            r.name
+        );
         if !wrong.is_empty() {
-            failures.push(format!("{} (files in {}):\n{}", r.name, dir.display(), wrong.join("\n")));
+            failures.push(format!(
+                "{} (files in {}):\n{}",
+                r.name,
+                dir.display(),
+                wrong.join("\n")
+            ));
         }
     }
     eprintln!("{} rows, {flows} flows", rows.len());
@@ -408,6 +424,68 @@ fn api_reference_semantics() -> Result<()> {
         let _ = std::fs::remove_dir_all(&root);
         Ok(())
     } else {
-        bail!("{} of {} rows do not conform:\n{}", failures.len(), rows.len(), failures.join("\n"))
+        bail!(
+            "{} of {} rows do not conform:\n{}",
+            failures.len(),
+            rows.len(),
+            failures.join("\n")
+        )
+    }
+}
+
+/// Specs the API server refuses (`ValidateNetworkPolicy`, `ValidateLabelSelector`): each is an
+/// error at its file and line, and the same file with the offending part fixed is accepted (so
+/// that the refusal is for that part).
+#[test]
+fn api_validation_refuses_with_file_and_line() -> Result<()> {
+    let bin = bin()?;
+    let dir =
+        std::env::temp_dir().join(format!("enforcer-netpol-validation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // (what, invalid peer/port lines, valid counterpart)
+    let cases: [(&str, &str, &str); 7] = [
+        ("ipBlock except equal to cidr", "- from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.0.0/16]}}]", "- from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.0.0/17]}}]"),
+        ("ipBlock except outside cidr", "- from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.1.0.0/24]}}]", "- from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/24]}}]"),
+        ("ipBlock except of the other family", "- from: [{ipBlock: {cidr: 10.0.0.0/16, except: ['fd00::/120']}}]", "- from: [{ipBlock: {cidr: 'fd00::/64', except: ['fd00::/120']}}]"),
+        ("In with no values", "- from: [{podSelector: {matchExpressions: [{key: a, operator: In, values: []}]}}]", "- from: [{podSelector: {matchExpressions: [{key: a, operator: In, values: [b]}]}}]"),
+        ("Exists with values", "- from: [{podSelector: {matchExpressions: [{key: a, operator: Exists, values: [b]}]}}]", "- from: [{podSelector: {matchExpressions: [{key: a, operator: Exists}]}}]"),
+        ("endPort below port", "- ports: [{port: 90, endPort: 80}]", "- ports: [{port: 80, endPort: 90}]"),
+        ("endPort with a named port", "- ports: [{port: http, endPort: 90}]", "- ports: [{port: http}]"),
+    ];
+    let check = |rules: &str| -> Result<(bool, String)> {
+        let file = dir.join("np.yaml");
+        std::fs::write(
+            &file,
+            format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np, namespace: x}}\nspec:\n  podSelector: {{}}\n  ingress:\n  {rules}\n"),
+        )?;
+        let out = Command::new(&bin)
+            .args(["policy", "check", "-f"])
+            .arg(&file)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        ))
+    };
+    let mut failures = Vec::new();
+    for (what, bad, good) in cases {
+        let (ok, stderr) = check(bad)?;
+        if ok || !stderr.contains("np.yaml:7:") {
+            failures.push(format!(
+                "{what}: accepted or not located at np.yaml:7: {stderr}"
+            ));
+        }
+        let (ok, stderr) = check(good)?;
+        if !ok {
+            failures.push(format!(
+                "{what}: the valid counterpart is refused: {stderr}"
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("\n"))
     }
 }
