@@ -95,7 +95,11 @@ fn finished_pods_hold_no_address() {
         )
     };
     let running = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: x}\nstatus: {phase: Running, podIP: 10.0.0.1}\n";
-    let text = format!("{}---\n{}---\n{running}", finished("Succeeded"), finished("Failed"));
+    let text = format!(
+        "{}---\n{}---\n{running}",
+        finished("Succeeded"),
+        finished("Failed")
+    );
     let s = set(&text);
     let holders: Vec<&str> = s
         .pods
