@@ -8,12 +8,91 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use super::document::Kind;
 use super::k8s::namespace::implicit_labels;
-use super::labels::Labels;
-use super::model::{service_of, FlowPolicy, ObjectKey, Peer, Rule, ANY_SERVICE, DEFAULT_NAMESPACE};
+use super::labels::{check_label_key, Labels};
+use super::model::{
+    FlowPolicy, ObjectKey, Peer, Rule, ANY_SERVICE, DEFAULT_NAMESPACE, SERVICE_LABEL,
+    SERVICE_LABEL_FALLBACK,
+};
 use super::named_port::{resolve_ports, NamedPort, ResolvedPorts};
 use super::{NodeContext, PolicySet};
+
+/// The labels whose value is an endpoint's service, tried in order: by default
+/// `app.kubernetes.io/name`, then `app`. Configured with `--service-label KEY[,KEY...]` (agent
+/// flag or `serviceLabel` in its config file, and the offline commands' flag). A Workload's
+/// `spec.service` is its service whatever the keys; it is shown under the first key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceLabels(Vec<String>);
+
+impl Default for ServiceLabels {
+    fn default() -> Self {
+        ServiceLabels(vec![
+            SERVICE_LABEL.to_string(),
+            SERVICE_LABEL_FALLBACK.to_string(),
+        ])
+    }
+}
+
+impl ServiceLabels {
+    /// The service of an object with these labels: the value of the first key it has.
+    pub fn service_of<'l>(&self, labels: &'l Labels) -> Option<&'l str> {
+        self.0
+            .iter()
+            .find_map(|k| labels.get(k))
+            .map(String::as_str)
+    }
+
+    /// The first key: the label a Workload's `spec.service` stands for.
+    pub fn primary(&self) -> &str {
+        &self.0[0]
+    }
+}
+
+impl FromStr for ServiceLabels {
+    type Err = String;
+
+    /// `KEY[,KEY...]`: label keys, at least one, each valid.
+    fn from_str(text: &str) -> Result<ServiceLabels, String> {
+        let keys: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+        if keys.is_empty() {
+            return Err("the service label needs at least one label key".to_string());
+        }
+        for k in &keys {
+            check_label_key(k).map_err(|e| format!("service label: {e}"))?;
+        }
+        Ok(ServiceLabels(keys))
+    }
+}
+
+impl fmt::Display for ServiceLabels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl Serialize for ServiceLabels {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceLabels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ServiceLabels, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// The identity of an endpoint: one per distinct (namespace, labels, named ports), as Cilium
 /// allocates them per label set (named ports are part of it, so that pods whose ports of one
@@ -23,12 +102,15 @@ pub struct Identity {
     pub namespace: String,
     pub labels: Labels,
     pub ports: Vec<NamedPort>,
+    /// The service: a Workload's `spec.service`, else the value of a service label
+    /// ([`ServiceLabels`]).
+    pub service: Option<String>,
 }
 
 impl Identity {
-    /// The service: the value of the service label.
+    /// The service, if the endpoint has one.
     pub fn service(&self) -> Option<&str> {
-        service_of(&self.labels)
+        self.service.as_deref()
     }
 }
 
@@ -96,13 +178,19 @@ pub enum Party<'v, 'a> {
 
 /// The endpoints of a set (Workloads, then Pods), and the addresses of host-network pods.
 fn endpoints_of(set: &PolicySet) -> (Vec<Endpoint<'_>>, BTreeSet<IpAddr>) {
+    let keys = &set.service_labels;
     let mut endpoints = Vec::with_capacity(set.workloads.len() + set.pods.len());
     for w in set.workloads.values() {
+        let labels = w.identity_labels(keys.primary());
         endpoints.push(Endpoint {
             key: w.key(),
             identity: Identity {
                 namespace: w.namespace.clone(),
-                labels: w.identity_labels(),
+                service: w
+                    .service
+                    .clone()
+                    .or_else(|| keys.service_of(&labels).map(str::to_string)),
+                labels,
                 ports: sorted(&w.ports),
             },
             addresses: &w.addresses,
@@ -118,6 +206,7 @@ fn endpoints_of(set: &PolicySet) -> (Vec<Endpoint<'_>>, BTreeSet<IpAddr>) {
             key: p.key(),
             identity: Identity {
                 namespace: p.namespace.clone(),
+                service: keys.service_of(&p.labels).map(str::to_string),
                 labels: p.labels.clone(),
                 ports: sorted(&p.ports),
             },

@@ -55,11 +55,12 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The labels that make its identity: `labels` plus the service label.
-    pub fn identity_labels(&self) -> Labels {
+    /// The labels that make its identity: `labels` plus the service under `service_label`
+    /// (the first of the configured service labels, [`SERVICE_LABEL`] by default).
+    pub fn identity_labels(&self, service_label: &str) -> Labels {
         let mut labels = self.labels.clone();
         if let Some(service) = &self.service {
-            labels.insert(SERVICE_LABEL.to_string(), service.clone());
+            labels.insert(service_label.to_string(), service.clone());
         }
         labels
     }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::document::{Document, Kind};
 use super::errors::{PolicyError, PolicyErrors, Source, Warning};
+use super::identity::ServiceLabels;
 use super::k8s::{Namespace, NetworkPolicy, Pod};
 use super::model::{FlowPolicy, ObjectKey, Peer, Workload, ANY_SERVICE, DEFAULT_NAMESPACE};
 
@@ -84,6 +85,8 @@ pub struct PolicySet {
     pub namespaces: BTreeMap<String, Namespace>,
     pub policies: BTreeMap<ObjectKey, FlowPolicy>,
     pub network_policies: BTreeMap<ObjectKey, NetworkPolicy>,
+    /// Which labels name a pod's service (a setting of the reader, not a document).
+    pub service_labels: ServiceLabels,
 }
 
 /// The name space a document lives in: Workloads and Pods share one.
@@ -98,6 +101,13 @@ fn slot(doc: &Document) -> (Kind, ObjectKey) {
 impl PolicySet {
     pub fn new() -> PolicySet {
         PolicySet::default()
+    }
+
+    /// The same set, with services read from `keys`.
+    #[must_use]
+    pub fn with_service_labels(mut self, keys: ServiceLabels) -> PolicySet {
+        self.service_labels = keys;
+        self
     }
 
     /// Builds a set from documents, reporting every duplicate name and shared address.
@@ -319,7 +329,7 @@ impl PolicySet {
             .chain(
                 self.pods
                     .values()
-                    .filter_map(|p| super::model::service_of(&p.labels)),
+                    .filter_map(|p| self.service_labels.service_of(&p.labels)),
             )
             .collect();
         set.into_iter().map(str::to_string).collect()

@@ -489,3 +489,76 @@ fn api_validation_refuses_with_file_and_line() -> Result<()> {
         bail!("{}", failures.join("\n"))
     }
 }
+
+/// `service` is the value of a configurable label: by default `app.kubernetes.io/name`, then
+/// `app`; `--service-label team` makes `team` name it. A `FlowPolicy` for service `api` then
+/// isolates the pod labelled `team: api` (and no longer the one labelled `app: api`), and its
+/// `from: [{service: web}]` admits the pod labelled `team: web`.
+#[test]
+fn service_label_is_configurable() -> Result<()> {
+    let bin = bin()?;
+    let dir = std::env::temp_dir().join(format!("enforcer-service-label-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let pod = |name: &str, labels: &str, ip: &str| {
+        format!("---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{{labels}}}}}\nstatus: {{podIP: {ip}}}\n")
+    };
+    let pods = [
+        pod("api-team", "team: api", "10.30.0.1"),
+        pod("api-app", "app: api", "10.30.0.2"),
+        pod("web-team", "team: web", "10.30.0.3"),
+        pod("other", "team: other", "10.30.0.4"),
+    ]
+    .concat();
+    std::fs::write(dir.join("pods.yaml"), pods)?;
+    std::fs::write(
+        dir.join("api.yaml"),
+        "apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {name: api-ingress}\nspec:\n  service: api\n  ingress:\n  - from: [{service: web}]\n",
+    )?;
+    let verdict = |keys: Option<&str>, from: &str, to: &str| -> Result<bool> {
+        let mut cmd = Command::new(&bin);
+        if let Some(k) = keys {
+            cmd.args(["--service-label", k]);
+        }
+        let out = cmd
+            .args(["policy", "explain", "-f"])
+            .arg(&dir)
+            .args(["--from", from, "--to", to, "--protocol", "TCP", "--port", "80", "-o", "json"])
+            .output()?;
+        if !out.status.success() {
+            bail!("explain: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["verdict"] == "allow")
+    };
+    let team = Some("team");
+    let cases = [
+        (team, "default/web-team", "default/api-team", true),
+        (team, "default/other", "default/api-team", false),
+        (team, "default/other", "default/api-app", true),
+        (None, "default/other", "default/api-app", false),
+        (None, "default/other", "default/api-team", true),
+    ];
+    let mut wrong = Vec::new();
+    for (keys, from, to, want) in cases {
+        if verdict(keys, from, to)? != want {
+            wrong.push(format!("--service-label {keys:?}: {from} -> {to} expected allow={want}"));
+        }
+    }
+    let out = Command::new(&bin)
+        .args(["--service-label", "not a key!", "policy", "check", "-f"])
+        .arg(&dir)
+        .output()?;
+    if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("service label") {
+        wrong.push(format!(
+            "an invalid --service-label is not refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", wrong.join("\n"))
+    }
+}

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     /// registration, or a Workload/Pod address routed to a pod interface); until then every flow
     /// from or to it is dropped (`unknown_endpoint`). Empty: such addresses are `world`.
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// The labels whose value is a pod's service, tried in order (`KEY[,KEY...]`).
+    pub service_label: crate::policy::identity::ServiceLabels,
 }
 
 impl Default for AgentConfig {
@@ -60,6 +62,7 @@ impl Default for AgentConfig {
             tc_attach: crate::datapath::TcAttach::Auto,
             resync: Duration::from_secs(1),
             pod_cidrs: Vec::new(),
+            service_label: crate::policy::identity::ServiceLabels::default(),
         }
     }
 }
@@ -104,6 +107,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<AgentConfig, String> {
         serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn service_label_is_a_list_of_label_keys() {
+        let c = parse("serviceLabel: team, app").expect("valid");
+        assert_eq!(c.service_label.to_string(), "team,app");
+        assert_eq!(
+            AgentConfig::default().service_label.to_string(),
+            "app.kubernetes.io/name,app"
+        );
+        let err = parse("serviceLabel: 'bad key!'").expect_err("invalid key");
+        assert!(err.contains("service label"), "{err}");
     }
 
     #[test]

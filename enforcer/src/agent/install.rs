@@ -51,8 +51,9 @@ impl Installer {
             dir: config.state_dir.clone(),
         };
         let mut health = Health::default();
-        let (docs, installed) =
+        let (mut docs, installed) =
             super::startup::restore(config.policy_dir.as_deref(), &state, metrics, &mut health);
+        docs.service_labels.clone_from(&config.service_label);
         // Registrations of pods whose interface is gone by now are dropped at the first
         // reconcile; a corrupt file is quarantined (those pods are `unknown` until their Pod
         // documents or routes identify them).

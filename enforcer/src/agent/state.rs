@@ -32,6 +32,8 @@ pub struct Documents {
     /// From the Kubernetes API (`--kubernetes`): Pods, Namespaces, `NetworkPolicies`, and the
     /// enforcer CRDs as `FlowPolicies`.
     pub cluster: Vec<Document>,
+    /// Which labels name a pod's service in the merged set (`--service-label`).
+    pub service_labels: crate::policy::identity::ServiceLabels,
 }
 
 impl Documents {
@@ -56,7 +58,7 @@ impl Documents {
                 .cloned()
                 .collect::<Vec<_>>(),
         );
-        PolicySet::from_documents(docs)
+        PolicySet::from_documents(docs).map(|s| s.with_service_labels(self.service_labels.clone()))
     }
 
     /// Take the documents of a policy directory that parsed.

@@ -9,11 +9,12 @@ use tracing::{info, warn};
 use crate::{
     agent::{self, Agent, AgentConfig},
     node::InterfaceGlobs,
+    policy::identity::ServiceLabels,
 };
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs).
+    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs, serviceLabel).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Directory whose YAML files (workloads and flow policies) are desired state, re-read on change.
@@ -80,7 +81,11 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-fn config(args: &AgentArgs, socket: Option<PathBuf>) -> Result<AgentConfig> {
+fn config(
+    args: &AgentArgs,
+    socket: Option<PathBuf>,
+    service_label: Option<ServiceLabels>,
+) -> Result<AgentConfig> {
     let mut c = match &args.config {
         Some(p) => AgentConfig::from_file(p)?,
         None => AgentConfig::default(),
@@ -113,12 +118,19 @@ fn config(args: &AgentArgs, socket: Option<PathBuf>) -> Result<AgentConfig> {
     if !args.pod_cidrs.is_empty() {
         c.pod_cidrs.clone_from(&args.pod_cidrs);
     }
+    if let Some(v) = service_label {
+        c.service_label = v;
+    }
     Ok(c)
 }
 
-pub fn run(args: &AgentArgs, socket: Option<PathBuf>) -> Result<()> {
+pub fn run(
+    args: &AgentArgs,
+    socket: Option<PathBuf>,
+    service_label: Option<ServiceLabels>,
+) -> Result<()> {
     init_logging(args.log_format);
-    let config = config(args, socket)?;
+    let config = config(args, socket, service_label)?;
     if args.uninstall {
         agent::uninstall(&config.bpffs)?;
         let _ = std::fs::remove_file(&config.socket);

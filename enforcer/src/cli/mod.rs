@@ -27,6 +27,15 @@ pub struct Cli {
     /// The agent's API socket [default: /run/enforcer/enforcer.sock].
     #[arg(long, global = true, env = "ENFORCER_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// The labels whose value is a pod's service, tried in order (the agent, and the commands
+    /// that read files) [default: app.kubernetes.io/name,app].
+    #[arg(
+        long,
+        global = true,
+        env = "ENFORCER_SERVICE_LABEL",
+        value_name = "KEY[,KEY...]"
+    )]
+    pub service_label: Option<crate::policy::identity::ServiceLabels>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -182,14 +191,18 @@ pub enum PolicyCommand {
 pub fn run(cli: Cli) -> Result<bool> {
     let Cli {
         socket: given,
+        service_label,
         command,
     } = cli;
+    if let Some(keys) = &service_label {
+        policy::set_service_labels(keys.clone());
+    }
     // The agent takes its socket from its config file unless given; clients use the default.
     let socket = given
         .clone()
         .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
     match command {
-        Command::Agent(args) => agent::run(&args, given)?,
+        Command::Agent(args) => agent::run(&args, given, service_label)?,
         Command::Uninstall { bpffs } => uninstall(&bpffs)?,
         Command::Policy(p) => return policy_command(&socket, p),
         Command::Status { output } => status::status(&socket, output)?,

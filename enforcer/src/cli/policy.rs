@@ -15,6 +15,7 @@ use crate::{
     client,
     policy::{
         explain,
+        identity::ServiceLabels,
         k8s::NetworkPolicy,
         parse::parse_documents,
         resolve::{flow_ends, placeholder_addresses},
@@ -54,6 +55,14 @@ pub fn read_inputs(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(vec![(path.display().to_string(), text)])
 }
 
+/// `--service-label` of this invocation, for the sets read from files.
+static SERVICE_LABELS: std::sync::OnceLock<ServiceLabels> = std::sync::OnceLock::new();
+
+/// Read services from `keys` in the sets [`load_set`] reads (set once, from the flag).
+pub fn set_service_labels(keys: ServiceLabels) {
+    let _ = SERVICE_LABELS.set(keys);
+}
+
 /// Parse every input into one validated set (offline: `check`, `explain -f`, `graph -f`).
 pub fn load_set(paths: &[PathBuf]) -> Result<PolicySet> {
     let mut docs = Vec::new();
@@ -69,7 +78,10 @@ pub fn load_set(paths: &[PathBuf]) -> Result<PolicySet> {
     if !errors.is_empty() {
         bail!("{}", crate::policy::PolicyErrors(errors));
     }
-    PolicySet::from_documents(docs).map_err(|e| anyhow!("{e}"))
+    let keys = SERVICE_LABELS.get().cloned().unwrap_or_default();
+    PolicySet::from_documents(docs)
+        .map(|s| s.with_service_labels(keys))
+        .map_err(|e| anyhow!("{e}"))
 }
 
 pub fn apply(socket: &Path, path: &Path, dry_run: bool) -> Result<()> {
@@ -149,7 +161,11 @@ fn row(d: &Document) -> Vec<String> {
         Document::Pod(p) => GetRow {
             kind: "Pod",
             name: p.name.clone(),
-            service: crate::policy::service_of(&p.labels)
+            service: SERVICE_LABELS
+                .get()
+                .cloned()
+                .unwrap_or_default()
+                .service_of(&p.labels)
                 .unwrap_or("")
                 .to_string(),
             labels: labels_text(&p.labels),
