@@ -523,7 +523,18 @@ fn service_label_is_configurable() -> Result<()> {
         let out = cmd
             .args(["policy", "explain", "-f"])
             .arg(&dir)
-            .args(["--from", from, "--to", to, "--protocol", "TCP", "--port", "80", "-o", "json"])
+            .args([
+                "--from",
+                from,
+                "--to",
+                to,
+                "--protocol",
+                "TCP",
+                "--port",
+                "80",
+                "-o",
+                "json",
+            ])
             .output()?;
         if !out.status.success() {
             bail!("explain: {}", String::from_utf8_lossy(&out.stderr));
@@ -542,7 +553,9 @@ fn service_label_is_configurable() -> Result<()> {
     let mut wrong = Vec::new();
     for (keys, from, to, want) in cases {
         if verdict(keys, from, to)? != want {
-            wrong.push(format!("--service-label {keys:?}: {from} -> {to} expected allow={want}"));
+            wrong.push(format!(
+                "--service-label {keys:?}: {from} -> {to} expected allow={want}"
+            ));
         }
     }
     let out = Command::new(&bin)
