@@ -90,7 +90,7 @@ pub struct PolicySet {
 }
 
 /// The name space a document lives in: Workloads and Pods share one.
-fn slot(doc: &Document) -> (Kind, ObjectKey) {
+pub fn slot(doc: &Document) -> (Kind, ObjectKey) {
     let kind = match doc.kind_enum() {
         Kind::Pod => Kind::Workload,
         k => k,

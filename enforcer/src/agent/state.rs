@@ -14,7 +14,12 @@ use std::{
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{parse::parse_documents, Document, NodeContext, PolicyErrors, PolicySet};
+use tracing::warn;
+
+use crate::policy::{
+    document::Kind, parse::parse_documents, set::slot, Document, NodeContext, ObjectKey,
+    PolicyErrors, PolicySet, Source,
+};
 
 /// Documents by source.
 #[derive(Debug, Default, Clone)]
@@ -37,27 +42,32 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// The set in force: the directory's documents, then the CLI's (a name the directory
-    /// defines cannot be applied with the CLI, so they do not collide), then the cluster's
-    /// where their names are free.
+    /// The set in force: the directory's documents, then the CLI's, then the cluster's. A
+    /// Workload and a Pod of one namespace and name are one endpoint (one name space): the
+    /// directory wins over the CLI (which cannot apply a name the directory defines, see
+    /// [`Documents::dir_file`]) and both win over the cluster; a document left out for that is
+    /// logged as a warning naming both locations.
     pub fn merged(&self, cli: &PolicySet) -> Result<PolicySet, PolicyErrors> {
         let mut docs: Vec<Document> = self.dir.values().map(|(_, d)| d.clone()).collect();
-        docs.extend(cli.documents().into_iter().filter(|d| {
-            !self
-                .dir
-                .contains_key(&(d.kind().to_string(), d.key().to_string()))
-        }));
-        let taken: std::collections::HashSet<(&str, String)> = docs
-            .iter()
-            .map(|d| (d.kind(), d.key().to_string()))
-            .collect();
-        let cluster = self.cluster.iter();
-        docs.extend(
-            cluster
-                .filter(|d| !taken.contains(&(d.kind(), d.key().to_string())))
-                .cloned()
-                .collect::<Vec<_>>(),
-        );
+        let mut taken: HashMap<(Kind, ObjectKey), Source> =
+            docs.iter().map(|d| (slot(d), d.source().clone())).collect();
+        for d in cli
+            .documents()
+            .into_iter()
+            .chain(self.cluster.iter().cloned())
+        {
+            if let Some(winner) = taken.get(&slot(&d)) {
+                warn!(
+                    "{} {:?} ({}) is left out: {winner} defines the same name",
+                    d.kind(),
+                    d.key().to_string(),
+                    d.source()
+                );
+                continue;
+            }
+            taken.insert(slot(&d), d.source().clone());
+            docs.push(d);
+        }
         PolicySet::from_documents(docs).map(|s| s.with_service_labels(self.service_labels.clone()))
     }
 
@@ -68,10 +78,17 @@ impl Documents {
         self.dir_saved = false;
     }
 
-    /// The policy-dir file defining `doc`'s kind and name, if any.
+    /// The policy-dir file defining `doc`'s name (a Workload and a Pod of one namespace and
+    /// name are one endpoint), if any.
     pub fn dir_file(&self, doc: &Document) -> Option<&Path> {
-        self.dir
-            .get(&(doc.kind().to_string(), doc.key().to_string()))
+        let key = doc.key().to_string();
+        let kinds: &[&str] = match slot(doc).0 {
+            Kind::Workload => &[crate::policy::KIND_WORKLOAD, crate::policy::k8s::KIND_POD],
+            _ => &[doc.kind()],
+        };
+        kinds
+            .iter()
+            .find_map(|k| self.dir.get(&((*k).to_string(), key.clone())))
             .map(|(p, _)| p.as_path())
     }
 }
@@ -423,5 +440,33 @@ pub fn node_context(host: BTreeSet<IpAddr>, local: BTreeSet<IpAddr>) -> NodeCont
     NodeContext {
         host_addresses: host,
         local_addresses: local,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(file: &str, text: &str) -> Vec<Document> {
+        parse_documents(file, text).expect("valid")
+    }
+
+    /// A Workload of the policy directory and a Pod of the same namespace and name are one
+    /// endpoint: the CLI cannot apply the Pod (it is refused naming the directory's file), and a
+    /// cluster Pod of that name is left out (the directory wins) instead of failing the set.
+    #[test]
+    fn a_pod_does_not_shadow_a_directory_workload() {
+        let workload = "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: web-0}\nspec: {service: web, addresses: [10.0.0.1]}\n";
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: default, labels: {app: other}}\nstatus: {podIP: 10.0.0.9}\n";
+        let file = PathBuf::from("/etc/enforcer/policies/web.yaml");
+        let mut state = Documents::default();
+        let dir = parse_policy_dir(&[(file.clone(), workload.to_string())]).expect("dir");
+        state.set_dir(Vec::new(), dir);
+        let pod = docs("kubectl.yaml", pod).remove(0);
+        assert_eq!(state.dir_file(&pod), Some(file.as_path()));
+        state.cluster = vec![pod];
+        let set = state.merged(&PolicySet::new()).expect("the directory wins");
+        assert_eq!(set.workloads.len(), 1);
+        assert!(set.pods.is_empty());
     }
 }
