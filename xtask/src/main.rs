@@ -7,6 +7,7 @@ mod bench;
 mod build;
 mod demo;
 mod deny;
+mod docs;
 mod fuzz;
 mod image;
 mod manifests;
@@ -53,6 +54,8 @@ enum Command {
     },
     /// Build the container image from Debian packages with buildah (target/image; a few minutes)
     Image,
+    /// Regenerate the generated files of docs/ (the example report and its chromium screenshot)
+    Docs,
     /// Render the kustomize overlays and validate them offline (Kubernetes schemas, CRDs)
     Manifests {
         /// Regenerate the Prometheus rule object from deploy/prometheus/alerts.yaml, not check it
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Build { release } => build::build(release).map(|_| ()),
         Command::Test { kernels } => test::test(&kernels),
         Command::Image => image::image(),
+        Command::Docs => docs::docs(),
         Command::Manifests { write } => manifests::manifests(write),
         Command::Selftest => selftest::selftest(),
         Command::Scenario {

@@ -36,6 +36,8 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "prometheus",
     "bpftool",
+    // The report's browser test (tests/tests/report_browser.rs) and `cargo xtask docs`.
+    "chromium",
     // The virtualenv of the manifest tools (xtask/src/tools.rs).
     "python3-venv",
 ];
