@@ -52,7 +52,9 @@ fn browser(chromium: &Path, dir: &Path) -> Command {
 fn page_fetches(net_log: &Path) -> Result<Vec<String>> {
     let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(net_log)?)
         .with_context(|| format!("{} is not JSON", net_log.display()))?;
-    let events = log["events"].as_array().context("no events in the net log")?;
+    let events = log["events"]
+        .as_array()
+        .context("no events in the net log")?;
     Ok(events
         .iter()
         .filter_map(|e| {
@@ -81,7 +83,11 @@ fn report_html_renders_in_a_headless_browser() -> Result<()> {
         .arg(repo().join("examples"))
         .output()
         .context("running enforcer policy report")?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page = dir.join("report.html");
     std::fs::write(&page, &out.stdout)?;
     let html = String::from_utf8(out.stdout)?;
@@ -93,7 +99,11 @@ fn report_html_renders_in_a_headless_browser() -> Result<()> {
         .args(["--dump-dom", &url])
         .output()
         .context("running chromium --dump-dom")?;
-    ensure!(dom.status.success(), "chromium failed: {}", String::from_utf8_lossy(&dom.stderr));
+    ensure!(
+        dom.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     let (dom_text, log) = (
         String::from_utf8_lossy(&dom.stdout),
         String::from_utf8_lossy(&dom.stderr),
@@ -108,7 +118,10 @@ fn report_html_renders_in_a_headless_browser() -> Result<()> {
     let data: serde_json::Value = serde_json::from_str(data)?;
     let nodes = data["nodes"].as_array().map_or(0, Vec::len);
     let edges = data["edges"].as_array().map_or(0, Vec::len);
-    ensure!(nodes > 0 && edges > 0, "the example has services and edges: {data}");
+    ensure!(
+        nodes > 0 && edges > 0,
+        "the example has services and edges: {data}"
+    );
     ensure!(
         count(&html, r#"<g class="node"#) == 0,
         "the page itself holds no drawn nodes (they are drawn by its script)"
@@ -132,7 +145,11 @@ fn report_html_renders_in_a_headless_browser() -> Result<()> {
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)
         .output()?;
-    ensure!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    ensure!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let png = std::fs::read(&shot).context("no screenshot")?;
     if !png.starts_with(b"\x89PNG") || png.len() < 10_000 {
         bail!("screenshot is not a drawn PNG ({} bytes)", png.len());

@@ -2,7 +2,9 @@
 //! policy kind, namespace and name, section and index, or the default deny of an isolated
 //! identity), and a Kubernetes `NetworkPolicy`'s rules reach flow events, `stats` and the
 //! Prometheus metrics under that identity. Real agent, real pods (network namespaces), real TCP;
-//! the denied probe is proven against a live server by the allowed one in the same test.
+//! the denied probe is proven against a live server by the allowed one in the same test. The
+//! first-seen and last-matched times of each rule (what `policy lint` ages rules by) survive an
+//! agent restart.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -204,6 +206,58 @@ fn check_metrics(node_ns: &str, default_deny: &RuleRef) -> Result<()> {
             &[r#"policy="default-deny""#, &deny_rule, r#"verdict="deny""#]
         ),
         "the default deny in /metrics:\n{scrape}"
+    );
+    Ok(())
+}
+
+#[test]
+fn rule_times_survive_an_agent_restart() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let topo = Topology::builder()
+        .node("n1")
+        .pod("a", "n1", &[ip("10.10.31.1")])
+        .pod("b", "n1", &[ip("10.10.31.2")])
+        .pod("c", "n1", &[ip("10.10.31.3")])
+        .build()?;
+    let work = WorkDir::new(topo.prefix())?;
+    let mut agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
+    let _server = spawn_tcp_echo(topo.pod_netns("a")?, ANY, 80)?;
+    agent.apply("objects.yaml", OBJECTS)?;
+    let dst = SocketAddr::new(ip("10.10.31.1"), 80);
+    let opts = ProbeOptions::with_timeout(Duration::from_millis(800));
+    ensure!(
+        probe_tcp(topo.pod_netns("b")?, dst, &opts)?.is_answered(),
+        "b reaches a:80"
+    );
+    let rule = RuleRef::Rule {
+        policy: PolicyId::parse(Kind::NetworkPolicy, "x/a-from-clients"),
+        section: Section::Ingress,
+        index: 0,
+    };
+    let times = |agent: &AgentProcess| -> Result<_> {
+        let stats = agent.stats()?;
+        let counter = stats
+            .rules
+            .iter()
+            .find(|c| c.rule == rule)
+            .with_context(|| format!("no counter of {rule}: {:?}", stats.rules))?;
+        let policy = stats.policies_first_seen.get("x/a-from-clients").copied();
+        Ok((counter.first_seen, counter.last_matched, policy))
+    };
+    let before = times(&agent)?;
+    ensure!(
+        before.0.is_some() && before.1.is_some() && before.2.is_some(),
+        "first seen, last matched and the policy's first seen are reported: {before:?}"
+    );
+    // The clock moves on (times are in seconds), then the agent restarts without new traffic.
+    std::thread::sleep(Duration::from_millis(1100));
+    agent.restart(&topo, &[])?;
+    let after = times(&agent)?;
+    ensure!(
+        after == before,
+        "times kept across the restart: before {before:?}, after {after:?}"
     );
     Ok(())
 }

@@ -21,6 +21,7 @@ mod register;
 pub mod server;
 pub mod startup;
 pub mod state;
+pub mod usage;
 pub mod view;
 
 use std::{path::Path, sync::Arc, time::Instant};
@@ -58,6 +59,8 @@ pub struct Agent {
     pub metrics: Metrics,
     pub events: events::EventHub,
     pub counters: CounterReader,
+    /// First-seen and last-matched times of the rules in force, kept in the state dir.
+    pub usage: usage::Usage,
     published: Published,
     commands: mpsc::Sender<Command>,
 }
@@ -90,6 +93,7 @@ impl Agent {
         let installer = Installer::restore(dp, &config, &metrics);
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
         let agent = Arc::new(Agent {
+            usage: usage::Usage::load(&config.state_dir),
             config,
             started: Instant::now(),
             metrics,

@@ -270,7 +270,6 @@ async fn follow(
 
 /// Counters by (direction, verdict, reason) and by rule.
 pub fn stats(agent: &Agent) -> Result<Stats> {
-    let snapshot = agent.snapshot();
     let packets = agent
         .counters
         .packets()?
@@ -283,24 +282,22 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
             packets: n,
         })
         .collect();
-    let rules = &snapshot.compiled.rules;
-    let counts = agent
-        .counters
-        .rule_packets(rules.iter().map(|r| r.id + 1).max().unwrap_or(0))?;
+    let (rules, seen, policies_first_seen) = agent.observe_usage()?;
     let rules = rules
-        .iter()
-        .map(|r| crate::api::RuleCounter {
-            rule: r.rule.clone(),
-            verdict: r.rule.verdict_label().into(),
-            packets: counts.get(r.id as usize).copied().unwrap_or(0),
-            first_seen: None,
-            last_matched: None,
+        .into_iter()
+        .zip(seen)
+        .map(|((rule, packets), seen)| crate::api::RuleCounter {
+            verdict: rule.verdict_label().into(),
+            rule,
+            packets,
+            first_seen: Some(seen.first_seen),
+            last_matched: seen.last_matched,
         })
         .collect();
     Ok(Stats {
         packets,
         rules,
         events_lost: agent.counters.events_lost(),
-        policies_first_seen: std::collections::BTreeMap::new(),
+        policies_first_seen,
     })
 }

@@ -211,6 +211,7 @@ async fn serve(
     tokio::spawn(agent::http::serve(agent.clone(), http));
     let a = agent.clone();
     tokio::spawn(async move { resync_loop(a, resync).await });
+    tokio::spawn(agent::usage::observe_loop(agent.clone()));
     if let Some((kubeconfig, node)) = kubernetes {
         watch_kubernetes(&agent, kubeconfig, node).await?;
     }
