@@ -362,14 +362,30 @@ fn capabilities_are_dropped_and_new_interfaces_still_attach() -> Result<()> {
         files.len() == 2 && files[0] == files[1],
         "soft = hard: {files:?}"
     );
-    // Every thread, not only the main one.
+    // Every thread, not only the main one: capabilities are per thread, and the owner thread,
+    // the tokio workers and the netlink watcher must all have started after the drop.
+    let mut names = Vec::new();
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
         let text = fs::read_to_string(task?.path().join("status"))?;
-        ensure!(
-            text.contains(&format!("CapEff:\t{KEPT_CAPS:016x}")),
-            "a thread kept more: {text}"
-        );
+        let name = text.lines().next().unwrap_or_default().to_string();
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            ensure!(
+                text.contains(&format!("{set}:\t{KEPT_CAPS:016x}")),
+                "thread {name} kept more in {set}: {text}"
+            );
+        }
+        for set in ["CapInh", "CapAmb"] {
+            ensure!(
+                text.contains(&format!("{set}:\t{:016x}", 0)),
+                "thread {name}: {set} not empty"
+            );
+        }
+        names.push(name);
     }
+    ensure!(
+        names.iter().any(|n| n.contains("owner")) && names.len() >= 4,
+        "the owner thread and the runtime's threads were checked: {names:?}"
+    );
     // A pod that starts now is attached and enforced with the reduced privileges.
     e.topo.add_pod("web-1", "n1", &[ip("10.10.1.11")])?;
     e.agent.apply(
@@ -678,5 +694,99 @@ fn state_files_are_written_durably() -> Result<()> {
     };
     ensure!(mode(&applied)? == 0o600, "applied.yaml is 0600");
     ensure!(mode(&e.agent.state_dir)? == 0o700, "the state dir is 0700");
+    Ok(())
+}
+
+/// web-0 reaches api-0 on `port` no more, and the datapath counted the drop (api-0 serves
+/// `port`, so the silence is the policy, not a dead server).
+fn denied_with_drop(e: &Env, port: u16) -> Result<()> {
+    let before = e.agent.packets("denied")?;
+    ensure!(!e.reaches(port)?, "web → api:{port} got an answer");
+    ensure!(
+        e.agent.packets("denied")? > before,
+        "no drop counted for web → api:{port}"
+    );
+    Ok(())
+}
+
+fn chmod(path: &std::path::Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(fs::set_permissions(path, fs::Permissions::from_mode(mode))?)
+}
+
+/// The agent refuses its policy directory (`/readyz` names `path` and `what`), and the policy in
+/// force (web → api:9090 allowed, 8080 denied) stays.
+fn refused(e: &Env, path: &str, what: &str) -> Result<()> {
+    let names_it = |body: &str| {
+        body.contains(&format!("{path}: {what}"))
+            || body.contains(&format!("{path} (-> ")) && body.contains(what)
+    };
+    let waited = wait_until(Duration::from_secs(10), "readyz names the file and why", || {
+        let (code, body) = readyz(e)?;
+        Ok(code == 503 && names_it(&body))
+    });
+    if let Err(err) = waited {
+        anyhow::bail!("{err:#}: {:?}", readyz(e)?);
+    }
+    ensure!(e.reaches(9090)?, "the policy in force still allows 9090");
+    denied_with_drop(e, 8080)
+}
+
+#[test]
+fn policy_files_others_can_write_are_refused_and_a_configmap_mount_is_not() -> Result<()> {
+    use std::os::unix::fs::{chown, symlink};
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let dir_files = [("workloads.yaml", WORKLOADS), ("policy.yaml", POLICY)];
+    let mut e = Env::with_policy_dir("pdir-trust", &dir_files)?;
+    wait_until(Duration::from_secs(10), "8080 allowed, 9090 denied", || {
+        Ok(e.allowed()? && !e.reaches(9090)?)
+    })?;
+    // The directory becomes a ConfigMap mount as kubelet lays it out (files -> ..data/files,
+    // ..data -> ..<timestamp>/), with a new policy: 9090 allowed, 8080 denied.
+    let ts = e.dir.join("..2026_12_07_19_00_00.000000001");
+    fs::create_dir(&ts)?;
+    chmod(&ts, 0o755)?;
+    let policy_9090 = POLICY.replace("port: 8080", "port: 9090");
+    for (name, text) in [("workloads.yaml", WORKLOADS), ("policy.yaml", &policy_9090)] {
+        fs::write(ts.join(name), text)?;
+        chmod(&ts.join(name), 0o644)?;
+    }
+    symlink(ts.file_name().unwrap_or_default(), e.dir.join("..data"))?;
+    for name in ["workloads.yaml", "policy.yaml"] {
+        let tmp = e.dir.join(format!(".{name}.new"));
+        symlink(format!("..data/{name}"), &tmp)?;
+        fs::rename(&tmp, e.dir.join(name))?;
+    }
+    wait_until(Duration::from_secs(10), "the ConfigMap's policy", || {
+        Ok(e.reaches(9090)? && !e.reaches(8080)?)
+    })?;
+    ensure!(readyz(&e)?.0 == 200, "ready with a ConfigMap mount");
+
+    // Anyone may write the file now: what they write is refused, the policy in force stays.
+    let file = ts.join("policy.yaml");
+    chmod(&file, 0o666)?;
+    fs::write(&file, POLICY)?;
+    let named = e.dir.join("policy.yaml").display().to_string();
+    refused(&e, &named, "mode 0666 lets group or others write it")?;
+    // Owned by another user, mode 0644: refused as well, and across a restart.
+    chmod(&file, 0o644)?;
+    chown(&file, Some(65534), Some(65534))?;
+    refused(&e, &named, "owned by uid 65534")?;
+    e.restart(&[])?;
+    refused(&e, &named, "owned by uid 65534")?;
+    // A directory others can write (they could add files) is refused too.
+    chown(&file, Some(0), Some(0))?;
+    chmod(&e.dir, 0o775)?;
+    let dir = e.dir.canonicalize()?.display().to_string();
+    refused(&e, &dir, "mode 0775 lets group or others write it")?;
+    // Fixed: the file's content now is the operator's, and it is installed.
+    chmod(&e.dir, 0o755)?;
+    wait_until(Duration::from_secs(10), "ready after the fix", || {
+        Ok(readyz(&e)?.0 == 200)
+    })?;
+    ensure!(e.allowed()?, "the fixed directory's policy: 8080 allowed");
+    e.denied_with_drop_evidence()?;
     Ok(())
 }

@@ -21,6 +21,7 @@ mod register;
 pub mod server;
 pub mod startup;
 pub mod state;
+pub mod trust;
 pub mod usage;
 pub mod view;
 

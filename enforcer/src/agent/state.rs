@@ -94,8 +94,11 @@ impl Documents {
 }
 
 /// Every `*.yaml`/`*.yml` file of a policy directory (following symlinks, as a `ConfigMap` mount
-/// swaps its `..data` link atomically), sorted, with a fingerprint of their contents.
+/// swaps its `..data` link atomically), sorted, with a fingerprint of their contents. The
+/// directory and each file must be trusted ([`super::trust`]): one that is not refuses the whole
+/// directory.
 pub fn read_policy_dir(dir: &Path) -> Result<(Vec<(PathBuf, String)>, u64)> {
+    let real = super::trust::check_dir(dir)?;
     let mut files = Vec::new();
     let entries =
         fs::read_dir(dir).with_context(|| format!("reading policy dir {}", dir.display()))?;
@@ -111,6 +114,7 @@ pub fn read_policy_dir(dir: &Path) -> Result<(Vec<(PathBuf, String)>, u64)> {
         if name.starts_with('.') || !yaml || !path.is_file() {
             continue;
         }
+        super::trust::check_file(&path, &real)?;
         let text = read_bounded(&path, crate::policy::yaml::MAX_INPUT_BYTES as u64)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             .unwrap_or_default();
