@@ -40,6 +40,7 @@ mod http;
 pub mod live;
 mod load;
 pub mod netns;
+pub mod old_agent;
 pub mod one_node;
 mod probe;
 pub mod ratelimit_bench;

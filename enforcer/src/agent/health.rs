@@ -17,6 +17,9 @@ pub struct Health {
     pub applied_lost: bool,
     /// The last install failed; reconcile retries it.
     pub install: Option<String>,
+    /// Another layout version's pins are there and our maps hold no policy yet: its programs
+    /// keep enforcing and its links are not taken over.
+    pub upgrade_held: bool,
     /// State files found corrupt and quarantined: file → message. Cleared by the next successful
     /// install (which rewrites them).
     pub quarantined: BTreeMap<String, String>,
@@ -58,6 +61,13 @@ impl Health {
         }
         if let Some(e) = &self.install {
             out.push(format!("policy not installed: {e}"));
+        }
+        if self.upgrade_held {
+            out.push(
+                "upgrade held: the previous layout version's programs keep enforcing its policy \
+                 until a policy installs into this version's maps"
+                    .into(),
+            );
         }
         for (file, why) in &self.quarantined {
             out.push(format!("state file {file} quarantined: {why}"));

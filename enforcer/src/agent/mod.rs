@@ -110,16 +110,17 @@ impl Agent {
             attached: Attached::new(),
             attach_errors: std::collections::BTreeMap::new(),
             missing_uplink: None,
+            upgrading: !pins::other_layouts(&pins).is_empty(),
         };
+        // An upgrade across a layout change: once our maps hold the policy, our programs take
+        // the links over (moved from the old version's directory and swapped) and the old
+        // version's pins go (`Owner::finish_upgrade`); until then the old version enforces.
         if let Err(e) = owner.reconcile() {
             warn!("startup: {e:#}; the pinned policy stays in force, retrying every resync");
         }
-        // An upgrade across a layout change: our programs now hold the links (moved from the
-        // old version's directory and swapped), so the old version's maps can go.
-        for old in crate::datapath::remove_old_layouts(&pins).context("removing old layout pins")? {
-            info!(dir = %old.display(), "removed the pins of an older layout version");
+        if !owner.upgrading {
+            owner.sweep_stale_pins(&pins);
         }
-        owner.sweep_stale_pins(&pins);
         Ok(Started {
             agent,
             owner,

@@ -68,6 +68,9 @@ pub struct Owner {
     /// The configured uplink, while it does not exist: warned about and shown by `status`, but
     /// not a readiness failure (the pods' veths enforce the policy without it).
     pub(super) missing_uplink: Option<String>,
+    /// An agent of another layout version left its pins: its links move to our programs once
+    /// our (new, empty) maps hold a policy, then its pins are removed.
+    pub(super) upgrading: bool,
 }
 
 impl Owner {
@@ -181,12 +184,16 @@ impl Owner {
             dropped = self.reconcile_interfaces().1;
         }
         let mut installed = self.install(&cli, false);
-        if !interfaces_first {
+        let held = self.upgrade_held();
+        if !interfaces_first && !held {
             let (reinstall, gone) = self.reconcile_interfaces();
             dropped = gone;
             if reinstall {
                 installed = self.install(&cli, false);
             }
+        }
+        if !held {
+            self.finish_upgrade();
         }
         if installed.is_ok() && !dropped.is_empty() {
             for gone in &dropped {
@@ -197,6 +204,45 @@ impl Owner {
         self.health().install = installed.as_ref().err().map(|e| format!("{e:#}"));
         self.publish();
         installed.map(|_| ())
+    }
+
+    /// Whether taking over another layout version's links waits: our maps hold no policy yet
+    /// (the install failed or is held), so our programs would pass everything (`no_policy`),
+    /// while the older version's programs and maps keep enforcing its last policy (fail-static).
+    fn upgrade_held(&mut self) -> bool {
+        let empty = self
+            .installer
+            .dp
+            .config()
+            .map_or(true, |c| c.generation == 0);
+        let held = self.upgrading && empty;
+        if held && !self.installer.health.upgrade_held {
+            warn!(
+                "another layout version's programs keep enforcing its policy until ours installs; \
+                 their links are not taken over before"
+            );
+        }
+        self.health().upgrade_held = held;
+        held
+    }
+
+    /// After the links of another layout version moved to our programs: remove its pins (maps,
+    /// and links of interfaces we do not attach), then the pins no attachment owns.
+    fn finish_upgrade(&mut self) {
+        if !self.upgrading {
+            return;
+        }
+        self.upgrading = false;
+        let pins = crate::datapath::PinLayout::new(&self.agent.config.bpffs);
+        match crate::datapath::remove_old_layouts(&pins) {
+            Ok(removed) => {
+                for old in removed {
+                    info!(dir = %old.display(), "removed the pins of an older layout version");
+                }
+            }
+            Err(e) => warn!("removing old layout pins: {e}"),
+        }
+        self.sweep_stale_pins(&pins);
     }
 
     /// Re-read the policy directory if its files changed. A directory that does not parse

@@ -73,6 +73,15 @@ pub fn sweep(
     stale
 }
 
+/// The pin directories of other layout versions (`<bpffs>/v<N>` but the current one): what an
+/// agent of another version left, whose links a new agent migrates.
+pub fn other_layouts(pins: &PinLayout) -> Vec<PathBuf> {
+    let (Some(parent), Some(current)) = (pins.root.parent(), pins.root.file_name()) else {
+        return Vec::new();
+    };
+    unowned(parent, |name| name == current || !name.starts_with('v'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
