@@ -92,15 +92,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Long resilience runs: policy updates under traffic and agent kills during applies; writes
-    /// the `updates` and `crashes` sections of RELIABILITY.md
+    /// Long resilience runs: policy updates under traffic, agent kills during applies, and pod
+    /// churn + updates + traffic with resources sampled (a count of 0 skips a part); writes the
+    /// `updates`, `crashes` and `soak` sections of RELIABILITY.md
     Soak {
-        /// Policy updates under traffic
+        /// Policy updates under traffic (0: skip)
         #[arg(long, default_value_t = 1000)]
         updates: usize,
-        /// Agent SIGKILLs at random moments of applies
+        /// Agent SIGKILLs at random moments of applies (0: skip)
         #[arg(long, default_value_t = 50)]
         crashes: usize,
+        /// Minutes of pod churn, policy updates and traffic together, resources sampled (0: skip)
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
     },
     /// Run benchmarks (`enforcer-tests` binary `bench`, release build)
     Bench {
@@ -147,7 +151,11 @@ fn main() -> ExitCode {
         Command::Sizes { loc: true, .. } => sizes::loc(),
         Command::Sizes { write, .. } => sizes::sizes(write),
         Command::Demo { args } => demo::demo(&args),
-        Command::Soak { updates, crashes } => soak::soak(updates, crashes),
+        Command::Soak {
+            updates,
+            crashes,
+            minutes,
+        } => soak::soak(updates, crashes, minutes),
         Command::Bench { names, quick } => bench::bench(&names, quick),
         Command::Fuzz {
             policy: true,
