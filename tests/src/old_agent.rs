@@ -28,9 +28,7 @@ fn workspace() -> Result<PathBuf> {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     ensure!(status.success(), "{cmd:?} failed ({status})");
     Ok(())
 }
@@ -77,13 +75,15 @@ pub fn old_agent() -> Result<PathBuf> {
     // The build writes target/<profile>/enforcer: keep the current one aside and put it back.
     let saved = dir.join("current-enforcer");
     std::fs::copy(&current, &saved).context("saving the current binary")?;
-    let built = run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&src)
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "-p", "enforcer", "--bin", "enforcer"])
-        // The current tree's dev profile, so the shared dependencies are reused as built.
-        .args(["--config", "profile.dev.debug=\"line-tables-only\""])
-        .args(["--config", "profile.dev.package.\"*\".debug=false"]));
+    let built = run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&src)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["build", "-p", "enforcer", "--bin", "enforcer"])
+            // The current tree's dev profile, so the shared dependencies are reused as built.
+            .args(["--config", "profile.dev.debug=\"line-tables-only\""])
+            .args(["--config", "profile.dev.package.\"*\".debug=false"]),
+    );
     let debug = target.join("debug").join("enforcer");
     let moved = built.and_then(|()| Ok(std::fs::copy(&debug, &bin).map(drop)?));
     std::fs::rename(&saved, &current).context("putting the current binary back")?;

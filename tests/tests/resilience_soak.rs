@@ -117,7 +117,10 @@ fn slope_per_hour(samples: &[Sample], y: impl Fn(&Sample) -> u64) -> f64 {
     if samples.len() < 2 {
         return 0.0;
     }
-    let xs: Vec<f64> = samples.iter().map(|s| s.at.as_secs_f64() / 3600.0).collect();
+    let xs: Vec<f64> = samples
+        .iter()
+        .map(|s| s.at.as_secs_f64() / 3600.0)
+        .collect();
     let ys: Vec<f64> = samples.iter().map(|s| y(s) as f64).collect();
     let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
     let num: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
@@ -189,7 +192,10 @@ fn churn_step(f: &mut Fixture, round: u64, counts: &mut Counts) -> Result<()> {
 fn update_step(f: &Fixture, round: u64, counts: &mut Counts) -> Result<()> {
     f.agent.apply("toggled.yaml", &toggled_policy())?;
     let allowed = f.reaches(TOGGLED_PORT, Duration::from_millis(700))?;
-    counts.check(format!("round {round}: 9090 allowed, answered={allowed}"), allowed);
+    counts.check(
+        format!("round {round}: 9090 allowed, answered={allowed}"),
+        allowed,
+    );
     f.agent.delete("api-toggled")?;
     let before = f.agent.packets("denied")?;
     let answered = f.reaches(TOGGLED_PORT, Duration::from_millis(700))?;

@@ -156,8 +156,10 @@ fn an_upgrade_whose_policy_cannot_install_leaves_the_old_version_enforcing() -> 
         "both layouts pinned: {dirs:?}"
     );
     // Once the policy is known again, the new version takes over.
-    f.agent
-        .apply("workloads.yaml", enforcer_tests::fixtures::WEB_API_WORKLOADS)?;
+    f.agent.apply(
+        "workloads.yaml",
+        enforcer_tests::fixtures::WEB_API_WORKLOADS,
+    )?;
     f.agent.apply("base.yaml", resil_common::BASE)?;
     // The next resync (every second) moves the links over.
     let current_dir = format!("v{}", enforcer_common::LAYOUT_VERSION);
@@ -170,6 +172,11 @@ fn an_upgrade_whose_policy_cannot_install_leaves_the_old_version_enforcing() -> 
         std::thread::sleep(Duration::from_millis(100));
     }
     ensure!(f.agent.bpffs.join(&current_dir).is_dir());
-    check(&f, enforcer_common::LAYOUT_VERSION, "N after the apply", true)?;
+    check(
+        &f,
+        enforcer_common::LAYOUT_VERSION,
+        "N after the apply",
+        true,
+    )?;
     Ok(())
 }

@@ -721,10 +721,14 @@ fn refused(e: &Env, path: &str, what: &str) -> Result<()> {
         body.contains(&format!("{path}: {what}"))
             || body.contains(&format!("{path} (-> ")) && body.contains(what)
     };
-    let waited = wait_until(Duration::from_secs(10), "readyz names the file and why", || {
-        let (code, body) = readyz(e)?;
-        Ok(code == 503 && names_it(&body))
-    });
+    let waited = wait_until(
+        Duration::from_secs(10),
+        "readyz names the file and why",
+        || {
+            let (code, body) = readyz(e)?;
+            Ok(code == 503 && names_it(&body))
+        },
+    );
     if let Err(err) = waited {
         anyhow::bail!("{err:#}: {:?}", readyz(e)?);
     }

@@ -70,7 +70,11 @@ pub fn check_file(path: &Path, dir: &Path) -> Result<(), Untrusted> {
     })?;
     check_chain(&real, dir).map_err(|e| match e {
         // Name the file the user put in the directory, and where it leads.
-        Untrusted::Owner { path: p, uid, agent } if p == real && p != path => Untrusted::Owner {
+        Untrusted::Owner {
+            path: p,
+            uid,
+            agent,
+        } if p == real && p != path => Untrusted::Owner {
             path: PathBuf::from(format!("{} (-> {})", path.display(), p.display())),
             uid,
             agent,
@@ -139,7 +143,8 @@ mod tests {
 
     /// A policy directory laid out as kubelet mounts a `ConfigMap`, under a private temp dir.
     fn configmap(name: &str) -> (Scratch, PathBuf) {
-        let tmp = std::env::temp_dir().join(format!("enforcer-trust-{}-{name}", std::process::id()));
+        let tmp =
+            std::env::temp_dir().join(format!("enforcer-trust-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).expect("mkdir");
         chmod(&tmp, 0o700);
