@@ -112,6 +112,10 @@ fn pinned_entries(f: &Fixture, map: &str) -> Result<u64> {
 }
 
 /// Least-squares slope of `ys` over the samples' times, per hour.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "sample counts, kibibytes, descriptors and map entries are far below 2^52"
+)]
 fn slope_per_hour(samples: &[Sample], y: impl Fn(&Sample) -> u64) -> f64 {
     let n = samples.len() as f64;
     if samples.len() < 2 {
@@ -161,7 +165,11 @@ fn churn_step(f: &mut Fixture, round: u64, counts: &mut Counts) -> Result<()> {
     } else {
         "10.10.1.101"
     });
-    let service = if round % 2 == 0 { "web" } else { "intruder" };
+    let service = if round.is_multiple_of(2) {
+        "web"
+    } else {
+        "intruder"
+    };
     f.topo.add_pod(&name, "n1", &[addr])?;
     let workload = format!(
         "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {{name: churn}}\n\
@@ -236,7 +244,7 @@ fn churn_updates_and_traffic_leave_resources_flat() -> Result<()> {
     let report = stream.stop();
     let lost = datagrams.iter().filter(|p| !p.answered).count();
 
-    let (first, last) = (&samples[0], &samples[samples.len() - 1]);
+    let (first, end) = (&samples[0], &samples[samples.len() - 1]);
     let mut line = format!(
         "soak=seconds={} rounds={} pods_churned={} updates={} checks={} wrong_verdicts={} \
          udp_sent={} udp_lost={lost} tcp_round_trips={} tcp_broken={} samples={} \
@@ -253,10 +261,10 @@ fn churn_updates_and_traffic_leave_resources_flat() -> Result<()> {
         report.error.is_some(),
         samples.len(),
         first.rss_kib,
-        last.rss_kib,
+        end.rss_kib,
         slope_per_hour(&samples, |s| s.rss_kib),
         first.fds,
-        last.fds,
+        end.fds,
         slope_per_hour(&samples, |s| s.fds),
     );
     for map in first.maps.keys() {
@@ -265,7 +273,7 @@ fn churn_updates_and_traffic_leave_resources_flat() -> Result<()> {
             line,
             " {map}_first={} {map}_last={} {map}_per_hour={:.1}",
             entries(first),
-            entries(last),
+            entries(end),
             slope_per_hour(&samples, entries)
         );
     }
@@ -285,10 +293,10 @@ fn churn_updates_and_traffic_leave_resources_flat() -> Result<()> {
     // Every sample is taken with the churned pod gone: what it added must be gone too.
     for map in ["ENDPOINTS", "IDENTITIES"] {
         ensure!(
-            first.maps.get(map) == last.maps.get(map),
+            first.maps.get(map) == end.maps.get(map),
             "{map}: {:?} entries after the first round, {:?} at the end",
             first.maps.get(map),
-            last.maps.get(map)
+            end.maps.get(map)
         );
     }
     Ok(())
