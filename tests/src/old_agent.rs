@@ -11,8 +11,6 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::cluster::enforcer_bin;
-
 /// The last commit before the pinned layout changed (`LAYOUT_VERSION` 2; 1930b5d made it 3): an
 /// upgrade from it and a downgrade to it cross a layout change, the hardest case.
 pub const OLD_AGENT_COMMIT: &str = "356c40be23c26ddafc7b96f92fd11cbdcf45b77a";
@@ -35,13 +33,15 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// The older agent's binary, built from source if it is not cached yet.
 pub fn old_agent() -> Result<PathBuf> {
-    let current = enforcer_bin()?;
-    // target/<profile>/enforcer → target
-    let target = current
-        .parent()
-        .and_then(Path::parent)
-        .context("the enforcer binary is not under target/<profile>")?
+    // target/<profile>/deps/<test> → target (not from `enforcer_bin`, which a test may point
+    // at the old agent through `ENFORCER_BIN`).
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .context("the test executable is not under target/<profile>/deps")?
         .to_path_buf();
+    let current = target.join("debug").join("enforcer");
     let dir = target.join("old-agent").join(OLD_AGENT_COMMIT);
     let bin = dir.join("enforcer");
     if bin.exists() {
