@@ -30,7 +30,7 @@ fn use_binary(bin: &std::path::Path) {
 /// the raw `stats` answer: the older agent's rule counters predate the typed rule references the
 /// current client decodes, so the typed `stats` of the harness cannot read its answer.
 fn counted(f: &Fixture, field: &str, value: &str) -> Result<u64> {
-    let stats = f.agent.call(&enforcer::api::Request::Stats)?;
+    let stats: serde_json::Value = f.agent.call(&enforcer::api::Request::Stats)?;
     Ok(stats["packets"]
         .as_array()
         .into_iter()
