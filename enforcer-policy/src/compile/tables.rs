@@ -65,8 +65,9 @@ struct RuleRef<'a> {
 /// Compiles the tables of each subject, sharing identical tables between peers.
 pub struct TableCompiler<'v, 'a> {
     view: &'v View<'a>,
-    /// Policy indices by namespace (`None`: cluster-wide), in view order.
-    by_namespace: HashMap<Option<&'v str>, Vec<usize>>,
+    /// Policy indices by namespace (`None`: cluster-wide) and service (`"*"` included), in view
+    /// order: the policies that may select an identity are found without testing every policy.
+    by_scope: HashMap<(Option<&'v str>, &'v str), Vec<usize>>,
     peers: PeerIndex<'v>,
     /// Every identity an address can have on this node.
     all_ids: BTreeSet<u32>,
@@ -90,10 +91,10 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
         ids: &'v BTreeMap<IdentityClass, u32>,
         rule_ids: &'v RuleIds,
     ) -> Self {
-        let mut by_namespace: HashMap<Option<&str>, Vec<usize>> = HashMap::new();
+        let mut by_scope: HashMap<(Option<&str>, &str), Vec<usize>> = HashMap::new();
         for (i, p) in view.policies.iter().enumerate() {
-            by_namespace
-                .entry(p.policy.namespace.as_deref())
+            by_scope
+                .entry((p.policy.namespace.as_deref(), p.policy.service.as_str()))
                 .or_default()
                 .push(i);
         }
@@ -106,7 +107,7 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
             .collect();
         TableCompiler {
             view,
-            by_namespace,
+            by_scope,
             peers: PeerIndex::new(ids),
             all_ids: ids.values().copied().collect(),
             endpoint_ports,
@@ -120,21 +121,21 @@ impl<'v, 'a> TableCompiler<'v, 'a> {
         }
     }
 
-    /// The policies that apply to `identity`, in view order as `explain` sees them, without
-    /// testing every policy of other namespaces.
+    /// The policies that apply to `identity`, in view order as `explain` sees them, testing
+    /// only those of its namespace (or cluster-wide) for its service (or `"*"`).
     fn policies_for(&self, identity: &Identity) -> Vec<usize> {
-        let cluster = self.by_namespace.get(&None).map_or(&[][..], Vec::as_slice);
-        let own = self
-            .by_namespace
-            .get(&Some(identity.namespace.as_str()))
-            .map_or(&[][..], Vec::as_slice);
-        let mut out: Vec<usize> = cluster
+        let namespaces = [None, Some(identity.namespace.as_str())];
+        let services = [Some(ANY_SERVICE), identity.service()];
+        let mut out: Vec<usize> = namespaces
             .iter()
-            .chain(own)
+            .flat_map(|ns| services.iter().flatten().map(move |s| (*ns, *s)))
+            .filter_map(|scope| self.by_scope.get(&scope))
+            .flatten()
             .copied()
             .filter(|i| self.view.selects(&self.view.policies[*i].policy, identity))
             .collect();
         out.sort_unstable();
+        out.dedup();
         out
     }
 
