@@ -6,12 +6,16 @@ use crate::addr::Addr;
 /// Two policy slots: the agent writes the inactive one completely, then flips `Config::slot`.
 pub const SLOTS: u32 = 2;
 
-/// Capacity of `IDENTITIES` (per slot).
-pub const IDENTITY_CAPACITY: u32 = 65_536;
+// Default capacities: they fit a cluster of 150 000 pods (dual-stack: 300 000 addresses) and
+// 100 000 rules (about 3 `POLICY` entries and 2 rule ids per rule with its default deny). The
+// agent sets the real sizes at load (`capacities` of its config).
+
+/// Capacity of `IDENTITIES` (per slot): exact workload and node addresses.
+pub const IDENTITY_CAPACITY: u32 = 327_680;
 /// Capacity of `CIDR_IDENTITIES` (per slot).
 pub const CIDR_CAPACITY: u32 = 16_384;
-/// Capacity of `POLICY` (per slot).
-pub const POLICY_CAPACITY: u32 = 262_144;
+/// Capacity of `POLICY` (per slot; an LPM trie allocates entries as they are written).
+pub const POLICY_CAPACITY: u32 = 524_288;
 /// Capacity of `CONNTRACK` (LRU: the least recently used flow is evicted when full).
 pub const CONNTRACK_CAPACITY: u32 = 262_144;
 /// Capacity of `FRAGMENTS` (LRU: the least recently used datagram is forgotten when full, and
@@ -25,8 +29,9 @@ pub const DENIED_FLOW_CAPACITY: u32 = 16_384;
 pub const DENIED_REPORT_INTERVAL_NS: u64 = 1_000_000_000;
 /// Capacity of `ENDPOINTS` (pod interface, address) pairs for anti-spoofing.
 pub const ENDPOINT_CAPACITY: u32 = 16_384;
-/// Number of rule ids; rule counters are indexed by rule id.
-pub const RULE_CAPACITY: u32 = 65_536;
+/// Number of rule ids; rule counters are indexed by rule id (a per-CPU array: 8 bytes per id
+/// and CPU).
+pub const RULE_CAPACITY: u32 = 262_144;
 /// Size of the event ring buffer in bytes.
 pub const EVENTS_BYTES: u32 = 1 << 20;
 

@@ -21,11 +21,15 @@ use enforcer_common::{maps::names, programs, Config, LAYOUT_VERSION};
 
 mod attach;
 mod batch;
+mod capacity;
 mod counters;
 mod forget;
 mod install;
 mod ratelimit;
+mod slots;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
+pub use capacity::{Capacities, ZeroCapacity};
+pub use slots::InstallWrites;
 pub use counters::{CounterReader, PacketCounts};
 pub use forget::Forgotten;
 pub use ratelimit::RateLimitStats;
@@ -65,6 +69,8 @@ pub enum DatapathError {
     },
     #[error("pinned link {path}: {message}")]
     Link { path: PathBuf, message: String },
+    #[error(transparent)]
+    ZeroCapacity(#[from] ZeroCapacity),
 }
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -120,16 +126,32 @@ pub struct Datapath {
     ebpf: Ebpf,
     pins: Option<PinLayout>,
     tc_mode: TcAttachMode,
+    capacities: Capacities,
+    /// What each policy slot holds (`None`: unknown, read back from the maps when needed).
+    slots: [Option<slots::SlotEntries>; 2],
+    /// When `CONFIG` last flipped (the slot it left is not written again within a margin).
+    last_flip: Option<std::time::Instant>,
+    last_writes: InstallWrites,
 }
 
 /// The installed state: generation and active slot.
 pub type Generation = u64;
 
 impl Datapath {
-    /// Load the object. With `pins`, maps already pinned there are adopted (their contents keep
-    /// enforcing) and new ones are created and pinned.
+    /// Load the object with the default capacities. With `pins`, maps already pinned there are
+    /// adopted (their contents keep enforcing) and new ones are created and pinned.
     pub fn load(pins: Option<PinLayout>) -> Result<Self> {
+        Self::load_with(pins, Capacities::default())
+    }
+
+    /// Load the object with its maps sized by `capacities` (an adopted pinned map keeps the size
+    /// it was created with).
+    pub fn load_with(pins: Option<PinLayout>, capacities: Capacities) -> Result<Self> {
+        capacities.validate()?;
         let mut loader = EbpfLoader::new();
+        for (name, entries) in capacities.max_entries() {
+            loader.map_max_entries(name, entries);
+        }
         if let Some(p) = &pins {
             ensure_bpffs(&p.root)?;
             let dir = p.maps();
@@ -154,10 +176,15 @@ impl Datapath {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load().map_err(prog_err(name))?;
         }
+        let capacities = adopted_capacities(&ebpf, capacities);
         Ok(Datapath {
             ebpf,
             pins,
             tc_mode: TcAttach::Auto.resolve(),
+            capacities,
+            slots: [None, None],
+            last_flip: None,
+            last_writes: InstallWrites::default(),
         })
     }
 
@@ -169,6 +196,11 @@ impl Datapath {
 
     pub fn tc_attach_mode(&self) -> TcAttachMode {
         self.tc_mode
+    }
+
+    /// The capacities of the loaded maps (per slot for the slotted ones).
+    pub fn capacities(&self) -> Capacities {
+        self.capacities
     }
 
     /// The eBPF object, for test harnesses only (feature `test-access`): they run programs with
@@ -306,6 +338,45 @@ impl Datapath {
         self.ebpf
             .map_mut(name)
             .ok_or(DatapathError::MissingMap(name))
+    }
+}
+
+/// The capacities the loaded maps really have: a pinned map adopted from an earlier agent keeps
+/// the size it was created with.
+fn adopted_capacities(ebpf: &Ebpf, asked: Capacities) -> Capacities {
+    use aya::maps::{HashMap, IterableMap, LpmTrie, PerCpuArray};
+    use enforcer_common::{
+        CidrKeyData, CtKey, CtValue, EndpointKey, IdentityKey, IdentityValue, PolicyKeyData,
+        PolicyValue, SLOTS,
+    };
+    fn size<'a, M, K: aya::Pod, V>(ebpf: &'a Ebpf, name: &str, per: u32) -> Option<u32>
+    where
+        M: IterableMap<K, V> + TryFrom<&'a aya::maps::Map>,
+    {
+        let map = M::try_from(ebpf.map(name)?).ok()?;
+        Some(map.map().info().ok()?.max_entries() / per)
+    }
+    Capacities {
+        identities: size::<HashMap<_, IdentityKey, IdentityValue>, _, _>(
+            ebpf,
+            names::IDENTITIES,
+            SLOTS,
+        )
+        .unwrap_or(asked.identities),
+        cidrs: size::<LpmTrie<_, CidrKeyData, IdentityValue>, _, _>(
+            ebpf,
+            names::CIDR_IDENTITIES,
+            SLOTS,
+        )
+        .unwrap_or(asked.cidrs),
+        policy: size::<LpmTrie<_, PolicyKeyData, PolicyValue>, _, _>(ebpf, names::POLICY, SLOTS)
+            .unwrap_or(asked.policy),
+        endpoints: size::<HashMap<_, EndpointKey, u32>, _, _>(ebpf, names::ENDPOINTS, 1)
+            .unwrap_or(asked.endpoints),
+        rules: size::<PerCpuArray<_, u64>, _, _>(ebpf, names::RULE_COUNTERS, 1)
+            .unwrap_or(asked.rules),
+        conntrack: size::<HashMap<_, CtKey, CtValue>, _, _>(ebpf, names::CONNTRACK, 1)
+            .unwrap_or(asked.conntrack),
     }
 }
 

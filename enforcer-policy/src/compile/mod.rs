@@ -14,6 +14,7 @@
 //! that of the rules without peers), so only the peers whose decisions differ take entries.
 
 mod decide;
+mod numbering;
 mod prefix;
 mod tables;
 
@@ -226,26 +227,14 @@ fn assign_identities(
 }
 
 /// The id of every identity class: the reserved ones, then the classes of the exact addresses
-/// and of the prefixes, in order.
+/// and of the prefixes, each numbered by what it is (`numbering`).
 fn number_classes(exact: &[Exact], prefixes: &[Prefix]) -> BTreeMap<IdentityClass, u32> {
     let mut classes: BTreeSet<IdentityClass> = exact.iter().map(|(_, c, _)| c.clone()).collect();
     classes.extend(prefixes.iter().map(|p| IdentityClass {
         kind: Kind::World,
         class: Some(*p),
     }));
-    let reserved = |kind, id| (IdentityClass { kind, class: None }, id);
-    let mut ids = BTreeMap::from([
-        reserved(Kind::Host, identity::HOST),
-        reserved(Kind::World, identity::WORLD),
-    ]);
-    let mut next = identity::FIRST_DYNAMIC;
-    for c in classes {
-        ids.entry(c).or_insert_with(|| {
-            next += 1;
-            next - 1
-        });
-    }
-    ids
+    numbering::number_classes(classes)
 }
 
 /// Rule ids by (policy index in the view, section, rule index), in policy then document order.

@@ -46,6 +46,10 @@ pub struct AgentConfig {
     pub pod_cidrs: Vec<ipnet::IpNet>,
     /// The labels whose value is a pod's service, tried in order (`KEY[,KEY...]`).
     pub service_label: crate::policy::identity::ServiceLabels,
+    /// Map sizes (entries; per slot for the policy maps), set when the datapath is loaded.
+    /// An adopted pinned map keeps its size until the pins are removed (`enforcer agent
+    /// --unpin` or a layout change).
+    pub capacities: crate::datapath::Capacities,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +67,7 @@ impl Default for AgentConfig {
             resync: Duration::from_secs(1),
             pod_cidrs: Vec::new(),
             service_label: crate::policy::identity::ServiceLabels::default(),
+            capacities: crate::datapath::Capacities::default(),
         }
     }
 }
@@ -119,6 +124,19 @@ mod tests {
         );
         let err = parse("serviceLabel: 'bad key!'").expect_err("invalid key");
         assert!(err.contains("service label"), "{err}");
+    }
+
+    #[test]
+    fn capacities_are_read_from_the_config_file() {
+        let c = parse("capacities: {identities: 1000, rules: 500}").expect("valid");
+        assert_eq!(c.capacities.identities, 1000);
+        assert_eq!(c.capacities.rules, 500);
+        assert_eq!(
+            c.capacities.policy,
+            crate::datapath::Capacities::default().policy,
+            "unset sizes keep their default"
+        );
+        assert!(parse("capacities: {bogus: 1}").is_err());
     }
 
     #[test]

@@ -218,21 +218,22 @@ impl Installer {
 
     /// Entries and capacity of the policy maps (both slots).
     pub fn map_usage(&self) -> Vec<MapUsage> {
-        use enforcer_common::{
-            maps::names, CIDR_CAPACITY, ENDPOINT_CAPACITY, IDENTITY_CAPACITY, POLICY_CAPACITY,
-            SLOTS,
-        };
+        use enforcer_common::maps::names;
+        let sized = self.dp.capacities().max_entries();
         [
-            (names::IDENTITIES, IDENTITY_CAPACITY * SLOTS),
-            (names::CIDR_IDENTITIES, CIDR_CAPACITY * SLOTS),
-            (names::POLICY, POLICY_CAPACITY * SLOTS),
-            (names::ENDPOINTS, ENDPOINT_CAPACITY),
+            names::IDENTITIES,
+            names::CIDR_IDENTITIES,
+            names::POLICY,
+            names::ENDPOINTS,
         ]
         .into_iter()
-        .map(|(map, capacity)| MapUsage {
+        .map(|map| MapUsage {
             map: map.into(),
             entries: self.dp.map_entries(map).unwrap_or(0),
-            capacity,
+            capacity: sized
+                .iter()
+                .find(|(name, _)| *name == map)
+                .map_or(0, |(_, n)| *n),
         })
         .collect()
     }

@@ -80,7 +80,7 @@ impl Agent {
     /// the generation pinned in the datapath stays in force.
     pub fn start(config: AgentConfig) -> Result<Started> {
         let pins = PinLayout::new(&config.bpffs);
-        let mut dp = Datapath::load(Some(pins.clone())).with_context(|| {
+        let mut dp = Datapath::load_with(Some(pins.clone()), config.capacities).with_context(|| {
             format!(
                 "loading the datapath (pinning under {})",
                 pins.root.display()

@@ -10,7 +10,7 @@ use aya::maps::{HashMap, PerCpuArray};
 use enforcer_common::{
     maps::names,
     ratelimit::{rate_stat, RATE_BUCKET_CAPACITY, RATE_LIMIT_CAPACITY},
-    BucketKey, RateBucket, RateLimitConfig, RateLimitKey, CONFIG_RATE_LIMITS,
+    BucketKey, RateBucket, RateLimitConfig, CONFIG_RATE_LIMITS,
 };
 
 use super::{install::check_capacity, map_err, Datapath, Result};
@@ -50,27 +50,6 @@ impl Datapath {
     pub(super) fn check_rate_limits(compiled: &Compiled) -> Result<()> {
         let n = compiled.rate_limits().count();
         check_capacity(names::RATE_LIMITS, n, RATE_LIMIT_CAPACITY)
-    }
-
-    /// Write the limits of `compiled` into `slot` of `RATE_LIMITS` (replacing what was there).
-    pub(super) fn write_rate_limits(&mut self, slot: u32, compiled: &Compiled) -> Result<()> {
-        let mut map = HashMap::<_, RateLimitKey, RateLimitConfig>::try_from(
-            self.map_mut(names::RATE_LIMITS)?,
-        )
-        .map_err(map_err(names::RATE_LIMITS))?;
-        let old: Vec<RateLimitKey> = map
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in old {
-            let _ = map.remove(&k);
-        }
-        for (rule, config) in compiled.rate_limits() {
-            map.insert(RateLimitKey { slot, rule }, config, 0)
-                .map_err(map_err(names::RATE_LIMITS))?;
-        }
-        Ok(())
     }
 
     /// After the flip: drop the per-rule buckets of rules that no longer have a `per: rule`
