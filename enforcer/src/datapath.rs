@@ -29,10 +29,10 @@ mod ratelimit;
 mod slots;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
 pub use capacity::{Capacities, ZeroCapacity};
-pub use slots::InstallWrites;
 pub use counters::{CounterReader, PacketCounts};
 pub use forget::Forgotten;
 pub use ratelimit::RateLimitStats;
+pub use slots::InstallWrites;
 
 /// The eBPF object, built by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));

@@ -80,12 +80,13 @@ impl Agent {
     /// the generation pinned in the datapath stays in force.
     pub fn start(config: AgentConfig) -> Result<Started> {
         let pins = PinLayout::new(&config.bpffs);
-        let mut dp = Datapath::load_with(Some(pins.clone()), config.capacities).with_context(|| {
-            format!(
-                "loading the datapath (pinning under {})",
-                pins.root.display()
-            )
-        })?;
+        let mut dp =
+            Datapath::load_with(Some(pins.clone()), config.capacities).with_context(|| {
+                format!(
+                    "loading the datapath (pinning under {})",
+                    pins.root.display()
+                )
+            })?;
         let counters = CounterReader::open(&pins.maps())?;
         let mode = dp.set_tc_attach(config.tc_attach);
         info!(%mode, requested = ?config.tc_attach, tcx_supported = crate::datapath::tcx_supported(), "tc attach mode");

@@ -9,8 +9,8 @@
 use std::{collections::HashMap, hash::Hash};
 
 use enforcer_common::{
-    addr::Addr, CidrKeyData, IdentityValue, PolicyKey, PolicyKeyData, PolicyValue,
-    RateLimitConfig, CIDR_KEY_FIXED_BITS,
+    addr::Addr, CidrKeyData, IdentityValue, PolicyKey, PolicyKeyData, PolicyValue, RateLimitConfig,
+    CIDR_KEY_FIXED_BITS,
 };
 
 use crate::policy::{compile::addr_bits, Compiled};
