@@ -80,12 +80,11 @@ impl Datapath {
         }
         let mut writes = InstallWrites::default();
         // Unknown until this install succeeds.
-        let old = match self.slots[slot as usize].take() {
-            Some(old) => old,
-            None => {
-                writes.read_back = true;
-                self.read_slot(slot)?
-            }
+        let old = if let Some(old) = self.slots[slot as usize].take() {
+            old
+        } else {
+            writes.read_back = true;
+            self.read_slot(slot)?
         };
         let new = SlotEntries::of(compiled);
         self.write_slot(slot, &old, &new, &mut writes)?;
