@@ -10,7 +10,7 @@ use aya::maps::{HashMap, PerCpuArray};
 use enforcer_common::{
     maps::names,
     ratelimit::{rate_stat, RATE_BUCKET_CAPACITY, RATE_LIMIT_CAPACITY},
-    BucketKey, RateBucket, RateLimitConfig, CONFIG_RATE_LIMITS,
+    BucketKey, RateBucket, CONFIG_RATE_LIMITS,
 };
 
 use super::{install::check_capacity, map_err, Datapath, Result};
