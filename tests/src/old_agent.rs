@@ -31,6 +31,33 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Makes sure [`OLD_AGENT_COMMIT`] is in the repository: a shallow clone (as some CI systems
+/// make) lacks it, so the history is fetched from `origin` once.
+fn ensure_history() -> Result<()> {
+    let has_commit = |root: &Path| {
+        Command::new("git")
+            .current_dir(root)
+            .args(["cat-file", "-e", &format!("{OLD_AGENT_COMMIT}^{{commit}}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let root = workspace()?;
+    if has_commit(&root) {
+        return Ok(());
+    }
+    eprintln!("{OLD_AGENT_COMMIT} is not in this clone's history: fetching it from origin");
+    let fetched = Command::new("git")
+        .current_dir(&root)
+        .args(["fetch", "--quiet", "--unshallow", "origin"])
+        .status();
+    ensure!(
+        has_commit(&root),
+        "the upgrade tests build the older agent from commit {OLD_AGENT_COMMIT}, which this clone \
+         lacks, and `git fetch --unshallow origin` did not bring it ({fetched:?}): clone with full history"
+    );
+    Ok(())
+}
+
 /// The older agent's binary, built from source if it is not cached yet.
 pub fn old_agent() -> Result<PathBuf> {
     // target/<profile>/deps/<test> → target (not from `enforcer_bin`, which a test may point
@@ -49,6 +76,7 @@ pub fn old_agent() -> Result<PathBuf> {
     }
     let src = dir.join("src");
     if !src.join("Cargo.toml").exists() {
+        ensure_history()?;
         std::fs::create_dir_all(&src)?;
         let archive = Command::new("git")
             .current_dir(workspace()?)

@@ -29,7 +29,12 @@ pub fn ensure() -> Result<()> {
 }
 
 /// `cargo deny check licenses bans sources` for the workspace.
+///
+/// cargo-deny reads the metadata of every package in Cargo.lock, those of other platforms
+/// included, which a build never downloads: `cargo fetch` gets them first (from crates.io; a
+/// no-op once they are in the local registry), so `--offline` holds on a fresh machine.
 pub fn check() -> Result<()> {
+    run(cargo().current_dir(root()).args(["fetch", "--locked"]))?;
     run(cargo().current_dir(root()).args([
         "deny",
         "--offline",

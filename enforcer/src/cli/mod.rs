@@ -213,18 +213,16 @@ pub fn run(cli: Cli) -> Result<bool> {
             service,
             last,
             output,
-        } => {
-            flows::flows(
-                &socket,
-                flows::FlowsArgs {
-                    follow,
-                    verdict,
-                    service,
-                    last,
-                    format: output,
-                },
-            )?;
-        }
+        } => flows::flows(
+            &socket,
+            flows::FlowsArgs {
+                follow,
+                verdict,
+                service,
+                last,
+                format: output,
+            },
+        )?,
         Command::Suggest {
             since,
             mode,
@@ -240,16 +238,19 @@ pub fn run(cli: Cli) -> Result<bool> {
             },
         )?,
         Command::Crds { write } => crate::kube::print_crds(write.as_deref())?,
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "enforcer",
-                &mut std::io::stdout(),
-            );
-        }
+        Command::Completions { shell } => completions(shell),
     }
     Ok(true)
+}
+
+/// `enforcer completions SHELL`: the shell completion script on stdout.
+fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "enforcer",
+        &mut std::io::stdout(),
+    );
 }
 
 /// `enforcer uninstall`: detach the programs and remove the pins.

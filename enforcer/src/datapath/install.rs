@@ -131,7 +131,18 @@ impl Datapath {
         new: &SlotEntries,
         writes: &mut InstallWrites,
     ) -> Result<()> {
-        let slot_byte = u8::try_from(slot).unwrap_or(0);
+        self.write_hashes(slot, old, new, writes)?;
+        self.write_tries(slot, old, new, writes)
+    }
+
+    /// The exact-match maps of `slot`: identities and rate limits.
+    fn write_hashes(
+        &mut self,
+        slot: u32,
+        old: &SlotEntries,
+        new: &SlotEntries,
+        writes: &mut InstallWrites,
+    ) -> Result<()> {
         let d = diff(&old.identities, &new.identities);
         writes.record(names::IDENTITIES, &d);
         let mut ids =
@@ -146,6 +157,32 @@ impl Datapath {
                 Write::Delete(k) => ids.remove(&k),
             },
         )?;
+        let d = diff(&old.rate_limits, &new.rate_limits);
+        writes.record(names::RATE_LIMITS, &d);
+        let mut limits = HashMap::<_, RateLimitKey, RateLimitConfig>::try_from(
+            self.map_mut(names::RATE_LIMITS)?,
+        )
+        .map_err(map_err(names::RATE_LIMITS))?;
+        apply(
+            names::RATE_LIMITS,
+            d,
+            |rule| RateLimitKey { slot, rule },
+            |w| match w {
+                Write::Put(k, v) => limits.insert(k, v, 0),
+                Write::Delete(k) => limits.remove(&k),
+            },
+        )
+    }
+
+    /// The longest-prefix-match maps of `slot`: CIDR identities and policy.
+    fn write_tries(
+        &mut self,
+        slot: u32,
+        old: &SlotEntries,
+        new: &SlotEntries,
+        writes: &mut InstallWrites,
+    ) -> Result<()> {
+        let slot_byte = u8::try_from(slot).unwrap_or(0);
         let d = diff(&old.cidrs, &new.cidrs);
         writes.record(names::CIDR_IDENTITIES, &d);
         let mut cidrs = LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(
@@ -179,21 +216,6 @@ impl Datapath {
             |w| match w {
                 Write::Put(k, v) => policy.insert(&k, v, 0),
                 Write::Delete(k) => policy.remove(&k),
-            },
-        )?;
-        let d = diff(&old.rate_limits, &new.rate_limits);
-        writes.record(names::RATE_LIMITS, &d);
-        let mut limits = HashMap::<_, RateLimitKey, RateLimitConfig>::try_from(
-            self.map_mut(names::RATE_LIMITS)?,
-        )
-        .map_err(map_err(names::RATE_LIMITS))?;
-        apply(
-            names::RATE_LIMITS,
-            d,
-            |rule| RateLimitKey { slot, rule },
-            |w| match w {
-                Write::Put(k, v) => limits.insert(k, v, 0),
-                Write::Delete(k) => limits.remove(&k),
             },
         )
     }
