@@ -252,6 +252,20 @@ fn agent_config_file_keys_are_used() -> Result<()> {
         Ok(r)
     })?;
     assert!(body.ends_with("ok\n"), "{body}");
+    // A config file others can write is refused (it names the policy directory and the
+    // interfaces): the same rule as for policy files.
+    let writable = first.write("writable.yaml", "resync: 1\n")?;
+    std::fs::set_permissions(
+        &writable,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o666),
+    )?;
+    let out = cli_in(&first, &["agent", "--config", &writable])?;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("writable.yaml") && t.contains("mode 0666 lets group or others write it"),
+        "{t}"
+    );
     // An unknown key is refused with the file name.
     let bad = first.write("bad.yaml", "resync: 1\nnoSuchKey: 1\n")?;
     let out = cli_in(&first, &["agent", "--config", &bad])?;

@@ -87,6 +87,22 @@ pub fn check_file(path: &Path, dir: &Path) -> Result<(), Untrusted> {
     })
 }
 
+/// Check the agent's config file (`--config`): it names the policy directory, the interfaces and
+/// the state directory, so whoever can write it controls the node's network policy as surely as
+/// through a policy file. It is judged as a policy file is, the directory it is in playing the
+/// policy directory's part (a `ConfigMap` mount passes).
+pub fn check_config(path: &Path) -> Result<(), Untrusted> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = fs::canonicalize(parent).map_err(|source| Untrusted::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    check_file(path, &dir)
+}
+
 /// `real` (a resolved path) and each directory above it: owned by root or the agent's user, and
 /// not writable by group or others (but for sticky directories above `strict`).
 fn check_chain(real: &Path, strict: &Path) -> Result<(), Untrusted> {
@@ -159,6 +175,18 @@ mod tests {
         symlink(ts.file_name().expect("name"), dir.join("..data")).expect("symlink");
         symlink("..data/a.yaml", dir.join("a.yaml")).expect("symlink");
         (tmp, dir)
+    }
+
+    #[test]
+    fn the_config_file_is_judged_as_a_policy_file() {
+        let (_tmp, dir) = configmap("config");
+        check_config(&dir.join("a.yaml")).expect("a ConfigMap-mounted config file is trusted");
+        let ts = dir.join("..data").canonicalize().expect("resolved");
+        chmod(&ts.join("a.yaml"), 0o666);
+        let e = check_config(&dir.join("a.yaml")).expect_err("refused");
+        assert!(e.to_string().contains("mode 0666"), "{e}");
+        let e = check_config(&dir.join("missing.yaml")).expect_err("refused");
+        assert!(e.to_string().contains("missing.yaml"), "{e}");
     }
 
     #[test]

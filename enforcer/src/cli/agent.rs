@@ -87,7 +87,10 @@ fn config(
     service_label: Option<ServiceLabels>,
 ) -> Result<AgentConfig> {
     let mut c = match &args.config {
-        Some(p) => AgentConfig::from_file(p)?,
+        Some(p) => {
+            crate::agent::trust::check_config(p)?;
+            AgentConfig::from_file(p)?
+        }
         None => AgentConfig::default(),
     };
     if let Some(socket) = socket {
