@@ -1,4 +1,5 @@
-//! `cargo xtask bench [NAME...] [--quick]`: the `bench` binary of `enforcer-tests`, release build.
+//! `cargo xtask bench [NAME...] [--quick]`: the `bench` binary of `enforcer-tests`, release build
+//! (`--quick`, a smoke test at the smallest sizes, in the dev build, as `cargo xtask test` runs it).
 
 use anyhow::Result;
 
@@ -9,9 +10,11 @@ pub fn bench(names: &[String], quick: bool) -> Result<()> {
     setup()?;
     banner("bench");
     let mut cmd = cargo();
+    cmd.arg("run");
+    if !quick {
+        cmd.arg("--release");
+    }
     cmd.args([
-        "run",
-        "--release",
         "-p",
         "enforcer-tests",
         "--bin",

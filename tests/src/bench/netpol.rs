@@ -33,13 +33,38 @@ use super::{
     Config, Goal, Section,
 };
 
-const PODS: usize = 10_000;
-const LABEL_SETS: usize = 1_000;
-const POLICIES: usize = 1_000;
+/// How many objects a run generates.
+#[derive(Clone, Copy)]
+struct Sizes {
+    pods: usize,
+    label_sets: usize,
+    policies: usize,
+}
+
+/// The sizes of issue 13.
+const FULL: Sizes = Sizes {
+    pods: 10_000,
+    label_sets: 1_000,
+    policies: 1_000,
+};
+
+/// `--quick` (a smoke test of the benchmark, no figures): a tenth.
+const QUICK: Sizes = Sizes {
+    pods: 1_000,
+    label_sets: 100,
+    policies: 100,
+};
+
+impl Sizes {
+    /// Generated pod index of the real client (label set `label_sets / 2`).
+    const fn client(self) -> usize {
+        self.label_sets / 2
+    }
+}
+
 const NAMESPACES: usize = 10;
-/// Generated pod index of the real server (label set 0) and client (label set 500).
+/// Generated pod index of the real server (label set 0).
 const SERVER: usize = 0;
-const CLIENT: usize = 500;
 /// The label set the server's policy allows (policy j allows set j + 1).
 const ALLOWED_SET: usize = 1;
 const PORT: u16 = 80;
@@ -61,18 +86,18 @@ fn namespace_of_set(set: usize) -> usize {
 
 /// The namespace of generated pod `i`: that of its initial label set. A relabel keeps it (a
 /// Pod's namespace and name never change; only its labels do).
-fn namespace_of_pod(i: usize) -> usize {
-    namespace_of_set(i % LABEL_SETS)
+fn namespace_of_pod(z: Sizes, i: usize) -> usize {
+    namespace_of_set(i % z.label_sets)
 }
 
 /// Pod `i` (in its own namespace, with its own address) as kubectl prints its essentials, with
 /// the labels of label set `set`.
-fn pod_yaml(i: usize, set: usize) -> String {
+fn pod_yaml(z: Sizes, i: usize, set: usize) -> String {
     format!(
         "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pod-{i}\n  namespace: ns{}\n  labels:\n    app: app{set}\n    \
          tier: t{}\nspec:\n  containers:\n  - name: c\n    image: agnhost\n    ports:\n    - name: http\n      containerPort: 80\n      \
          protocol: TCP\nstatus:\n  podIP: {ip}\n  podIPs:\n  - ip: {ip}\n",
-        namespace_of_pod(i),
+        namespace_of_pod(z, i),
         set % 7,
         ip = pod_addr(i)
     )
@@ -80,7 +105,7 @@ fn pod_yaml(i: usize, set: usize) -> String {
 
 /// Namespaces and pods: pod i has label set i % 1000 (so 10 pods per set), in the namespace of
 /// that set.
-fn inventory_yaml() -> String {
+fn inventory_yaml(z: Sizes) -> String {
     let mut y = String::new();
     for n in 0..NAMESPACES {
         let _ = write!(
@@ -89,8 +114,8 @@ fn inventory_yaml() -> String {
             n % 3
         );
     }
-    for i in 0..PODS {
-        y.push_str(&pod_yaml(i, i % LABEL_SETS));
+    for i in 0..z.pods {
+        y.push_str(&pod_yaml(z, i, i % z.label_sets));
     }
     y
 }
@@ -98,16 +123,16 @@ fn inventory_yaml() -> String {
 /// Policy j selects label set j in its namespace and allows set j+1 from any namespace on the
 /// named port and on one numbered port (`variant` moves it, to make each apply a new policy);
 /// one policy in four also isolates egress to its own team's namespaces.
-fn policies_yaml(variant: usize) -> String {
+fn policies_yaml(z: Sizes, variant: usize) -> String {
     let mut y = String::new();
-    for j in 0..POLICIES {
+    for j in 0..z.policies {
         let _ = write!(
             y,
             "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: np-{j}\n  namespace: ns{}\nspec:\n  \
              podSelector:\n    matchLabels:\n      app: app{j}\n  ingress:\n  - from:\n    - namespaceSelector: {{}}\n      podSelector:\n        \
              matchLabels:\n          app: app{}\n    ports:\n    - port: http\n    - port: {}\n      protocol: TCP\n",
             namespace_of_set(j),
-            (j + 1) % LABEL_SETS,
+            (j + 1) % z.label_sets,
             8000 + (j + variant) % 1000
         );
         if j % 4 == 3 {
@@ -134,11 +159,11 @@ struct Env {
 }
 
 impl Env {
-    fn start() -> Result<Env> {
+    fn start(z: Sizes) -> Result<Env> {
         let topo = Topology::builder()
             .node("n1")
             .pod("server", "n1", &[pod_addr(SERVER)])
-            .pod("client", "n1", &[pod_addr(CLIENT)])
+            .pod("client", "n1", &[pod_addr(z.client())])
             .build()?;
         let work = WorkDir::new(topo.prefix())?;
         let agent = AgentProcess::start(&topo, "n1", &work.0, &[])?;
@@ -182,10 +207,11 @@ struct Figures {
     revert_ms: Vec<f64>,
 }
 
-fn measure_changes(env: &Env, rounds: usize, f: &mut Figures) -> Result<()> {
-    let pod = |set| pod_yaml(CLIENT, set);
+fn measure_changes(env: &Env, z: Sizes, rounds: usize, f: &mut Figures) -> Result<()> {
+    let client = z.client();
+    let pod = |set| pod_yaml(z, client, set);
     if env.reaches(Duration::from_millis(500))? {
-        bail!("client (label set {CLIENT}) reaches the server before any label change");
+        bail!("client (label set {client}) reaches the server before any label change");
     }
     for _ in 0..rounds {
         let t = Instant::now();
@@ -201,7 +227,7 @@ fn measure_changes(env: &Env, rounds: usize, f: &mut Figures) -> Result<()> {
         }
         f.change_ms.push((applied, ms(t.elapsed())));
         f.revert_ms
-            .push(env.timed_apply("client.yaml", &pod(CLIENT % LABEL_SETS))?);
+            .push(env.timed_apply("client.yaml", &pod(client % z.label_sets))?);
         if env.reaches(Duration::from_millis(500))? {
             bail!("the client still reaches the server after its labels were reverted");
         }
@@ -209,9 +235,9 @@ fn measure_changes(env: &Env, rounds: usize, f: &mut Figures) -> Result<()> {
     Ok(())
 }
 
-fn measure(cfg: &Config) -> Result<Figures> {
-    let env = Env::start().context("netpol: topology and agent")?;
-    let inventory = inventory_yaml();
+fn measure(cfg: &Config, z: Sizes) -> Result<Figures> {
+    let env = Env::start(z).context("netpol: topology and agent")?;
+    let inventory = inventory_yaml(z);
     let mut f = Figures {
         inventory_ms: env.timed_apply("inventory.yaml", &inventory)?,
         yaml_mib: 0.0,
@@ -223,18 +249,18 @@ fn measure(cfg: &Config) -> Result<Figures> {
     let trials = if cfg.quick { 2 } else { cfg.trials };
     for k in 0..trials {
         f.policies_ms
-            .push(env.timed_apply("policies.yaml", &policies_yaml(k))?);
+            .push(env.timed_apply("policies.yaml", &policies_yaml(z, k))?);
     }
     // Everything in one request (what `kubectl get pods,namespaces,networkpolicies -A -o yaml |
     // enforcer policy apply -f -` sends), the policies changed again so that it compiles.
     for k in 0..trials {
-        let all = format!("{inventory}{}", policies_yaml(trials + k));
+        let all = format!("{inventory}{}", policies_yaml(z, trials + k));
         #[expect(clippy::cast_precision_loss, reason = "a few MiB")]
         let mib = all.len() as f64 / 1_048_576.0;
         f.yaml_mib = mib;
         f.full_ms.push(env.timed_apply("all.yaml", &all)?);
     }
-    measure_changes(&env, if cfg.quick { 3 } else { 10 }, &mut f)?;
+    measure_changes(&env, z, if cfg.quick { 3 } else { 10 }, &mut f)?;
     Ok(f)
 }
 
@@ -248,8 +274,14 @@ fn goal(name: &str, s: &Summary, limit_ms: f64, what: &str) -> Goal {
 }
 
 pub fn run(cfg: &Config) -> Result<Section> {
-    eprintln!("netpol: {PODS} pods, {LABEL_SETS} label sets, {POLICIES} NetworkPolicies");
-    let f = measure(cfg)?;
+    let z = if cfg.quick { QUICK } else { FULL };
+    let Sizes {
+        pods,
+        label_sets,
+        policies: nps,
+    } = z;
+    eprintln!("netpol: {pods} pods, {label_sets} label sets, {nps} NetworkPolicies");
+    let f = measure(cfg, z)?;
     let policies = summarize(&f.policies_ms);
     let full = summarize(&f.full_ms);
     let applied = summarize(&f.change_ms.iter().map(|c| c.0).collect::<Vec<_>>());
@@ -259,8 +291,8 @@ pub fn run(cfg: &Config) -> Result<Section> {
     let _ = writeln!(
         md,
         "A real `enforcer agent` in a node namespace, driven through its API socket (what `enforcer policy apply -f` \
-         sends); two real pods (netns) hold the addresses of two of the generated Pods. {PODS} Pods in {LABEL_SETS} \
-         label sets (10 pods each) over {NAMESPACES} Namespaces, {POLICIES} NetworkPolicies (each selects one label set, \
+         sends); two real pods (netns) hold the addresses of two of the generated Pods. {pods} Pods in {label_sets} \
+         label sets (10 pods each) over {NAMESPACES} Namespaces, {nps} NetworkPolicies (each selects one label set, \
          allows the next set from any namespace on a named and a numbered port; one in four also isolates egress by a \
          namespace matchExpressions). Times are wall-clock around the agent's `apply` request, which returns once the \
          whole set is parsed, compiled and installed (generation flipped): an upper bound of compile + install. Median \
@@ -269,12 +301,12 @@ pub fn run(cfg: &Config) -> Result<Section> {
     let _ = writeln!(md, "| step | ms |\n|---|---|");
     let _ = writeln!(
         md,
-        "| apply 10 Namespaces + {PODS} Pods (no policy yet), once | {:.0} |",
+        "| apply 10 Namespaces + {pods} Pods (no policy yet), once | {:.0} |",
         f.inventory_ms
     );
     let _ = writeln!(
         md,
-        "| apply {POLICIES} NetworkPolicies over the {PODS} Pods ({} trials, each a changed policy set) | {} |",
+        "| apply {nps} NetworkPolicies over the {pods} Pods ({} trials, each a changed policy set) | {} |",
         policies.n,
         policies.value(1)
     );
@@ -307,7 +339,7 @@ pub fn run(cfg: &Config) -> Result<Section> {
         markdown: md,
         goals: vec![
             goal(
-                &format!("{PODS} pods / {LABEL_SETS} label sets / {POLICIES} NetworkPolicies: compile + install < 1 s"),
+                &format!("{pods} pods / {label_sets} label sets / {nps} NetworkPolicies: compile + install < 1 s"),
                 &policies,
                 1_000.0,
                 "apply of the policies, worst trial under the limit",
@@ -336,10 +368,17 @@ mod tests {
 
     #[test]
     fn a_relabel_keeps_the_pods_namespace_name_and_address() {
-        let before = pod_yaml(CLIENT, CLIENT % LABEL_SETS);
-        let after = pod_yaml(CLIENT, ALLOWED_SET);
+        for z in [FULL, QUICK] {
+            relabel_keeps(z);
+        }
+    }
+
+    fn relabel_keeps(z: Sizes) {
+        let client = z.client();
+        let before = pod_yaml(z, client, client % z.label_sets);
+        let after = pod_yaml(z, client, ALLOWED_SET);
         assert_ne!(
-            namespace_of_set(CLIENT % LABEL_SETS),
+            namespace_of_set(client % z.label_sets),
             namespace_of_set(ALLOWED_SET),
             "the two label sets belong to different namespaces, so this test can fail"
         );

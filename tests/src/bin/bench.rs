@@ -59,6 +59,8 @@ pub struct Config {
     pub trials: usize,
     /// Single-run pairs for new-flow costs.
     pub pairs: usize,
+    /// Policy size (rules, and as many identities) of `datapath`.
+    pub datapath_rules: usize,
     /// Policy sizes (rules) of `scale` and `controlplane`.
     pub sizes: Vec<usize>,
     /// Policy sizes of `throughput`.
@@ -128,15 +130,18 @@ fn main() -> Result<()> {
         command.push(' ');
         command.push_str(a);
     }
+    // The quick form is a smoke test that every benchmark and the report generator work (CI),
+    // each at its smallest meaningful size: its figures are not results.
     let cfg = if quick {
         Config {
             quick,
-            repeat: 100_000,
-            trials: 3,
-            pairs: 3_000,
-            sizes: vec![10, 1_000, 10_000],
-            throughput_sizes: vec![10, 1_000, 10_000],
-            rounds: 3,
+            repeat: 10_000,
+            trials: 2,
+            pairs: 200,
+            datapath_rules: 1_000,
+            sizes: vec![10, 1_000],
+            throughput_sizes: vec![10],
+            rounds: 1,
             seconds: 1,
             out: report::out_dir(&root, quick, all),
             command,
@@ -147,9 +152,10 @@ fn main() -> Result<()> {
             repeat: 1_000_000,
             trials: 5,
             pairs: 20_000,
+            datapath_rules: 10_000,
             sizes: vec![10, 1_000, 10_000, dpbench::LARGEST_RULES],
             throughput_sizes: vec![10, 1_000, 10_000],
-            rounds: 5,
+            rounds: 7,
             seconds: 3,
             out: report::out_dir(&root, quick, all),
             command,
