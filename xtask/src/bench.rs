@@ -14,13 +14,7 @@ pub fn bench(names: &[String], quick: bool) -> Result<()> {
     if !quick {
         cmd.arg("--release");
     }
-    cmd.args([
-        "-p",
-        "enforcer-tests",
-        "--bin",
-        "bench",
-        "--",
-    ]);
+    cmd.args(["-p", "enforcer-tests", "--bin", "bench", "--"]);
     cmd.args(names);
     if quick {
         cmd.arg("--quick");

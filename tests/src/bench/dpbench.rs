@@ -12,6 +12,7 @@ use enforcer_common::{
 use enforcer_tests::frames::{Frame, L4};
 
 use super::{
+    cref,
     policygen::{generate, test_context, Endpoints},
     stats::{ratio_of, summarize, Summary},
     testrun::{
@@ -141,30 +142,73 @@ pub struct SizeResult {
     pub new_flows: Vec<(&'static str, NewFlow, Summary, Summary)>,
     pub empty_xdp: Summary,
     pub empty_tc: Summary,
+    /// The C reference (`cref`) of the established and denied-new rows.
+    pub reference: Vec<ReferenceRow>,
+    /// Why the C reference was not measured at all (`datapath` only).
+    pub reference_missing: Option<String>,
 }
 
-fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Result<SizeResult> {
-    let ep = Endpoints::default();
-    let t = Instant::now();
-    let g = generate(rules, identities, &ep)?;
-    let compiled = compile(&g.set, &test_context(&ep));
-    eprintln!(
-        "  {rules} rules / {} identities: {} policy entries (generated, parsed and compiled in {:.1} s)",
-        g.identities,
-        compiled.policy.len(),
-        t.elapsed().as_secs_f64()
-    );
-    let mut b = Bench::new(&compiled, &ep)?;
-    prime_replies(&b, &ep)?;
+/// The C reference on one row of the enforcer.
+pub struct ReferenceRow {
+    /// The enforcer's program and the row's label.
+    pub program: &'static str,
+    pub label: String,
+    /// The reference's cost and enforcer ÷ reference, or why it was not measured.
+    pub measured: Result<(Summary, Summary), String>,
+}
+
+/// The C reference program of a hook, for rows it mirrors (established and denied new flows).
+fn reference_of(row: &Row) -> Option<&'static str> {
+    let mirrored = row.label.starts_with("established") || row.label.starts_with("denied new flow");
+    match row.program {
+        p if p == programs::FROM_POD && mirrored => Some(cref::FROM_POD),
+        p if p == programs::TO_POD && mirrored => Some(cref::TO_POD),
+        _ => None,
+    }
+}
+
+/// The C reference on `row`'s frame, right after the enforcer's row `r`: its cost and enforcer
+/// ÷ reference. The same checks as the enforcer's row (return value, the counter moves by
+/// `repeat`): a reference that does other work fails them.
+fn measure_reference(
+    b: &mut Bench,
+    cfg: &Config,
+    row: &Row,
+    r: &RowResult,
+    program: &'static str,
+) -> Result<(Summary, Summary), String> {
+    let c_row = Row {
+        label: row.label.clone(),
+        program,
+        frame: row.frame.clone(),
+        prime: None,
+        expect: row.expect,
+        counter: row.counter,
+        events: row.events,
+    };
+    let c = measure_row(b, &c_row, cfg.repeat, cfg.trials).map_err(|e| format!("{e:#}"))?;
+    Ok((c.cost, ratio_of(&r.cost, &c.cost)))
+}
+
+/// Every row of `set`, each followed by the C reference on it if `with_reference` and it mirrors
+/// the row.
+fn measure_rows(
+    bench: &mut Bench,
+    cfg: &Config,
+    ep: &Endpoints,
+    set: Set,
+    with_reference: bool,
+) -> Result<(Vec<RowResult>, Vec<ReferenceRow>)> {
     let mut results = Vec::new();
+    let mut reference = Vec::new();
     // For profiling one kind of packet (`perf record -a` around the run): only rows whose
     // "program label" contains ENFORCER_BENCH_ONLY.
     let only = std::env::var("ENFORCER_BENCH_ONLY").ok();
-    for row in rows(&ep, set).into_iter().filter(|r| {
+    for row in rows(ep, set).into_iter().filter(|r| {
         only.as_ref()
             .is_none_or(|o| format!("{} {}", r.program, r.label).contains(o.as_str()))
     }) {
-        let r = measure_row(&mut b, &row, cfg.repeat, cfg.trials)?;
+        let r = measure_row(bench, &row, cfg.repeat, cfg.trials)?;
         eprintln!(
             "    {:<9} {:<52} {:>7.1} ns  {}",
             r.program,
@@ -172,8 +216,53 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
             r.cost.median,
             r.ratio.ratio()
         );
+        if let Some(program) = reference_of(&row).filter(|_| with_reference) {
+            let measured = measure_reference(bench, cfg, &row, &r, program);
+            match &measured {
+                Ok((cost, ratio)) => eprintln!(
+                    "    {program:<15} {:<46} {:>7.1} ns  enforcer ÷ C {}",
+                    row.label,
+                    cost.median,
+                    ratio.ratio()
+                ),
+                Err(e) => eprintln!("    {program:<15} {}: not measured: {e}", row.label),
+            }
+            reference.push(ReferenceRow {
+                program: row.program,
+                label: row.label.clone(),
+                measured,
+            });
+        }
         results.push(r);
     }
+    Ok((results, reference))
+}
+
+fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Result<SizeResult> {
+    let ep = Endpoints::default();
+    let started = Instant::now();
+    let g = generate(rules, identities, &ep)?;
+    let compiled = compile(&g.set, &test_context(&ep));
+    eprintln!(
+        "  {rules} rules / {} identities: {} policy entries (generated, parsed and compiled in {:.1} s)",
+        g.identities,
+        compiled.policy.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut b = if set == Set::Full {
+        Bench::with_reference(&compiled, &ep)?
+    } else {
+        Bench::new(&compiled, &ep)?
+    };
+    let reference_missing = match (&b.reference, set) {
+        (Err(e), Set::Full) => {
+            eprintln!("    C reference not measured: {e}");
+            Some(e.clone())
+        }
+        _ => None,
+    };
+    prime_replies(&b, &ep)?;
+    let (results, reference) = measure_rows(&mut b, cfg, &ep, set, reference_missing.is_none())?;
     let empty_tc = summarize(
         &results
             .iter()
@@ -225,15 +314,17 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
         new_flows,
         empty_xdp,
         empty_tc,
+        reference,
+        reference_missing,
     })
 }
 
 fn table_rows(s: &SizeResult, out: &mut String) {
     let _ = writeln!(
         out,
-        "| program (hook) | packet | ns/packet, median (min–max) | added to the empty program (ns) | ÷ empty program of the hook, median (min–max) |"
+        "| program (hook) | packet | ns/packet, median (min–max) | added to the empty program (ns) | ÷ empty program of the hook, median (min–max) | C reference ns/packet | enforcer ÷ C reference ² |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     let hook = |p: &str| {
         if p == programs::XDP_POD {
             "XDP"
@@ -248,7 +339,7 @@ fn table_rows(s: &SizeResult, out: &mut String) {
             if *p == program {
                 let _ = writeln!(
                     out,
-                    "| `{p}` ({}) | {NEW_LABEL} | {} | {:.0} | **{}** |",
+                    "| `{p}` ({}) | {NEW_LABEL} | {} | {:.0} | **{}** | | |",
                     hook(p),
                     cost.value(1),
                     cost.median - s.empty_tc.median,
@@ -257,9 +348,10 @@ fn table_rows(s: &SizeResult, out: &mut String) {
             }
         }
         for r in s.rows.iter().filter(|r| r.program == program) {
+            let (c_cost, c_ratio) = reference_cells(s, r);
             let _ = writeln!(
                 out,
-                "| `{}` ({}) | {} | {} | {:.0} | **{}** |",
+                "| `{}` ({}) | {} | {} | {:.0} | **{}** | {c_cost} | {c_ratio} |",
                 r.program,
                 hook(r.program),
                 r.label,
@@ -276,14 +368,36 @@ fn table_rows(s: &SizeResult, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "| `bench_empty_tc` (tc) | any (baseline) | {} | 0 | 1 |",
+        "| `bench_empty_tc` (tc) | any (baseline) | {} | 0 | 1 | | |",
         s.empty_tc.value(1)
     );
     let _ = writeln!(
         out,
-        "| `bench_empty_xdp` (XDP) | any (baseline) | {} | 0 | 1 |",
+        "| `bench_empty_xdp` (XDP) | any (baseline) | {} | 0 | 1 | | |",
         s.empty_xdp.value(1)
     );
+}
+
+/// The C reference's cells of row `r`: empty for rows it does not mirror.
+fn reference_cells(s: &SizeResult, r: &RowResult) -> (String, String) {
+    match s
+        .reference
+        .iter()
+        .find(|c| c.program == r.program && c.label == r.label)
+        .map(|c| &c.measured)
+    {
+        Some(Ok((cost, ratio))) => (cost.value(1), format!("**{}**", ratio.ratio())),
+        Some(Err(_)) => ("not measured ³".into(), String::new()),
+        None if s.reference_missing.is_some() && reference_of_label(r) => {
+            ("not measured ³".into(), String::new())
+        }
+        None => (String::new(), String::new()),
+    }
+}
+
+fn reference_of_label(r: &RowResult) -> bool {
+    r.program != programs::XDP_POD
+        && (r.label.starts_with("established") || r.label.starts_with("denied new flow"))
 }
 
 fn find<'a>(s: &'a SizeResult, program: &str, prefix: &str) -> Option<&'a RowResult> {
@@ -341,13 +455,107 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
          passes everything else to `from_pod`, which judges the policy. Its cost does not depend on the packet kind or the \
          policy size."
     );
-    let goals = datapath_goals(&s);
+    reference_note(&s, &mut md);
+    let mut goals = datapath_goals(&s);
+    goals.extend(reference_goal(&s));
     Ok(Section {
         name: "datapath",
         title: "Datapath cost per packet (`datapath`)".into(),
         markdown: md,
         goals,
         data: Vec::new(),
+    })
+}
+
+/// Notes ² and ³ of the table: what the C reference is, and why a row has none.
+fn reference_note(s: &SizeResult, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "\n² The C reference (`tests/src/bench/cref/reference.c`, issue 15): the work of `from_pod` and `to_pod` \
+         for a whole TCP or UDP packet written as plain C (the parse onto the stack, one `CONFIG` and one `CONNTRACK` \
+         lookup, the established fast path with `from_pod`'s anti-spoofing proof in the entry, the `ENDPOINTS` check, \
+         two `IDENTITIES` lookups with the `CIDR_IDENTITIES` fallback, the `POLICY` trie for the peer then any peer, \
+         the `DENIED_FLOWS` drop aggregation, the counters and events), compiled by this run with `clang-22 -target \
+         bpf -O2` and loaded by aya on the maps of the datapath measured here. Its structs mirror `enforcer-common` \
+         (`cref/maps.h`; the bench generates the constants and a `_Static_assert` of every size and field offset from \
+         `enforcer_common::layout`, so a layout that drifts stops the build of the reference). Each of its rows runs \
+         right after the enforcer's on the same frame and state, with the same checks (return value; the expected \
+         counter moves by exactly `repeat`, so the reference took the same path); enforcer ÷ reference is the ratio \
+         of the medians (range from the extremes of both). It does not mirror what no row here exercises (VLAN tags, \
+         fragments, IPv6 extension headers, ICMP, rate limits, re-judging under a new generation): a packet that \
+         needs it passes uncounted, which fails a row's counter check."
+    );
+    let mut missing = reference_failures(s);
+    if let Some(e) = &s.reference_missing {
+        missing.insert(
+            0,
+            format!("the reference could not be built or loaded: {e}"),
+        );
+    }
+    if !missing.is_empty() {
+        let _ = writeln!(md, "\n³ Not measured: {}.", missing.join("; "));
+    }
+}
+
+/// The rows the C reference could not be measured on, and why.
+fn reference_failures(s: &SizeResult) -> Vec<String> {
+    s.reference
+        .iter()
+        .filter_map(|c| {
+            c.measured
+                .as_ref()
+                .err()
+                .map(|e| format!("`{}` {}: {e}", c.program, c.label))
+        })
+        .collect()
+}
+
+/// Enforcer ÷ C reference ≤ 1.2 on every established and denied-new row.
+fn reference_goal(s: &SizeResult) -> Option<Goal> {
+    let name = "enforcer ÷ C reference ≤ 1.2 (established and denied-new rows)".to_string();
+    if let Some(e) = &s.reference_missing {
+        return Some(Goal {
+            name,
+            measured: "not measured".into(),
+            met: false,
+            limit: format!("the C reference could not be built or loaded: {e}"),
+        });
+    }
+    let measured: Vec<(&str, &str, Summary)> = s
+        .reference
+        .iter()
+        .filter_map(|c| {
+            c.measured
+                .as_ref()
+                .ok()
+                .map(|(_, r)| (c.program, c.label.as_str(), *r))
+        })
+        .collect();
+    let failed = reference_failures(s);
+    let (wp, wl, w) = measured
+        .iter()
+        .max_by(|a, b| a.2.median.total_cmp(&b.2.median))?;
+    let met = w.median <= 1.2 && failed.is_empty();
+    let limit = if !failed.is_empty() {
+        format!("rows not measured: {}", failed.join("; "))
+    } else if met {
+        String::new()
+    } else {
+        "what the Rust programs do beyond the reference's work: see \"Measured by hand\" for a profile".into()
+    };
+    Some(Goal {
+        name,
+        measured: format!(
+            "worst `{wp}` {wl}: {}; all: {}",
+            w.ratio(),
+            measured
+                .iter()
+                .map(|(p, l, r)| format!("`{p}` {l} {:.2}×", r.median))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        met,
+        limit,
     })
 }
 

@@ -13,6 +13,7 @@ use enforcer::{datapath::Datapath, policy::Compiled};
 use enforcer_common::{maps::names, programs};
 
 use super::{
+    cref::Reference,
     policygen::Endpoints,
     stats::{ratios, summarize, Summary},
 };
@@ -52,14 +53,27 @@ pub fn empty_of(hook: Hook) -> &'static str {
     }
 }
 
-/// The loaded datapath with a policy installed, plus the empty programs.
+/// The loaded datapath with a policy installed, plus the empty programs and the C reference on
+/// the same maps (or why it could not be loaded: the `datapath` section says so instead of
+/// failing).
 pub struct Bench {
     pub dp: Datapath,
+    pub reference: Result<Reference, String>,
     events: RingBuf<MapData>,
 }
 
 impl Bench {
+    /// The datapath with `compiled` installed, without the C reference.
     pub fn new(compiled: &Compiled, ep: &Endpoints) -> Result<Self> {
+        Self::open(compiled, ep, false)
+    }
+
+    /// The datapath with `compiled` installed, and the C reference on its maps.
+    pub fn with_reference(compiled: &Compiled, ep: &Endpoints) -> Result<Self> {
+        Self::open(compiled, ep, true)
+    }
+
+    fn open(compiled: &Compiled, ep: &Endpoints, reference: bool) -> Result<Self> {
         let mut dp = Datapath::load(None).context("load the eBPF object")?;
         {
             let p: &mut Xdp = dp
@@ -86,12 +100,21 @@ impl Bench {
             .collect();
         dp.install(compiled, &endpoints)
             .context("install the policy")?;
+        let reference = if reference {
+            Reference::load(&dp).map_err(|e| short(&format!("{e:#}")))
+        } else {
+            Err("not loaded".into())
+        };
         let events = dp
             .ebpf_mut()
             .take_map(names::EVENTS)
             .ok_or_else(|| anyhow!("EVENTS map missing"))?;
         let events = RingBuf::try_from(events)?;
-        Ok(Bench { dp, events })
+        Ok(Bench {
+            dp,
+            reference,
+            events,
+        })
     }
 
     /// One `BPF_PROG_TEST_RUN`: return value and the kernel's average time per repeat.
@@ -100,6 +123,7 @@ impl Bench {
             .dp
             .ebpf()
             .program(program)
+            .or_else(|| self.reference.as_ref().ok()?.ebpf.program(program))
             .ok_or_else(|| anyhow!("no program {program}"))?;
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -162,6 +186,15 @@ impl Bench {
     pub fn counter(&self, key: (u8, u8, u8)) -> Result<u64> {
         Ok(self.dp.counters()?.get(&key).copied().unwrap_or(0))
     }
+}
+
+/// An error for a table cell: its first line and, for a verifier log, its last lines.
+fn short(e: &str) -> String {
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 6 {
+        return lines.join(" ");
+    }
+    format!("{} … {}", lines[0], lines[lines.len() - 4..].join(" "))
 }
 
 /// One kind of packet through one program.

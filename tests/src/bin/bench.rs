@@ -18,6 +18,8 @@
 
 #[path = "../bench/controlplane.rs"]
 mod controlplane;
+#[path = "../bench/cref.rs"]
+mod cref;
 #[path = "../bench/dpbench.rs"]
 mod dpbench;
 #[path = "../bench/netpol.rs"]

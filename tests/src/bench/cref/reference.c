@@ -324,11 +324,21 @@ static always_inline int judge(struct __sk_buff *skb, const u8 dir)
 	if (p.protocol != IPPROTO_TCP || (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		struct CtValue v = { .policy_port = p.dport,
 				     .origin = src_is_a ? CT_ORIGIN_A : CT_ORIGIN_B };
-		v.ifindex[!src_is_a] = proven;
-		v.generation[dir & 1] = cfg.generation;
-		v.rule[dir & 1] = d.rule;
-		v.flags[dir & 1] = (d.verdict == VERDICT_AUDIT ? CT_AUDIT : 0) |
-				   (d.ratelimit ? CT_RATE_LIMITED : 0);
+		if (src_is_a)
+			v.ifindex[1] = proven;
+		else
+			v.ifindex[0] = proven;
+		u16 flags = (d.verdict == VERDICT_AUDIT ? CT_AUDIT : 0) |
+			    (d.ratelimit ? CT_RATE_LIMITED : 0);
+		if (dir == DIR_INGRESS) {
+			v.generation[0] = cfg.generation;
+			v.rule[0] = d.rule;
+			v.flags[0] = flags;
+		} else {
+			v.generation[1] = cfg.generation;
+			v.rule[1] = d.rule;
+			v.flags[1] = flags;
+		}
 		bpf_map_update_elem(&CONNTRACK, &k, &v, BPF_ANY);
 	}
 	report(&p, dir, ifindex, &cfg, &d);
