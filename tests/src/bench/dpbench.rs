@@ -140,6 +140,8 @@ pub struct SizeResult {
     pub rows: Vec<RowResult>,
     /// (program, new-flow extra, derived new-flow cost, ratio to the same hook's empty program)
     pub new_flows: Vec<(&'static str, NewFlow, Summary, Summary)>,
+    /// (program, first packet of a fresh denied flow: derived cost, ratio to the empty program)
+    pub first_denied: Vec<(&'static str, Summary, Summary)>,
     pub empty_xdp: Summary,
     pub empty_tc: Summary,
     /// The C reference (`cref`) of the established and denied-new rows.
@@ -278,6 +280,7 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
             .collect::<Vec<_>>(),
     );
     let mut new_flows = Vec::new();
+    let mut first_denied = Vec::new();
     for program in [programs::FROM_POD, programs::TO_POD] {
         let Some(est) = results.iter().find(|r| {
             r.program == program && r.label.starts_with("established flow, TCP ACK, IPv4")
@@ -285,17 +288,25 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
             continue;
         };
         let est_frame = ack(ep.web[0], ep.api[0], 40_000, 8080);
-        let denied_frame = syn(ep.web[0], ep.other[0], 40_002, 8080);
-        let (web, api) = (ep.web[0], ep.api[0]);
+        let (web, api, other) = (ep.web[0], ep.api[0], ep.other[0]);
         let nf = measure_new_flows(
             &mut b,
             program,
             &est_frame,
-            &denied_frame,
+            |sport| syn(web, other, sport, 8080),
             |sport| syn(web, api, sport, 8080),
             cfg.pairs,
         )?;
-        let cost = new_flow_cost(&est.cost, &nf);
+        let cost = new_flow_cost(&est.cost, &nf.extra);
+        let denied = new_flow_cost(&est.cost, &nf.denied_extra);
+        let denied_ratio = ratio_of(&denied, &empty_tc);
+        eprintln!(
+            "    {program:<9} {:<52} {:>7.1} ns  {}",
+            FIRST_DENIED_LABEL,
+            denied.median,
+            denied_ratio.ratio(),
+        );
+        first_denied.push((program, denied, denied_ratio));
         let ratio = ratio_of(&cost, &empty_tc);
         eprintln!(
             "    {program:<9} {:<52} {:>7.1} ns  {} (single-run extra {:.1} ns over established)",
@@ -312,6 +323,7 @@ fn measure_size(cfg: &Config, rules: usize, identities: usize, set: Set) -> Resu
         policy_entries: compiled.policy.len(),
         rows: results,
         new_flows,
+        first_denied,
         empty_xdp,
         empty_tc,
         reference,
@@ -340,6 +352,18 @@ fn table_rows(s: &SizeResult, out: &mut String) {
                 let _ = writeln!(
                     out,
                     "| `{p}` ({}) | {NEW_LABEL} | {} | {:.0} | **{}** | | |",
+                    hook(p),
+                    cost.value(1),
+                    cost.median - s.empty_tc.median,
+                    ratio.ratio()
+                );
+            }
+        }
+        for (p, cost, ratio) in &s.first_denied {
+            if *p == program {
+                let _ = writeln!(
+                    out,
+                    "| `{p}` ({}) | {FIRST_DENIED_LABEL} ¹ | {} | {:.0} | **{}** | | |",
                     hook(p),
                     cost.value(1),
                     cost.median - s.empty_tc.median,
@@ -430,7 +454,7 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
         .iter()
         .map(|(p, nf, _, _)| {
             format!(
-                "`{p}`: {} pairs; single runs (medians): new {:.0} ns, established {:.0} ns, denied {:.0} ns, empty {:.0} ns; \
+                "`{p}`: {} pairs; single runs (medians): new {:.0} ns, established {:.0} ns, first denied {:.0} ns, empty {:.0} ns; \
                  extra {:.0} ns [IQR {:.0}–{:.0}]",
                 nf.pairs, nf.single_new.median, nf.single_est.median, nf.single_denied.median,
                 nf.single_empty.median, nf.extra.median, nf.extra.q1, nf.extra.q3
@@ -445,12 +469,14 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
          each), each paired with a single run of the established ACK; the kernel's fixed per-run timing overhead cancels in \
          the difference, and the new-flow cost is the established cost above plus the median extra (spread: established \
          min–max plus the extra's IQR). {nf_note}. Single runs start with colder caches than a 1 000 000-repeat loop, so \
-         the extra is if anything an overestimate. The \"denied new flow\" rows are the full judgment without the \
-         conntrack insert: a denied flow never creates an entry, so every repeat is judged from scratch (2 identity \
-         hash lookups, 2 `POLICY` trie lookups: the peer's table misses, the any-peer table holds the default deny) and \
-         counted; its drop event is aggregated per flow (`enforcer-ebpf/src/denied.rs`: the flow's first drop is \
-         reported, later ones at most once per second), so repeats 2..N pay a `DENIED_FLOWS` hash lookup instead of a \
-         ring-buffer event (events drained between batches of 8 192, as the agent would).\n\n\
+         the extra is if anything an overestimate. The \"denied new flow, first packet\" rows are measured the same \
+         way (single runs of the first SYN of a fresh denied flow, a new source port each, paired with the established \
+         ACK): the full judgment (2 identity hash lookups, 2 `POLICY` trie lookups: the peer's table misses, the \
+         any-peer table holds the default deny), the `DENIED_FLOWS` insert and the drop event. The repeated \
+         \"denied new flow\" rows send one denied flow again and again: a denied flow never creates a conntrack \
+         entry, and what its repeats cost is what `enforcer-ebpf/src/denied.rs` makes of them (its first drop is \
+         reported, later ones counted and reported at most once per second: repeats 2..N pay a `DENIED_FLOWS` hash \
+         lookup instead of a ring-buffer event (events drained between batches of 8 192, as the agent would).\n\n\
          `xdp_pod` does no policy lookup: it parses, drops malformed and spoofed packets (an `ENDPOINTS` hash lookup) and \
          passes everything else to `from_pod`, which judges the policy. Its cost does not depend on the packet kind or the \
          policy size."
@@ -605,6 +631,26 @@ fn datapath_goals(s: &SizeResult) -> Vec<Goal> {
                 all_ratios(s, "denied new flow")
             ),
             met: w.ratio.median <= 4.0,
+            limit: new_flow_limit(s),
+        });
+    }
+    if let Some((p, _, ratio)) = s
+        .first_denied
+        .iter()
+        .max_by(|a, b| a.2.median.total_cmp(&b.2.median))
+    {
+        goals.push(Goal {
+            name: "denied new flow, first packet (full judgment) ≤ 4× empty program".into(),
+            measured: format!(
+                "worst `{p}` {}; all: {}",
+                ratio.ratio(),
+                s.first_denied
+                    .iter()
+                    .map(|(p, _, r)| format!("`{p}` {:.2}×", r.median))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            met: ratio.median <= 4.0,
             limit: new_flow_limit(s),
         });
     }
@@ -855,3 +901,6 @@ pub fn run_scale(cfg: &Config) -> Result<Section> {
 }
 
 const NEW_LABEL: &str = "new allowed flow, TCP SYN, IPv4 ¹";
+
+/// The first packet of a denied flow (the full judgment), as opposed to the repeated denied rows.
+const FIRST_DENIED_LABEL: &str = "denied new flow, first packet (full judgment), TCP SYN, IPv4";

@@ -268,8 +268,11 @@ pub struct NewFlow {
     pub extra: Summary,
     pub single_new: Summary,
     pub single_est: Summary,
-    /// Single runs of a denied SYN (full judgment and event, no conntrack insert).
+    /// Single runs of the first SYN of a fresh denied flow (the full judgment, its event, no
+    /// conntrack insert).
     pub single_denied: Summary,
+    /// Single-run first denied SYN − single-run established, ns.
+    pub denied_extra: Summary,
     pub single_empty: Summary,
     pub pairs: usize,
 }
@@ -278,14 +281,20 @@ pub fn measure_new_flows(
     b: &mut Bench,
     program: &'static str,
     established: &[u8],
-    denied: &[u8],
+    denied_flow: impl Fn(u16) -> Vec<u8>,
     new_flow: impl Fn(u16) -> Vec<u8>,
     pairs: usize,
 ) -> Result<NewFlow> {
     let empty = empty_of(hook_of(program));
     b.run(program, established, 1)?;
-    let (mut extra, mut new, mut est, mut emp, mut den) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut extra, mut new, mut est, mut emp, mut den, mut den_extra) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let ns = |d: Duration| d.as_secs_f64() * 1e9;
     for i in 0..pairs {
         let sport = 41_000 + u16::try_from(i % 24_000).expect("small");
@@ -293,13 +302,14 @@ pub fn measure_new_flows(
         let (r_new, d_new) = b.run(program, &frame, 1)?;
         let (r_est, d_est) = b.run(program, established, 1)?;
         let (_, d_emp) = b.run(empty, established, 1)?;
-        let (r_den, d_den) = b.run(program, denied, 1)?;
+        let (r_den, d_den) = b.run(program, &denied_flow(sport), 1)?;
         if r_new != TC_PASS || r_est != TC_PASS || r_den != TC_SHOT {
             bail!(
                 "{program}: new flow returned {r_new}, established {r_est}, denied {r_den}: not the paths meant"
             );
         }
         den.push(ns(d_den));
+        den_extra.push(ns(d_den) - ns(d_est));
         extra.push(ns(d_new) - ns(d_est));
         new.push(ns(d_new));
         est.push(ns(d_est));
@@ -314,20 +324,21 @@ pub fn measure_new_flows(
         single_new: summarize(&new),
         single_est: summarize(&est),
         single_denied: summarize(&den),
+        denied_extra: summarize(&den_extra),
         single_empty: summarize(&emp),
         pairs,
     })
 }
 
-/// The cost of a new flow: the established cost plus the single-run extra; the spread combines
-/// the established range with the interquartile range of the extra.
-pub fn new_flow_cost(est: &Summary, nf: &NewFlow) -> Summary {
+/// The cost of a first packet: the established cost plus its single-run `extra` over it; the
+/// spread combines the established range with the interquartile range of the extra.
+pub fn new_flow_cost(est: &Summary, extra: &Summary) -> Summary {
     Summary {
         n: est.n,
-        median: est.median + nf.extra.median,
-        q1: est.q1 + nf.extra.q1,
-        q3: est.q3 + nf.extra.q3,
-        min: est.min + nf.extra.q1,
-        max: est.max + nf.extra.q3,
+        median: est.median + extra.median,
+        q1: est.q1 + extra.q1,
+        q3: est.q3 + extra.q3,
+        min: est.min + extra.q1,
+        max: est.max + extra.q3,
     }
 }
