@@ -286,6 +286,8 @@ struct FlowPolicySpecOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     selector: Option<&'a super::labels::LabelSelector>,
     mode: Mode,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sensitive: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     ingress: Option<Vec<RuleOut<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -364,6 +366,7 @@ impl Serialize for FlowPolicy {
                     .filter(|s| self.selector.is_none() || *s != super::model::ANY_SERVICE),
                 selector: self.selector.as_ref(),
                 mode: self.mode,
+                sensitive: self.sensitive,
                 ingress: self
                     .ingress
                     .as_deref()

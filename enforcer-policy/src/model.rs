@@ -166,6 +166,9 @@ pub struct FlowPolicy {
     /// `spec.selector`: only the workloads whose labels match.
     pub selector: Option<LabelSelector>,
     pub mode: Mode,
+    /// `spec.sensitive`: the workloads it selects hold what must not leak (lint ranks findings
+    /// about them first, the report marks them). `false` when omitted.
+    pub sensitive: bool,
     /// `Some` (even empty) isolates the service for ingress.
     pub ingress: Option<Vec<Rule>>,
     /// `Some` (even empty) isolates the service for egress.

@@ -108,6 +108,7 @@ pub const FLOW_POLICY_FIELDS: &[&str] = &[
     "service",
     "selector",
     "mode",
+    "sensitive",
     "ingress",
     "egress",
     "ingressDeny",
@@ -175,19 +176,15 @@ struct Metadata {
     name: String,
     namespace: Option<String>,
     labels: Labels,
-    /// Where `labels` is (for errors about them).
-    labels_pos: Pos,
 }
 
 fn read_metadata(ctx: &mut Ctx, doc: &MapReader) -> Option<Metadata> {
     let metadata = doc.map(ctx, "metadata", true, METADATA_FIELDS)?;
     let mut labels = Labels::new();
-    let mut labels_pos = metadata.anchor();
     for key in ["labels", "annotations"] {
         if let Some(n) = metadata.optional(key) {
             let map = ctx.string_map(n, &metadata.child(key));
             if key == "labels" {
-                labels_pos = n.pos;
                 labels = map?.into_iter().collect();
                 if let Err(reason) = check_labels(&labels) {
                     ctx.error(n.pos, format!("metadata.labels: {reason}"));
@@ -205,7 +202,6 @@ fn read_metadata(ctx: &mut Ctx, doc: &MapReader) -> Option<Metadata> {
         name: read_name(ctx, node, "metadata.name")?,
         namespace,
         labels,
-        labels_pos,
     })
 }
 
@@ -245,16 +241,8 @@ fn read_workload_spec(
     };
     let addresses = read_addresses(ctx, spec, "addresses");
     let ports = read_named_ports(ctx, spec, "ports");
-    if meta.labels.contains_key(super::model::SERVICE_LABEL) && service.is_some() {
-        ctx.error(
-            meta.labels_pos,
-            format!(
-                "metadata.labels: {} is set by spec.service; give one of them",
-                super::model::SERVICE_LABEL
-            ),
-        );
-        return None;
-    }
+    // A label that `spec.service` also sets is refused by the set, which knows the configured
+    // service labels ([`crate::PolicySet::with_service_labels`]).
     Some(Workload {
         name: meta.name,
         namespace: meta
@@ -400,6 +388,15 @@ fn read_flow_policy_spec(
                 }
             }),
     };
+    let sensitive = match spec.optional("sensitive").map(|n| (&n.value, n.pos)) {
+        None => Some(false),
+        Some((Value::Bool(b), _)) => Some(*b),
+        Some((other, pos)) => {
+            let found = other.type_name();
+            ctx.error(pos, format!("spec.sensitive must be true or false, found {found}"));
+            None
+        }
+    };
     let mut sections: [Option<Vec<Rule>>; 4] = Default::default();
     for (i, section) in [
         Section::Ingress,
@@ -434,6 +431,7 @@ fn read_flow_policy_spec(
         service: service?,
         selector,
         mode: mode?,
+        sensitive: sensitive?,
         ingress,
         egress,
         ingress_deny: ingress_deny.unwrap_or_default(),
@@ -1671,6 +1669,57 @@ spec:
         let json = serde_json::to_string(&set).expect("json");
         let back: PolicySet = serde_json::from_str(&json).expect("back");
         assert_eq!(back.len(), set.len());
+    }
+
+    /// `sensitive` (issue 18): a boolean, `false` when omitted, written back only when true.
+    #[test]
+    fn sensitive_is_a_boolean_that_round_trips() {
+        let p = only_policy(&policy("  service: db\n  sensitive: true\n"));
+        assert!(p.sensitive);
+        let yaml = Document::FlowPolicy(p.clone()).to_yaml().expect("yaml");
+        assert!(yaml.contains("sensitive: true"), "{yaml}");
+        let back = only_policy(&yaml);
+        assert!(Document::FlowPolicy(back).same_content(&Document::FlowPolicy(p)));
+        let p = only_policy(&policy("  service: db\n"));
+        assert!(!p.sensitive);
+        let yaml = Document::FlowPolicy(p).to_yaml().expect("yaml");
+        assert!(!yaml.contains("sensitive"), "{yaml}");
+        rejects(
+            &policy("  service: db\n  sensitive: 'yes'\n"),
+            7,
+            "spec.sensitive must be true or false, found a string",
+        );
+    }
+
+    /// A Workload may not give both `spec.service` and the label it stands for: the first
+    /// configured service label (`--service-label`), not a fixed key.
+    #[test]
+    fn the_service_label_conflict_follows_the_configured_label() {
+        use crate::identity::ServiceLabels;
+        let text = |labels: &str| {
+            workload("  service: web\n  addresses: [10.0.0.1]\n")
+                .replace("  name: w\n", &format!("  name: w\n  labels: {{{labels}}}\n"))
+        };
+        let set = |labels: &str, keys: &str| {
+            let docs = parse(&text(labels)).expect("parses");
+            let keys: ServiceLabels = keys.parse().expect("keys");
+            PolicySet::from_documents(docs)
+                .expect("set")
+                .with_service_labels(keys)
+        };
+        let err = set("team: x", "team,app").expect_err("team is the service label");
+        assert_eq!(
+            err.to_string(),
+            "test.yaml:1: Workload \"w\": metadata.labels: team is set by spec.service; give one of them"
+        );
+        assert!(set("team: x", "app.kubernetes.io/name,app").is_ok());
+        assert!(set("app.kubernetes.io/name: x", "team").is_ok());
+        let err = set("app.kubernetes.io/name: x", "app.kubernetes.io/name,app")
+            .expect_err("the default key");
+        assert!(err.to_string().contains("app.kubernetes.io/name is set by spec.service"));
+        // A fallback key is only a label when spec.service gives the service.
+        let ok = set("app: x", "app.kubernetes.io/name,app").expect("app is a fallback");
+        assert_eq!(ok.services(), vec!["web".to_string()]);
     }
 
     #[test]

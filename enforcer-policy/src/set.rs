@@ -103,11 +103,28 @@ impl PolicySet {
         PolicySet::default()
     }
 
-    /// The same set, with services read from `keys`.
-    #[must_use]
-    pub fn with_service_labels(mut self, keys: ServiceLabels) -> PolicySet {
+    /// The same set, with services read from `keys`. A Workload that gives both `spec.service`
+    /// and a label under the key `spec.service` stands for (the first of `keys`) is an error
+    /// at the Workload: the two would disagree.
+    pub fn with_service_labels(mut self, keys: ServiceLabels) -> Result<PolicySet, PolicyErrors> {
+        let errors: Vec<PolicyError> = self
+            .workloads
+            .values()
+            .filter(|w| w.service.is_some() && w.labels.contains_key(keys.primary()))
+            .map(|w| {
+                let reason = format!(
+                    "Workload {:?}: metadata.labels: {} is set by spec.service; give one of them",
+                    Document::Workload(w.clone()).display_name(),
+                    keys.primary()
+                );
+                PolicyError::new(&w.source.file, w.source.line, 0, reason)
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(PolicyErrors(errors));
+        }
         self.service_labels = keys;
-        self
+        Ok(self)
     }
 
     /// Builds a set from documents, reporting every duplicate name and shared address.
@@ -437,7 +454,8 @@ fn display_key(key: &ObjectKey) -> String {
     }
 }
 
-fn duplicate_error(doc: &Document, first: &Source) -> PolicyError {
+/// `FILE:LINE: duplicate KIND name "NAME" (first defined at FILE:LINE)`.
+pub fn duplicate_error(doc: &Document, first: &Source) -> PolicyError {
     let at = doc.source();
     PolicyError::new(
         &at.file,

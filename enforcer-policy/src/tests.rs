@@ -1370,6 +1370,7 @@ fn gen_case(choices: &CaseChoices) -> Case {
             gen_rules(rng, &services, &addresses, max, rate_limits)
         };
         let policy = FlowPolicy {
+            sensitive: false,
             namespace: None,
             selector: None,
             name: format!("p{p}"),
@@ -1638,6 +1639,7 @@ fn scale_policy(i: usize) -> FlowPolicy {
         ..Rule::default()
     });
     FlowPolicy {
+        sensitive: false,
         namespace: None,
         selector: None,
         name: format!("svc{i}-policy"),

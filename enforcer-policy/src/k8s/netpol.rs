@@ -319,6 +319,7 @@ impl NetworkPolicy {
             service: ANY_SERVICE.to_string(),
             selector: Some(self.spec.pod_selector.clone()),
             mode: Mode::Enforce,
+            sensitive: false,
             ingress: ingress.then(|| {
                 let list = self.spec.ingress.iter().flatten();
                 list.map(|r| rules(r.from.as_ref(), r.ports.as_ref()))

@@ -45,6 +45,7 @@ fn rules_of(peers: &BTreeMap<Endpoint, BTreeSet<PortSpec>>) -> Vec<Rule> {
 
 fn flow_policy(name: String, service: &str, mode: Mode) -> FlowPolicy {
     FlowPolicy {
+        sensitive: false,
         name,
         namespace: None,
         service: service.to_string(),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::policy::{
-    document::Kind, parse::parse_documents, set::slot, Document, NodeContext, ObjectKey,
+    document::Kind, parse::parse_documents, set::{duplicate_error, slot}, Document, NodeContext, ObjectKey,
     PolicyErrors, PolicySet, Source,
 };
 
@@ -68,7 +68,7 @@ impl Documents {
             taken.insert(slot(&d), d.source().clone());
             docs.push(d);
         }
-        PolicySet::from_documents(docs).map(|s| s.with_service_labels(self.service_labels.clone()))
+        PolicySet::from_documents(docs)?.with_service_labels(self.service_labels.clone())
     }
 
     /// Take the documents of a policy directory that parsed.
@@ -153,14 +153,22 @@ pub fn read_and_parse_dir(dir: &Path) -> DirRead {
 /// Documents of the policy directory: (kind, `NAMESPACE/NAME` or `NAME`) → (file, document).
 pub type DirDocuments = BTreeMap<(String, String), (PathBuf, Document)>;
 
-/// Parse a policy directory's files; all of them or nothing.
+/// Parse a policy directory's files; all of them or nothing. A name defined twice (one kind,
+/// namespace and name; a Workload and a Pod share one name space), in one file or two, is an
+/// error naming both places: no file silently wins.
 pub fn parse_policy_dir(files: &[(PathBuf, String)]) -> Result<DirDocuments, PolicyErrors> {
     let mut out = BTreeMap::new();
+    let mut first: HashMap<(Kind, ObjectKey), Source> = HashMap::new();
     let mut errors = Vec::new();
     for (path, text) in files {
         match parse_documents(&path.display().to_string(), text) {
             Ok(docs) => {
                 for d in docs {
+                    if let Some(at) = first.get(&slot(&d)) {
+                        errors.push(duplicate_error(&d, at));
+                        continue;
+                    }
+                    first.insert(slot(&d), d.source().clone());
                     out.insert(
                         (d.kind().to_string(), d.key().to_string()),
                         (path.clone(), d),
@@ -472,5 +480,38 @@ mod tests {
         let set = state.merged(&PolicySet::new()).expect("the directory wins");
         assert_eq!(set.workloads.len(), 1);
         assert!(set.pods.is_empty());
+    }
+
+    /// Two files of the policy directory defining one name: an error naming both places (the
+    /// last file does not silently win); a Workload and a Pod share one name space.
+    #[test]
+    fn a_name_defined_twice_in_the_policy_dir_is_an_error() {
+        let policy = |service: &str| {
+            format!("apiVersion: enforcer/v1\nkind: FlowPolicy\nmetadata: {{name: p}}\nspec: {{service: {service}}}\n")
+        };
+        let a = PathBuf::from("/p/a.yaml");
+        let b = PathBuf::from("/p/b.yaml");
+        let errors = parse_policy_dir(&[
+            (a.clone(), policy("web")),
+            (b.clone(), format!("# other\n{}", policy("api"))),
+        ])
+        .expect_err("duplicate");
+        assert_eq!(
+            errors.to_string(),
+            "/p/b.yaml:2: duplicate FlowPolicy name \"p\" (first defined at /p/a.yaml:1)"
+        );
+        let workload = "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: web-0}\nspec: {service: web, addresses: [10.0.0.1]}\n";
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-0, namespace: default}\n";
+        let errors = parse_policy_dir(&[(a.clone(), workload.into()), (b.clone(), pod.into())])
+            .expect_err("one endpoint name");
+        assert!(
+            errors.to_string().contains("/p/b.yaml:1: duplicate Pod name")
+                && errors.to_string().contains("(first defined at /p/a.yaml:1)"),
+            "{errors}"
+        );
+        // Other namespaces or kinds are other names.
+        let other = policy("web").replace("{name: p}", "{name: p, namespace: team}");
+        let dir = parse_policy_dir(&[(a, policy("web")), (b, other)]).expect("two names");
+        assert_eq!(dir.len(), 2);
     }
 }

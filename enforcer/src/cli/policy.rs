@@ -80,7 +80,7 @@ pub fn load_set(paths: &[PathBuf]) -> Result<PolicySet> {
     }
     let keys = SERVICE_LABELS.get().cloned().unwrap_or_default();
     PolicySet::from_documents(docs)
-        .map(|s| s.with_service_labels(keys))
+        .and_then(|s| s.with_service_labels(keys))
         .map_err(|e| anyhow!("{e}"))
 }
 

@@ -41,6 +41,10 @@ pub struct FlowPolicySpec {
     /// `enforce` (default) or `audit` (what this policy would drop passes and is reported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// `true`: the workloads it selects hold what must not leak (lint ranks findings about them
+    /// first, the report marks them). `false` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive: Option<bool>,
     /// Allow rules into the service; present (even `[]`) = the service is isolated for ingress.
     #[serde(
         default,
