@@ -393,7 +393,10 @@ fn read_flow_policy_spec(
         Some((Value::Bool(b), _)) => Some(*b),
         Some((other, pos)) => {
             let found = other.type_name();
-            ctx.error(pos, format!("spec.sensitive must be true or false, found {found}"));
+            ctx.error(
+                pos,
+                format!("spec.sensitive must be true or false, found {found}"),
+            );
             None
         }
     };
@@ -1697,8 +1700,10 @@ spec:
     fn the_service_label_conflict_follows_the_configured_label() {
         use crate::identity::ServiceLabels;
         let text = |labels: &str| {
-            workload("  service: web\n  addresses: [10.0.0.1]\n")
-                .replace("  name: w\n", &format!("  name: w\n  labels: {{{labels}}}\n"))
+            workload("  service: web\n  addresses: [10.0.0.1]\n").replace(
+                "  name: w\n",
+                &format!("  name: w\n  labels: {{{labels}}}\n"),
+            )
         };
         let set = |labels: &str, keys: &str| {
             let docs = parse(&text(labels)).expect("parses");
@@ -1716,7 +1721,9 @@ spec:
         assert!(set("app.kubernetes.io/name: x", "team").is_ok());
         let err = set("app.kubernetes.io/name: x", "app.kubernetes.io/name,app")
             .expect_err("the default key");
-        assert!(err.to_string().contains("app.kubernetes.io/name is set by spec.service"));
+        assert!(err
+            .to_string()
+            .contains("app.kubernetes.io/name is set by spec.service"));
         // A fallback key is only a label when spec.service gives the service.
         let ok = set("app: x", "app.kubernetes.io/name,app").expect("app is a fallback");
         assert_eq!(ok.services(), vec!["web".to_string()]);

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::policy::{
-    document::Kind, parse::parse_documents, set::{duplicate_error, slot}, Document, NodeContext, ObjectKey,
-    PolicyErrors, PolicySet, Source,
+    document::Kind,
+    parse::parse_documents,
+    set::{duplicate_error, slot},
+    Document, NodeContext, ObjectKey, PolicyErrors, PolicySet, Source,
 };
 
 /// Documents by source.
@@ -505,8 +507,12 @@ mod tests {
         let errors = parse_policy_dir(&[(a.clone(), workload.into()), (b.clone(), pod.into())])
             .expect_err("one endpoint name");
         assert!(
-            errors.to_string().contains("/p/b.yaml:1: duplicate Pod name")
-                && errors.to_string().contains("(first defined at /p/a.yaml:1)"),
+            errors
+                .to_string()
+                .contains("/p/b.yaml:1: duplicate Pod name")
+                && errors
+                    .to_string()
+                    .contains("(first defined at /p/a.yaml:1)"),
             "{errors}"
         );
         // Other namespaces or kinds are other names.
