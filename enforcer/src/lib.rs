@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod cni;
+pub mod conflist;
 pub mod datapath;
 pub mod kube;
 pub mod metrics;

@@ -1,13 +1,16 @@
 //! `cargo xtask image`: the container image, built for real from Debian packages, no registry.
 //!
-//! 1. `debootstrap --variant=minbase --include=iproute2 bookworm` (cached under target/image);
-//! 2. a rootfs with only what the pods run: the release `enforcer` (debug info stripped), `ip`
-//!    (the agent reads addresses and routes with `ip -j`), `sh`, `mount` and `mountpoint` (the
-//!    init container that mounts bpffs), and the shared libraries `ldd` lists for them; the
-//!    Debian packages they come from are listed in /usr/share/enforcer/packages.txt;
-//! 3. checks in the rootfs with chroot: the binaries run;
+//! 1. `debootstrap --variant=minbase bookworm` (cached under target/image);
+//! 2. a rootfs with only what the pods run: `enforcer` and `enforcer-cni` (debug info stripped;
+//!    the release build, or the debug one with `--debug`), `sh`, `mount` and `mountpoint` (the
+//!    init container that mounts bpffs), `sleep` (the uninstall DaemonSet), and the shared
+//!    libraries `ldd` lists for them; the Debian packages they come from are listed in
+//!    /usr/share/enforcer/packages.txt;
+//! 3. checks in the rootfs with chroot: every program the manifests run, `enforcer-cni VERSION`,
+//!    and `enforcer cni install` chaining the plugin into a conflist as the init container does;
 //! 4. `buildah from scratch` + copy + commit (vfs storage: works without overlayfs), then an OCI
-//!    archive in target/image, and a `podman run` of the image when the sandbox allows it.
+//!    archive in target/image, and a `podman run` of the image (runc; crun refuses this
+//!    machine's hybrid cgroup hierarchy).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -26,27 +29,34 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 /// Programs copied into the image, with their libraries (paths in the Debian tree).
 const PROGRAMS: &[&str] = &[
     "/usr/local/bin/enforcer",
-    "/usr/bin/ip",
+    "/usr/local/bin/enforcer-cni",
     "/usr/bin/dash",
     "/usr/bin/mount",
     "/usr/bin/mountpoint",
+    "/usr/bin/sleep",
 ];
 const BUILDAH: &[&str] = &["buildah", "--storage-driver", "vfs"];
 
-pub fn image() -> Result<()> {
+/// `cargo xtask image [--debug]`: `debug` builds the image from the debug binaries (a quick check
+/// of the build; tagged `VERSION-debug`).
+pub fn image(debug: bool) -> Result<()> {
     let started = Instant::now();
-    let binary = crate::build::build(true)?;
+    let binary = crate::build::build(!debug)?;
     banner("image");
-    ensure_tools()?;
     let dir = target_dir().join("image");
     let debian = debootstrap(&dir.join("debootstrap"))?;
     let rootfs = dir.join("rootfs");
     assemble(&debian, &binary, &rootfs)?;
     check_rootfs(&rootfs)?;
-    let archive = dir.join(format!("enforcer-{VERSION}.oci.tar"));
-    let tag = format!("localhost/enforcer:{VERSION}");
+    let version = if debug {
+        format!("{VERSION}-debug")
+    } else {
+        VERSION.to_owned()
+    };
+    let archive = dir.join(format!("enforcer-{version}.oci.tar"));
+    let tag = format!("localhost/enforcer:{version}");
     commit(&rootfs, &tag, &archive)?;
-    try_podman_run(&tag);
+    check_image(&tag, &dir)?;
     let size = fs::metadata(&archive)?.len();
     println!(
         "image {tag}: OCI archive {} ({} KiB), built in {:.1?}",
@@ -57,7 +67,7 @@ pub fn image() -> Result<()> {
     Ok(())
 }
 
-/// A minimal Debian tree with iproute2, reused when complete.
+/// A minimal Debian tree, reused when complete.
 fn debootstrap(base: &Path) -> Result<PathBuf> {
     let marker = base.join(".enforcer-complete");
     if marker.exists() {
@@ -68,7 +78,7 @@ fn debootstrap(base: &Path) -> Result<PathBuf> {
         fs::remove_dir_all(base)?;
     }
     run(Command::new("debootstrap")
-        .args(["--variant=minbase", "--include=iproute2", SUITE])
+        .args(["--variant=minbase", SUITE])
         .arg(base)
         .arg(MIRROR))?;
     fs::write(&marker, SUITE)?;
@@ -100,9 +110,12 @@ fn copy_in(debian: &Path, rootfs: &Path, path: &str) -> Result<()> {
 }
 
 fn assemble(debian: &Path, binary: &Path, rootfs: &Path) -> Result<()> {
-    let enforcer = debian.join("usr/local/bin/enforcer");
-    fs::copy(binary, &enforcer)?;
-    run(Command::new("strip").arg("--strip-debug").arg(&enforcer))?;
+    for name in ["enforcer", "enforcer-cni"] {
+        let from = binary.with_file_name(name);
+        let to = debian.join("usr/local/bin").join(name);
+        fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        run(Command::new("strip").arg("--strip-debug").arg(&to))?;
+    }
     if rootfs.exists() {
         fs::remove_dir_all(rootfs)?;
     }
@@ -128,10 +141,7 @@ fn assemble(debian: &Path, binary: &Path, rootfs: &Path) -> Result<()> {
         copy_in(debian, rootfs, file)?;
     }
     symlink("dash", rootfs.join("usr/bin/sh"))?;
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(debian.join("etc/iproute2"))
-        .arg(rootfs.join("etc/")))?;
+    fs::create_dir_all(rootfs.join("etc"))?;
     fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
     for dir in [
@@ -182,38 +192,64 @@ fn write_package_list(debian: &Path, rootfs: &Path, files: &BTreeSet<String>) ->
     Ok(())
 }
 
-/// The binaries run inside the rootfs (chroot), with only its own files.
+/// The conflist the rootfs check chains the plugin into (a bridge network, as kind's).
+const CHECK_CONFLIST: &str = r#"{"cniVersion": "1.0.0", "name": "kindnet", "plugins": [
+  {"type": "ptp", "ipMasq": false, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/24"}]]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+"#;
+
+/// The programs run inside the rootfs (chroot), with only its own files: every command the
+/// manifests run, and the CNI install the init container does.
 fn check_rootfs(rootfs: &Path) -> Result<()> {
     let chroot = |args: &[&str]| -> Result<String> {
         output(Command::new("chroot").arg(rootfs).args(args))
             .with_context(|| format!("`chroot {} {}` failed", rootfs.display(), args.join(" ")))
     };
     let version = chroot(&["/usr/local/bin/enforcer", "--version"])?;
+    // deploy/kubernetes: the bpffs init container and the uninstall DaemonSet's idle container.
     chroot(&[
         "/bin/sh",
         "-ec",
-        "ip -V; mount --version; mountpoint --version",
+        "mount --version; mountpoint --version; sleep 0",
     ])?;
-    // The chroot has no /dev: check a small policy written into the rootfs, then remove it.
-    let probe = rootfs.join("tmp/rootfs-check.yaml");
-    fs::create_dir_all(probe.parent().context("no parent")?)?;
-    fs::write(
-        &probe,
-        "apiVersion: enforcer/v1\nkind: Workload\nmetadata: {name: check}\n\
-         spec: {service: check, addresses: [192.0.2.1]}\n",
-    )?;
-    let checked = chroot(&[
+    let cni_version = chroot(&[
+        "/bin/sh",
+        "-ec",
+        "echo '{\"cniVersion\": \"1.0.0\"}' | CNI_COMMAND=VERSION enforcer-cni",
+    ])?;
+    // The init container's step, on a scratch conf dir and bin dir inside the rootfs.
+    let scratch = rootfs.join("tmp/cni-check");
+    fs::create_dir_all(scratch.join("net.d"))?;
+    fs::create_dir_all(scratch.join("bin"))?;
+    fs::write(scratch.join("net.d/10-kindnet.conflist"), CHECK_CONFLIST)?;
+    let installed = chroot(&[
         "/usr/local/bin/enforcer",
-        "policy",
-        "check",
-        "-f",
-        "/tmp/rootfs-check.yaml",
-    ]);
-    fs::remove_file(&probe)?;
-    checked?;
+        "cni",
+        "install",
+        "--bin-dir",
+        "/tmp/cni-check/bin",
+        "--conf-dir",
+        "/tmp/cni-check/net.d",
+        // The chroot has no /proc, where the default (beside this program) is found.
+        "--plugin",
+        "/usr/local/bin/enforcer-cni",
+    ])
+    .and_then(|_| {
+        let list = fs::read_to_string(scratch.join("net.d/10-kindnet.conflist"))?;
+        let chained = list.contains("\"enforcer-cni\"");
+        let copied = scratch.join("bin/enforcer-cni").is_file();
+        if !(chained && copied) {
+            bail!("enforcer cni install in the rootfs: chained {chained}, copied {copied}");
+        }
+        Ok(())
+    });
+    fs::remove_dir_all(&scratch)?;
+    installed?;
     println!(
-        "rootfs check: {} runs in the image's rootfs",
-        version.trim()
+        "rootfs check: {} runs in the image's rootfs; enforcer-cni VERSION: {}; `enforcer cni \
+         install` chained the plugin into a conflist",
+        version.trim(),
+        cni_version.trim()
     );
     Ok(())
 }
@@ -260,54 +296,74 @@ fn commit(rootfs: &Path, tag: &str, archive: &Path) -> Result<()> {
     result
 }
 
-/// Run the image's binary with podman, when this machine can run containers; the reason when not.
-fn try_podman_run(tag: &str) {
-    let out = Command::new("podman")
-        .args([
-            "--storage-driver",
-            "vfs",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            tag,
-            "--version",
-        ])
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {
-            println!(
-                "podman run: {}",
-                String::from_utf8_lossy(&out.stdout).trim()
-            );
-        }
-        Ok(out) => println!(
-            "podman run: cannot run containers here ({}): {}",
+/// `podman run` of the image, with runc, not Debian's default crun (which refuses this machine's
+/// hybrid cgroup hierarchy), and limits no higher than this sandbox's (podman's defaults raise
+/// RLIMIT_NOFILE/NPROC, which needs CAP_SYS_RESOURCE).
+fn podman_run(tag: &str, volumes: &[(&Path, &str)], args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("podman");
+    cmd.args([
+        "--storage-driver",
+        "vfs",
+        "--runtime",
+        "runc",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ]);
+    for (host, container) in volumes {
+        cmd.arg("-v").arg(format!("{}:{container}", host.display()));
+    }
+    let out = cmd.arg(tag).args(args).output().context("running podman")?;
+    if !out.status.success() {
+        bail!(
+            "podman run {tag} {}: {}: {}",
+            args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => println!("podman run: not available: {e}"),
-    }
-}
-
-/// Install debootstrap, buildah and podman from Debian when missing (not part of `setup`: only
-/// this command needs them).
-fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = ["debootstrap", "buildah", "podman"]
-        .into_iter()
-        .filter(|tool| output(Command::new(tool).arg("--version")).is_none())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !crate::util::is_root() {
-        bail!(
-            "missing: {0}; install them: `sudo apt-get install {0}`",
-            missing.join(" ")
         );
     }
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing))
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Run the image: its entrypoint, and the init container's `enforcer cni install` on host
+/// directories mounted as the DaemonSet mounts them.
+fn check_image(tag: &str, dir: &Path) -> Result<()> {
+    let version = podman_run(tag, &[], &["--version"])?;
+    let host = dir.join("podman-check");
+    if host.exists() {
+        fs::remove_dir_all(&host)?;
+    }
+    fs::create_dir_all(host.join("net.d"))?;
+    fs::create_dir_all(host.join("bin"))?;
+    fs::write(host.join("net.d/10-kindnet.conflist"), CHECK_CONFLIST)?;
+    let installed = podman_run(
+        tag,
+        &[
+            (&host.join("bin"), "/host/opt/cni/bin"),
+            (&host.join("net.d"), "/host/etc/cni/net.d"),
+        ],
+        &[
+            "cni",
+            "install",
+            "--bin-dir",
+            "/host/opt/cni/bin",
+            "--conf-dir",
+            "/host/etc/cni/net.d",
+        ],
+    )?;
+    let list = fs::read_to_string(host.join("net.d/10-kindnet.conflist"))?;
+    if !list.contains("\"enforcer-cni\"") || !host.join("bin/enforcer-cni").is_file() {
+        bail!("podman run … cni install: the plugin is not installed: {installed}");
+    }
+    fs::remove_dir_all(&host)?;
+    println!(
+        "podman run: {version}; cni install: {}",
+        installed.replace('\n', "; ")
+    );
+    Ok(())
 }

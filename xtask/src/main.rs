@@ -53,7 +53,11 @@ enum Command {
         kernels: Vec<String>,
     },
     /// Build the container image from Debian packages with buildah (target/image; a few minutes)
-    Image,
+    Image {
+        /// From the debug build (a quick check of the image build; tagged VERSION-debug)
+        #[arg(long)]
+        debug: bool,
+    },
     /// Regenerate the generated files of docs/ (the example report and its chromium screenshot)
     Docs,
     /// Render the kustomize overlays and validate them offline (Kubernetes schemas, CRDs)
@@ -139,7 +143,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::setup().map(|_| ()),
         Command::Build { release } => build::build(release).map(|_| ()),
         Command::Test { kernels } => test::test(&kernels),
-        Command::Image => image::image(),
+        Command::Image { debug } => image::image(debug),
         Command::Docs => docs::docs(),
         Command::Manifests { write } => manifests::manifests(write),
         Command::Selftest => selftest::selftest(),

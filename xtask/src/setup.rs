@@ -40,6 +40,12 @@ const PACKAGES: &[&str] = &[
     "chromium",
     // The virtualenv of the manifest tools (xtask/src/tools.rs).
     "python3-venv",
+    // `cargo xtask image` (xtask/src/image.rs): the Debian base, the image build, and a run of
+    // it (runc: crun refuses hybrid cgroup hierarchies).
+    "debootstrap",
+    "buildah",
+    "podman",
+    "runc",
 ];
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

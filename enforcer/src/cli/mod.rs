@@ -2,6 +2,7 @@
 //! `run`.
 
 pub mod agent;
+pub mod cni;
 pub mod flows;
 pub mod lint;
 pub mod output;
@@ -101,6 +102,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,
     },
+    /// Install or remove the chained CNI plugin enforcer-cni on this node.
+    #[command(subcommand)]
+    Cni(cni::CniCommand),
     /// Shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -237,6 +241,7 @@ pub fn run(cli: Cli) -> Result<bool> {
                 format: output,
             },
         )?,
+        Command::Cni(c) => cni::run(&c, &socket)?,
         Command::Crds { write } => crate::kube::print_crds(write.as_deref())?,
         Command::Completions { shell } => completions(shell),
     }
