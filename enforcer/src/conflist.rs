@@ -1,5 +1,5 @@
 //! The node's CNI configuration list, edited to chain `enforcer-cni` after the CNI's own plugins
-//! (`enforcer cni install`, run by the DaemonSet's init container; `enforcer cni uninstall`).
+//! (`enforcer cni install`, run by the daemon set's init container; `enforcer cni uninstall`).
 //!
 //! The container runtime (containerd and CRI-O, through libcni) takes the first file of its
 //! configuration directory, in lexical order, whose name ends in `.conf`, `.conflist` or `.json`:

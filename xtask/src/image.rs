@@ -3,7 +3,7 @@
 //! 1. `debootstrap --variant=minbase bookworm` (cached under target/image);
 //! 2. a rootfs with only what the pods run: `enforcer` and `enforcer-cni` (debug info stripped;
 //!    the release build, or the debug one with `--debug`), `sh`, `mount` and `mountpoint` (the
-//!    init container that mounts bpffs), `sleep` (the uninstall DaemonSet), and the shared
+//!    init container that mounts bpffs), `sleep` (the uninstall daemon set), and the shared
 //!    libraries `ldd` lists for them; the Debian packages they come from are listed in
 //!    /usr/share/enforcer/packages.txt;
 //! 3. checks in the rootfs with chroot: every program the manifests run, `enforcer-cni VERSION`,
@@ -298,7 +298,7 @@ fn commit(rootfs: &Path, tag: &str, archive: &Path) -> Result<()> {
 
 /// `podman run` of the image, with runc, not Debian's default crun (which refuses this machine's
 /// hybrid cgroup hierarchy), and limits no higher than this sandbox's (podman's defaults raise
-/// RLIMIT_NOFILE/NPROC, which needs CAP_SYS_RESOURCE).
+/// `RLIMIT_NOFILE`/`RLIMIT_NPROC`, which needs `CAP_SYS_RESOURCE`).
 fn podman_run(tag: &str, volumes: &[(&Path, &str)], args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("podman");
     cmd.args([
@@ -331,7 +331,7 @@ fn podman_run(tag: &str, volumes: &[(&Path, &str)], args: &[&str]) -> Result<Str
 }
 
 /// Run the image: its entrypoint, and the init container's `enforcer cni install` on host
-/// directories mounted as the DaemonSet mounts them.
+/// directories mounted as the daemon set mounts them.
 fn check_image(tag: &str, dir: &Path) -> Result<()> {
     let version = podman_run(tag, &[], &["--version"])?;
     let host = dir.join("podman-check");

@@ -1,6 +1,6 @@
 //! `enforcer cni install|uninstall`: put the chained plugin `enforcer-cni` on a node (the
-//! DaemonSet's init container, with the host's directories mounted) or take it away (the
-//! uninstall DaemonSet). The conflist editing is [`crate::conflist`].
+//! daemon set's init container, with the host's directories mounted) or take it away (the
+//! uninstall daemon set). The conflist editing is [`crate::conflist`].
 
 use std::path::{Path, PathBuf};
 
