@@ -36,10 +36,10 @@ use super::{
     Config, Goal, Section,
 };
 
-const PORT: u16 = 5201;
+pub(super) const PORT: u16 = 5201;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Filter {
+pub(super) enum Filter {
     None,
     Enforcer {
         rules: usize,
@@ -62,7 +62,7 @@ enum Filter {
 }
 
 impl Filter {
-    fn name(self) -> String {
+    pub(super) fn name(self) -> String {
         match self {
             Filter::None => "no filter".into(),
             Filter::Enforcer { xdp: false, .. } => "enforcer".into(),
@@ -96,17 +96,20 @@ impl Filter {
     }
 }
 
-/// The two pods and their node.
-struct Setup {
+/// The pods and their node: the client and server of the measured flow, and an attacker (web,
+/// api and other of `Endpoints`) that only `synflood` sends from.
+pub(super) struct Setup {
     topo: Topology,
-    node_ns: String,
-    client_ns: String,
-    server_ns: String,
+    pub(super) node_ns: String,
+    pub(super) client_ns: String,
+    pub(super) server_ns: String,
+    pub(super) attacker_ns: String,
     client_if: String,
     server_if: String,
-    server_addr: IpAddr,
-    ctx: NodeContext,
-    ep: Endpoints,
+    pub(super) attacker_if: String,
+    pub(super) server_addr: IpAddr,
+    pub(super) ctx: NodeContext,
+    pub(super) ep: Endpoints,
 }
 
 /// Prefix of the benchmark's namespaces. Not the harness's `enf-`: test runs start by deleting
@@ -139,7 +142,7 @@ fn cleanup_orphans() {
     }
 }
 
-fn checked_ns(ns: &str) -> Result<&str> {
+pub(super) fn checked_ns(ns: &str) -> Result<&str> {
     // Belt and braces: firewall commands only ever run in one of the benchmark's namespaces.
     if !ns.starts_with(BENCH_PREFIX) || ns.contains('/') {
         bail!("refusing to touch namespace {ns:?}: not one of the benchmark's");
@@ -152,7 +155,7 @@ fn checked_ns(ns: &str) -> Result<&str> {
 
 /// Run `program args` inside `ns` (nsenter), feeding `stdin`; its stdout. Killed after
 /// `timeout`.
-fn run_in(
+pub(super) fn run_in(
     ns: &str,
     program: &str,
     args: &[&str],
@@ -217,7 +220,7 @@ fn run_in(
 }
 
 impl Setup {
-    fn new() -> Result<Self> {
+    pub(super) fn new() -> Result<Self> {
         let ep = Endpoints::default();
         cleanup_orphans();
         let topo = Topology::builder()
@@ -225,6 +228,7 @@ impl Setup {
             .node("n1")
             .pod("client", "n1", &[ep.web[0]])
             .pod("server", "n1", &[ep.api[0]])
+            .pod("attacker", "n1", &[ep.other[0]])
             .build()?;
         let node = topo.node("n1")?.clone();
         let mut host: BTreeSet<IpAddr> = node.addresses().into_iter().collect();
@@ -232,14 +236,16 @@ impl Setup {
         host.insert(POD_GATEWAY_V6.into());
         let ctx = NodeContext {
             host_addresses: host,
-            local_addresses: [ep.web[0], ep.api[0]].into_iter().collect(),
+            local_addresses: [ep.web[0], ep.api[0], ep.other[0]].into_iter().collect(),
         };
         Ok(Setup {
             node_ns: node.netns().to_string(),
             client_ns: topo.pod_netns("client")?.to_string(),
             server_ns: topo.pod_netns("server")?.to_string(),
+            attacker_ns: topo.pod_netns("attacker")?.to_string(),
             client_if: topo.pod_host_ifname("client")?.to_string(),
             server_if: topo.pod_host_ifname("server")?.to_string(),
+            attacker_if: topo.pod_host_ifname("attacker")?.to_string(),
             server_addr: topo.addr_of("server", Family::Ipv4)?,
             topo,
             ctx,
@@ -292,7 +298,7 @@ fn per_packet_us(ratio: f64, base_pps: f64) -> String {
 const FIREWALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a filter leaves behind while it is active.
-enum Active {
+pub(super) enum Active {
     Nothing,
     Enforcer(Box<Datapath>),
     EmptyXdp(Box<Datapath>),
@@ -324,6 +330,12 @@ fn iptables_rules(flat: &[FlatRule], server: IpAddr, client: IpAddr) -> String {
 }
 
 fn nft_rules(flat: &[FlatRule]) -> String {
+    nft_ruleset(flat, "")
+}
+
+/// The nftables filter: the allowed flows in one set, everything else dropped by the chain's
+/// policy, or by a last rule `drop_rule` (`synflood` counts its drops with `counter drop`).
+pub(super) fn nft_ruleset(flat: &[FlatRule], drop_rule: &str) -> String {
     let elems: BTreeSet<String> = flat
         .iter()
         .map(|r| {
@@ -344,14 +356,18 @@ fn nft_rules(flat: &[FlatRule]) -> String {
     s.push_str(
         "  chain forward {\n    type filter hook forward priority filter; policy drop;\n    \
          ip saddr . ip daddr . meta l4proto . th dport @allowed accept\n    \
-         ip daddr . ip saddr . meta l4proto . th sport @allowed accept\n  }\n}\n",
+         ip daddr . ip saddr . meta l4proto . th sport @allowed accept\n",
     );
+    if !drop_rule.is_empty() {
+        let _ = writeln!(s, "    {drop_rule}");
+    }
+    s.push_str("  }\n}\n");
     s
 }
 
 /// Policies of each size, generated and compiled once.
-struct Policies {
-    by_size: BTreeMap<usize, (Arc<Compiled>, Vec<FlatRule>)>,
+pub(super) struct Policies {
+    pub(super) by_size: BTreeMap<usize, (Arc<Compiled>, Vec<FlatRule>)>,
 }
 
 fn if_index(name: &str) -> Result<u32> {
@@ -364,19 +380,24 @@ fn if_index(name: &str) -> Result<u32> {
     Ok(i)
 }
 
-fn apply(s: &Setup, p: &Policies, f: Filter) -> Result<Active> {
+pub(super) fn apply(s: &Setup, p: &Policies, f: Filter) -> Result<Active> {
     match f {
         Filter::None => Ok(Active::Nothing),
         Filter::Enforcer { rules, xdp } => {
             let compiled = p.by_size[&rules].0.clone();
-            let (cif, sif) = (s.client_if.clone(), s.server_if.clone());
-            let (caddr, saddr) = (s.ep.web[0], s.ep.api[0]);
+            let pods = [
+                (s.client_if.clone(), s.ep.web[0]),
+                (s.server_if.clone(), s.ep.api[0]),
+                (s.attacker_if.clone(), s.ep.other[0]),
+            ];
             let dp = run_in_netns(&s.node_ns, move || {
                 let mut dp = Datapath::load(None)?;
-                let (ci, si) = (if_index(&cif)?, if_index(&sif)?);
-                dp.attach_pod(&cif, ci, xdp)?;
-                dp.attach_pod(&sif, si, xdp)?;
-                let endpoints: BTreeSet<(u32, IpAddr)> = [(ci, caddr), (si, saddr)].into();
+                let mut endpoints: BTreeSet<(u32, IpAddr)> = BTreeSet::new();
+                for (name, addr) in &pods {
+                    let index = if_index(name)?;
+                    dp.attach_pod(name, index, xdp)?;
+                    endpoints.insert((index, *addr));
+                }
                 dp.install(&compiled, &endpoints)?;
                 Ok(Box::new(dp))
             })?;
@@ -428,7 +449,7 @@ fn apply(s: &Setup, p: &Policies, f: Filter) -> Result<Active> {
 }
 
 /// Remove a filter; for the enforcer, check that it really saw the traffic.
-fn remove(s: &Setup, a: Active) -> Result<Option<String>> {
+pub(super) fn remove(s: &Setup, a: Active) -> Result<Option<String>> {
     match a {
         Active::Nothing => Ok(None),
         Active::EmptyXdp(dp) => {
@@ -519,7 +540,7 @@ impl IperfSum {
 }
 
 /// One iperf3 run: TCP bits/s, or UDP packets/s received.
-fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
+pub(super) fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
     let server = s.server_addr.to_string();
     let port = PORT.to_string();
     let secs = seconds.to_string();
@@ -560,7 +581,7 @@ fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
     bail!("iperf3 {}: {last}", if udp { "UDP" } else { "TCP" })
 }
 
-struct Server(Child);
+pub(super) struct Server(pub(super) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {

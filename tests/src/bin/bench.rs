@@ -2,8 +2,8 @@
 //! in the same run. A full run of every benchmark writes `BENCHMARKS.md` and `bench/scale.svg`;
 //! `--quick` (for CI) writes `target/bench/quick/`, a run of some benchmarks
 //! `target/bench/partial/` (see `report::out_dir`). Every report holds only figures of its own
-//! run. Names: `datapath`, `scale`, `throughput`, `controlplane`, `ratelimit`, `netpol` (default:
-//! all).
+//! run. Names: `datapath`, `scale`, `throughput`, `synflood`, `controlplane`, `ratelimit`, `netpol`
+//! (default: all).
 //! Needs root.
 //!
 //! For experiments (nothing is written then): `ENFORCER_BENCH_ONLY=TEXT` measures only the
@@ -32,6 +32,8 @@ mod ratelimit;
 mod report;
 #[path = "../bench/stats.rs"]
 mod stats;
+#[path = "../bench/synflood.rs"]
+mod synflood;
 #[path = "../bench/testrun.rs"]
 mod testrun;
 #[path = "../bench/throughput.rs"]
@@ -42,10 +44,11 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::{bail, Result};
 
 /// Benchmark names, in report order.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "datapath",
     "scale",
     "throughput",
+    "synflood",
     "controlplane",
     "ratelimit",
     "netpol",
@@ -191,6 +194,7 @@ fn main() -> Result<()> {
             "datapath" => dpbench::run_datapath(&cfg)?,
             "scale" => dpbench::run_scale(&cfg)?,
             "throughput" => throughput::run(&cfg)?,
+            "synflood" => synflood::run(&cfg)?,
             "controlplane" => controlplane::run(&cfg)?,
             "ratelimit" => ratelimit::run(&cfg)?,
             "netpol" => netpol::run(&cfg)?,
