@@ -145,7 +145,8 @@ fn deploy_example_findings_are_justified() -> Result<()> {
     let mut docs: Vec<Document> = parse_documents(&workloads.display().to_string(), &text)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     docs.extend(
-        parse_documents("DEPLOY_INVENTORY", DEPLOY_INVENTORY).map_err(|e| anyhow::anyhow!("{e}"))?,
+        parse_documents("DEPLOY_INVENTORY", DEPLOY_INVENTORY)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let files = yaml_files(&repo("deploy/kubernetes/examples"))?;
     ensure!(!files.is_empty(), "no deploy/kubernetes/examples/*.yaml");
