@@ -1,7 +1,7 @@
 //! Every policy in the repository is lint-clean, or each finding is justified:
 //! - examples/: `enforcer policy lint -f examples/` (the CLI contract) exits 0 with no finding, so
 //!   docs/lint.md's claim is checked, not typed by hand;
-//! - deploy/kubernetes/examples (ClusterFlowPolicy objects, converted as the agent converts them)
+//! - deploy/kubernetes/examples (`ClusterFlowPolicy` objects, converted as the agent converts them)
 //!   linted with the example workloads and the two services they name besides: each finding is
 //!   one [`DEPLOY_ALLOWED`] lists, with its reason;
 //! - tests/scenarios/: each scenario's policy set after each of its steps, with its own
