@@ -57,6 +57,8 @@ pub struct Generated {
     pub rules: usize,
     pub identities: usize,
     pub yaml_bytes: usize,
+    /// The policy file itself (what an agent would be given).
+    pub yaml: String,
     pub parse_time: Duration,
     /// Every rule as a 5-tuple filter; the web → api rules come last.
     pub flat: Vec<FlatRule>,
@@ -182,6 +184,7 @@ pub fn generate(rules: usize, identities: usize, ep: &Endpoints) -> Result<Gener
         rules,
         identities: services,
         yaml_bytes: y.len(),
+        yaml: y,
         parse_time,
         flat,
     })

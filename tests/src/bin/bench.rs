@@ -114,6 +114,9 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("--rss-child") {
         return controlplane::rss_child(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("--agent-size") {
+        return controlplane::agent_size_command(&args[1..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let mut names: Vec<&str> = Vec::new();
     for a in args.iter().filter(|a| *a != "--quick") {
