@@ -9,6 +9,7 @@ pub mod client;
 pub mod cni;
 pub mod conflist;
 pub mod datapath;
+pub mod flowlog;
 pub mod kube;
 pub mod metrics;
 pub mod node;

@@ -50,6 +50,12 @@ pub struct AgentConfig {
     /// An adopted pinned map keeps its size until the pins are removed (`enforcer agent
     /// --unpin` or a layout change).
     pub capacities: crate::datapath::Capacities,
+    /// The flow log (JSON lines, docs/flowlog.md): a file, or `-` for stdout; off when unset.
+    pub flow_log: Option<crate::flowlog::Target>,
+    /// A flow-log file that would grow past this size is rotated (`100MiB`, `512KiB`, bytes).
+    pub flow_log_max_size: bytesize::ByteSize,
+    /// Rotated flow-log files kept besides the current one (`PATH.1` ... `PATH.N`).
+    pub flow_log_files: usize,
 }
 
 impl Default for AgentConfig {
@@ -68,6 +74,9 @@ impl Default for AgentConfig {
             pod_cidrs: Vec::new(),
             service_label: crate::policy::identity::ServiceLabels::default(),
             capacities: crate::datapath::Capacities::default(),
+            flow_log: None,
+            flow_log_max_size: crate::flowlog::DEFAULT_MAX_SIZE,
+            flow_log_files: crate::flowlog::DEFAULT_FILES,
         }
     }
 }
@@ -79,6 +88,17 @@ impl AgentConfig {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         serde_yaml_ng::from_str(&text)
             .with_context(|| format!("{}: invalid agent config", path.display()))
+    }
+
+    /// The flow log's settings, if it is on.
+    pub fn flow_log(&self) -> Option<crate::flowlog::FlowLogConfig> {
+        self.flow_log
+            .clone()
+            .map(|path| crate::flowlog::FlowLogConfig {
+                path,
+                max_size: self.flow_log_max_size,
+                files: self.flow_log_files,
+            })
     }
 
     /// Whether an interface name is a pod interface.
@@ -137,6 +157,29 @@ mod tests {
             "unset sizes keep their default"
         );
         assert!(parse("capacities: {bogus: 1}").is_err());
+    }
+
+    #[test]
+    fn flow_log_keys() {
+        let c =
+            parse("flowLog: /var/log/enforcer/flows.json\nflowLogMaxSize: 10MiB\nflowLogFiles: 3")
+                .expect("valid");
+        let f = c.flow_log().expect("on");
+        assert_eq!(
+            f.path,
+            crate::flowlog::Target::File("/var/log/enforcer/flows.json".into())
+        );
+        assert_eq!(f.max_size.as_u64(), 10 * 1024 * 1024);
+        assert_eq!(f.files, 3);
+        assert_eq!(
+            parse("flowLog: '-'")
+                .expect("stdout")
+                .flow_log()
+                .map(|f| f.path),
+            Some(crate::flowlog::Target::Stdout)
+        );
+        assert!(AgentConfig::default().flow_log().is_none());
+        assert!(parse("flowLogMaxSize: lots").is_err());
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub async fn run(agent: Arc<Agent>, ring: RingBuf<MapData>) -> Result<()> {
         let snapshot = agent.snapshot();
         for e in &batch {
             if let Some(decoded) = decode(&snapshot, e) {
+                if let Some(log) = &agent.flow_log {
+                    log.offer(&decoded, &snapshot.set);
+                }
                 agent.events.publish(decoded);
             } else {
                 debug!("event with an unknown code: {e:?}");

@@ -62,6 +62,8 @@ pub struct Agent {
     pub counters: CounterReader,
     /// First-seen and last-matched times of the rules in force, kept in the state dir.
     pub usage: usage::Usage,
+    /// The flow log's queue (`--flow-log`), fed by the event reader.
+    pub flow_log: Option<crate::flowlog::FlowLog>,
     published: Published,
     commands: mpsc::Sender<Command>,
 }
@@ -72,6 +74,8 @@ pub struct Started {
     pub agent: Arc<Agent>,
     pub owner: Owner,
     pub events: Option<RingBuf<MapData>>,
+    /// The flow-log writer, to start once privileges are dropped.
+    pub flow_log: Option<crate::flowlog::Writer>,
 }
 
 impl Agent {
@@ -92,10 +96,15 @@ impl Agent {
         info!(%mode, requested = ?config.tc_attach, tcx_supported = crate::datapath::tcx_supported(), "tc attach mode");
         let events = dp.take_events();
         let metrics = Metrics::new();
+        let (flow_log, flow_log_writer) = config
+            .flow_log()
+            .map(|c| crate::flowlog::FlowLog::new(&c, metrics.flowlog.clone()))
+            .unzip();
         let installer = Installer::restore(dp, &config, &metrics);
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
         let agent = Arc::new(Agent {
             usage: usage::Usage::load(&config.state_dir),
+            flow_log,
             config,
             started: Instant::now(),
             metrics,
@@ -126,6 +135,7 @@ impl Agent {
             agent,
             owner,
             events,
+            flow_log: flow_log_writer,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs, serviceLabel, capacities).
+    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs, serviceLabel, capacities, flowLog, flowLogMaxSize, flowLogFiles).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Directory whose YAML files (workloads and flow policies) are desired state, re-read on change.
@@ -55,6 +55,17 @@ pub struct AgentArgs {
     /// This node's name, for the policies' status (the daemon set passes the pod's node name).
     #[arg(long, env = "NODE_NAME", default_value = "")]
     pub node_name: String,
+    /// Write every flow and drop event as a JSON line (docs/flowlog.md) to this file, or to
+    /// stdout with `-`.
+    #[arg(long, value_name = "PATH|-")]
+    pub flow_log: Option<crate::flowlog::Target>,
+    /// Rotate the flow-log file before it grows past this size (`100MiB`, `512KiB`, bytes)
+    /// [default: 100MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub flow_log_max_size: Option<bytesize::ByteSize>,
+    /// Rotated flow-log files kept besides the current one [default: 5].
+    #[arg(long, value_name = "N")]
+    pub flow_log_files: Option<usize>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -121,6 +132,15 @@ fn config(
     if !args.pod_cidrs.is_empty() {
         c.pod_cidrs.clone_from(&args.pod_cidrs);
     }
+    if let Some(v) = &args.flow_log {
+        c.flow_log = Some(v.clone());
+    }
+    if let Some(v) = args.flow_log_max_size {
+        c.flow_log_max_size = v;
+    }
+    if let Some(v) = args.flow_log_files {
+        c.flow_log_files = v;
+    }
     if let Some(v) = service_label {
         c.service_label = v;
     }
@@ -159,6 +179,11 @@ pub fn run(
     // Threads start only now, and inherit the reduced capabilities.
     started.owner.spawn().context("starting the owner thread")?;
     started.agent.watch_node()?;
+    if let Some(writer) = started.flow_log {
+        writer
+            .spawn(node_name(args))
+            .context("starting the flow-log writer")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -171,16 +196,19 @@ pub fn run(
     })
 }
 
+/// This node's name: `--node-name`/`NODE_NAME`, else the host name.
+fn node_name(args: &AgentArgs) -> String {
+    if args.node_name.is_empty() {
+        crate::kube::hostname()
+    } else {
+        args.node_name.clone()
+    }
+}
+
 /// What `--kubernetes` needs: (kubeconfig, node name).
 fn kubernetes(args: &AgentArgs) -> Option<(Option<PathBuf>, String)> {
-    args.kubernetes.then(|| {
-        let node = if args.node_name.is_empty() {
-            crate::kube::hostname()
-        } else {
-            args.node_name.clone()
-        };
-        (args.kubeconfig.clone(), node)
-    })
+    args.kubernetes
+        .then(|| (args.kubeconfig.clone(), node_name(args)))
 }
 
 /// Start the Kubernetes watches (`--kubernetes`); `/readyz` waits for their first sync.

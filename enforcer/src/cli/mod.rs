@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: attach the datapath, keep the policy in force, serve the API.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Detach the datapath and remove its pins (stops enforcing).
     Uninstall {
         #[arg(long, default_value = "/sys/fs/bpf/enforcer")]

@@ -133,6 +133,7 @@ fn families(input: &Input<'_>) -> Result<Vec<MetricFamily>> {
     register_agent(&mut f, input)?;
     register_health(&mut f, input)?;
     f.0.extend(input.metrics.kube.collectors()?);
+    f.0.extend(input.metrics.flowlog.collectors()?);
     Ok(f.gather())
 }
 

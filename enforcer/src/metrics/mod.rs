@@ -81,6 +81,8 @@ pub struct Metrics {
     map_full: Mutex<BTreeMap<&'static str, u64>>,
     /// The Kubernetes watches (`--kubernetes`).
     pub kube: crate::kube::metrics::KubeMetrics,
+    /// The flow log (`--flow-log`).
+    pub flowlog: Arc<crate::flowlog::FlowLogMetrics>,
 }
 
 impl Metrics {
