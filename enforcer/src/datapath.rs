@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, MapData, MapError, RingBuf},
+    maps::{MapData, MapError, RingBuf},
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
@@ -22,10 +22,13 @@ use enforcer_common::{maps::names, programs, Config, LAYOUT_VERSION};
 mod attach;
 mod batch;
 mod capacity;
+mod conntrack;
 mod counters;
 mod forget;
 mod install;
+mod maps;
 mod ratelimit;
+mod slot_map;
 mod slots;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
 pub use capacity::{Capacities, ZeroCapacity};
@@ -121,9 +124,12 @@ impl PinLayout {
     }
 }
 
-/// A loaded datapath.
+/// A loaded datapath: it owns the programs (in the eBPF object) and every map userspace uses
+/// (typed handles in [`maps::Maps`]); nothing else reaches a map.
 pub struct Datapath {
+    /// The programs, and the maps userspace never touches.
     ebpf: Ebpf,
+    maps: maps::Maps,
     pins: Option<PinLayout>,
     tc_mode: TcAttachMode,
     capacities: Capacities,
@@ -176,9 +182,11 @@ impl Datapath {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load().map_err(prog_err(name))?;
         }
-        let capacities = adopted_capacities(&ebpf, capacities);
+        let maps = maps::Maps::take(&mut ebpf)?;
+        let capacities = adopted_capacities(&maps, capacities);
         Ok(Datapath {
             ebpf,
+            maps,
             pins,
             tc_mode: TcAttach::Auto.resolve(),
             capacities,
@@ -203,24 +211,46 @@ impl Datapath {
         self.capacities
     }
 
-    /// The eBPF object, for test harnesses only (feature `test-access`): they run programs with
-    /// `BPF_PROG_TEST_RUN` and inspect maps. The agent goes through the typed methods.
+    /// Program `name`, for test harnesses only (feature `test-access`): they run programs with
+    /// `BPF_PROG_TEST_RUN`. Maps are reached through the typed methods only.
     #[cfg(feature = "test-access")]
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
+    pub fn program(&self, name: &str) -> Option<&aya::programs::Program> {
+        self.ebpf.program(name)
     }
 
-    /// As [`Datapath::ebpf`], mutable (feature `test-access`).
+    /// As [`Datapath::program`], mutable: benchmarks load and attach the empty baseline
+    /// programs (feature `test-access`).
     #[cfg(feature = "test-access")]
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
+    pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {
+        self.ebpf.program_mut(name)
+    }
+
+    /// Pin map `name` at `path`, so another object (a benchmark's reference program) can be
+    /// loaded on the same maps (feature `test-access`).
+    #[cfg(feature = "test-access")]
+    pub fn pin_map(&self, name: &'static str, path: &Path) -> Result<()> {
+        let pin_err = |e: aya::pin::PinError| DatapathError::Io {
+            path: path.to_path_buf(),
+            source: io::Error::other(e),
+        };
+        let Some(fd) = self.maps.fd(name) else {
+            // A map only the kernel side uses stays in the object.
+            let map = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+            return map.pin(path).map_err(pin_err);
+        };
+        let fd = fd
+            .try_clone_to_owned()
+            .map_err(|source| DatapathError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let data = MapData::from_fd(fd).map_err(map_err(name))?;
+        data.pin(path).map_err(pin_err)
     }
 
     /// The flow-event ring buffer, for the one event reader (`None` once taken).
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.ebpf
-            .take_map(names::EVENTS)
-            .and_then(|m| RingBuf::try_from(m).ok())
+        self.maps.events.take()
     }
 
     /// Attach `from_pod`/`to_pod` (tcx or legacy tc, first in order) and, if `xdp`, `xdp_pod` to
@@ -307,9 +337,7 @@ impl Datapath {
 
     /// The active configuration.
     pub fn config(&self) -> Result<Config> {
-        let map = Array::<_, Config>::try_from(self.map(names::CONFIG)?)
-            .map_err(map_err(names::CONFIG))?;
-        map.get(&0, 0).map_err(map_err(names::CONFIG))
+        self.maps.config.get(&0, 0).map_err(map_err(names::CONFIG))
     }
 
     /// Forget an interface that vanished: its pinned links are dead, remove the pins.
@@ -329,54 +357,23 @@ impl Datapath {
             }
         }
     }
-
-    fn map(&self, name: &'static str) -> Result<&aya::maps::Map> {
-        self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))
-    }
-
-    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::MissingMap(name))
-    }
 }
 
 /// The capacities the loaded maps really have: a pinned map adopted from an earlier agent keeps
 /// the size it was created with.
-fn adopted_capacities(ebpf: &Ebpf, asked: Capacities) -> Capacities {
-    use aya::maps::{HashMap, IterableMap, LpmTrie, PerCpuArray};
-    use enforcer_common::{
-        CidrKeyData, CtKey, CtValue, EndpointKey, IdentityKey, IdentityValue, PolicyKeyData,
-        PolicyValue, SLOTS,
-    };
-    fn size<'a, M, K: aya::Pod, V>(ebpf: &'a Ebpf, name: &str, per: u32) -> Option<u32>
-    where
-        M: IterableMap<K, V> + TryFrom<&'a aya::maps::Map>,
-    {
-        let map = M::try_from(ebpf.map(name)?).ok()?;
+fn adopted_capacities(maps: &maps::Maps, asked: Capacities) -> Capacities {
+    use aya::maps::IterableMap;
+    use enforcer_common::SLOTS;
+    fn size<K: aya::Pod, V>(map: &impl IterableMap<K, V>, per: u32) -> Option<u32> {
         Some(map.map().info().ok()?.max_entries() / per)
     }
     Capacities {
-        identities: size::<HashMap<_, IdentityKey, IdentityValue>, _, _>(
-            ebpf,
-            names::IDENTITIES,
-            SLOTS,
-        )
-        .unwrap_or(asked.identities),
-        cidrs: size::<LpmTrie<_, CidrKeyData, IdentityValue>, _, _>(
-            ebpf,
-            names::CIDR_IDENTITIES,
-            SLOTS,
-        )
-        .unwrap_or(asked.cidrs),
-        policy: size::<LpmTrie<_, PolicyKeyData, PolicyValue>, _, _>(ebpf, names::POLICY, SLOTS)
-            .unwrap_or(asked.policy),
-        endpoints: size::<HashMap<_, EndpointKey, u32>, _, _>(ebpf, names::ENDPOINTS, 1)
-            .unwrap_or(asked.endpoints),
-        rules: size::<PerCpuArray<_, u64>, _, _>(ebpf, names::RULE_COUNTERS, 1)
-            .unwrap_or(asked.rules),
-        conntrack: size::<HashMap<_, CtKey, CtValue>, _, _>(ebpf, names::CONNTRACK, 1)
-            .unwrap_or(asked.conntrack),
+        identities: size(&maps.identities, SLOTS).unwrap_or(asked.identities),
+        cidrs: size(&maps.cidrs, SLOTS).unwrap_or(asked.cidrs),
+        policy: size(&maps.policy, SLOTS).unwrap_or(asked.policy),
+        endpoints: size(&maps.endpoints, 1).unwrap_or(asked.endpoints),
+        rules: size(&maps.rule_counters, 1).unwrap_or(asked.rules),
+        conntrack: size(&maps.conntrack, 1).unwrap_or(asked.conntrack),
     }
 }
 

@@ -31,7 +31,6 @@ fn options<'a>(frame: &'a [u8], out: &'a mut [u8]) -> TestRunOptions<'a> {
 /// If the program does not exist or the kernel refuses the run: a broken test setup.
 pub fn run_tc(dp: &Datapath, name: &str, frame: &[u8]) -> u32 {
     let prog: &SchedClassifier = dp
-        .ebpf()
         .program(name)
         .unwrap_or_else(|| panic!("no program {name}"))
         .try_into()
@@ -53,7 +52,6 @@ const SKB_IFINDEX_OFFSET: usize = 40;
 /// If the program does not exist or the kernel refuses the run: a broken test setup.
 pub fn run_tc_on(dp: &Datapath, name: &str, frame: &[u8], ifindex: u32) -> u32 {
     let prog: &SchedClassifier = dp
-        .ebpf()
         .program(name)
         .unwrap_or_else(|| panic!("no program {name}"))
         .try_into()
@@ -74,7 +72,6 @@ pub fn run_tc_on(dp: &Datapath, name: &str, frame: &[u8], ifindex: u32) -> u32 {
 /// If the program does not exist or the kernel refuses the run: a broken test setup.
 pub fn run_xdp(dp: &Datapath, name: &str, frame: &[u8]) -> u32 {
     let prog: &Xdp = dp
-        .ebpf()
         .program(name)
         .unwrap_or_else(|| panic!("no program {name}"))
         .try_into()

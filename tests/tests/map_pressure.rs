@@ -5,14 +5,13 @@
 
 use std::net::IpAddr;
 
-use aya::maps::HashMap;
 use enforcer::{
     datapath::Datapath,
     policy::{compile, parse::parse_documents, NodeContext, PolicySet},
 };
 use enforcer_common::{
-    addr::from_v4, names, programs, CtKey, CtValue, CONNTRACK_CAPACITY, DIR_INGRESS,
-    FRAGMENT_CAPACITY, REASON_FRAGMENT, VERDICT_DENY,
+    addr::from_v4, programs, CtKey, CONNTRACK_CAPACITY, DIR_INGRESS, FRAGMENT_CAPACITY,
+    REASON_FRAGMENT, VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{Frame, L4},
@@ -75,11 +74,8 @@ fn full_conntrack_evicts_and_the_evicted_flow_is_judged_again() {
     // second refreshes the entry, as real traffic does) until ours is evicted. Untouched entries
     // go first (the kernel's LRU keeps referenced ones on its active list), so this takes more
     // than the table's capacity.
-    let ct: HashMap<_, CtKey, CtValue> =
-        HashMap::try_from(dp.ebpf().map(names::CONNTRACK).expect("CONNTRACK"))
-            .expect("CONNTRACK is a hash map");
     let mut i = 0u32;
-    while ct.get(&flow, 0).is_ok() {
+    while dp.conntrack_entry(&flow).is_some() {
         assert!(i < 4 * CONNTRACK_CAPACITY, "flow never evicted");
         for _ in 0..1024 {
             let sport = u16::try_from(i % 60_000).unwrap_or(0) + 1024;

@@ -15,17 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::PerCpuArray;
 use enforcer::{
     datapath::Datapath,
     policy::{compile, parse::parse_documents, Compiled, NodeContext, PolicySet},
 };
 use enforcer_common::{
-    event_stat,
-    maps::names,
-    programs,
-    ratelimit::{rate_stat, RATE_BUCKET_CAPACITY},
-    RateBucket, DIR_INGRESS, REASON_RATE_LIMITED, VERDICT_DENY,
+    programs, ratelimit::RATE_BUCKET_CAPACITY, RateBucket, DIR_INGRESS, REASON_RATE_LIMITED,
+    VERDICT_DENY,
 };
 use enforcer_tests::{
     frames::{Frame, L4},
@@ -179,12 +175,6 @@ impl Harness {
     fn rate_limited(&self) -> u64 {
         self.dp.counters().expect("counters")[&(DIR_INGRESS, VERDICT_DENY, REASON_RATE_LIMITED)]
     }
-
-    fn per_cpu(&self, map: &str, index: u32) -> u64 {
-        let m = PerCpuArray::<_, u64>::try_from(self.dp.ebpf().map(map).expect("map"))
-            .expect("per-cpu array");
-        m.get(&index, 0).expect("entry").iter().sum()
-    }
 }
 
 fn compile_policy(per_source_burst: u32) -> Compiled {
@@ -213,7 +203,7 @@ fn burst_then_drops() {
     // Per rule: every packet of the rule is counted, admitted or not (rule 1).
     assert_eq!(h.dp.rule_packets(1).expect("rule counter"), 50);
     // Events are sampled: one per bucket per 100 ms, the rest counted as sampled out.
-    let sampled_out = h.per_cpu(names::EVENT_STATS, event_stat::SAMPLED_OUT);
+    let sampled_out = h.dp.events_sampled_out().expect("EVENT_STATS");
     let windows = u64::try_from(spent.as_millis() / 100).unwrap_or(u64::MAX) + 1;
     let reported = dropped - sampled_out;
     assert!(
@@ -261,7 +251,7 @@ fn per_rule_limits_share_one_bucket() {
         passed += h.pass_count(&udp("10.10.1.11", 43000 + i, PER_RULE), 1);
     }
     h.assert_burst(passed, 10, "two sources on a per-rule limit");
-    assert!(h.dp.rate_bucket(2, None).expect("bucket").is_some());
+    assert!(h.dp.rate_bucket(2, None).is_some());
     assert_eq!(h.dp.rate_limit_stats().expect("stats").rule_buckets, 1);
 }
 
@@ -341,7 +331,7 @@ fn xdp_uplink_drops_excess_early() {
             }
             let (before, xdp_before) = (
                 h.rate_limited(),
-                h.per_cpu(names::RATE_STATS, rate_stat::XDP_DROPS),
+                h.dp.rate_limit_stats().expect("stats").xdp_drops,
             );
             let verdicts: Vec<u32> = (0..5)
                 .map(|_| h.run_xdp(programs::XDP_UPLINK, &bytes))
@@ -354,7 +344,7 @@ fn xdp_uplink_drops_excess_early() {
             let n = drops as u64;
             assert_eq!(h.rate_limited(), before + n);
             assert_eq!(
-                h.per_cpu(names::RATE_STATS, rate_stat::XDP_DROPS),
+                h.dp.rate_limit_stats().expect("stats").xdp_drops,
                 xdp_before + n
             );
             (drops > 0).then_some(drops)
@@ -531,12 +521,7 @@ fn lru_evicts_buckets_of_idle_sources() {
     assert_eq!(stats.created, u64::from(n) + 1);
     assert!(stats.source_buckets <= u64::from(RATE_BUCKET_CAPACITY));
     assert!(stats.evicted >= 4096, "{stats:?}");
-    assert!(
-        h.dp.rate_bucket(6, Some(first.src))
-            .expect("lookup")
-            .is_none(),
-        "evicted"
-    );
+    assert!(h.dp.rate_bucket(6, Some(first.src)).is_none(), "evicted");
     // Back after its bucket was evicted: a full burst again.
     h.assert_burst(h.pass_count(&first, 50), 10, "the first source again");
 }
@@ -592,14 +577,8 @@ fn live_remote_sources_are_limited_on_the_uplink() {
 fn a_full_bucket_table_drops_and_counts_instead_of_admitting() {
     let Some(mut h) = Harness::new() else { return };
     // Fill `RULE_BUCKETS` with buckets of rules that do not exist.
-    let mut buckets: aya::maps::HashMap<_, u32, RateBucket> = aya::maps::HashMap::try_from(
-        h.dp.ebpf_mut()
-            .map_mut(names::RULE_BUCKETS)
-            .expect("RULE_BUCKETS"),
-    )
-    .expect("hash map");
     let mut rule = 1_000_000;
-    while buckets.insert(rule, RateBucket::default(), 0).is_ok() {
+    while h.dp.insert_rule_bucket(rule, RateBucket::default()).is_ok() {
         rule += 1;
     }
     assert!(rule > 1_000_000, "RULE_BUCKETS took no entry");
@@ -610,7 +589,7 @@ fn a_full_bucket_table_drops_and_counts_instead_of_admitting() {
         "a per-rule limit without a bucket must not admit"
     );
     assert_eq!(h.rate_limited(), before + 1, "counted as rate_limited");
-    assert_eq!(h.per_cpu(names::RATE_STATS, rate_stat::NO_BUCKET), 1);
+    assert_eq!(h.dp.rate_limit_stats().expect("stats").no_bucket, 1);
     // Flows without a limit are unaffected.
     assert_eq!(h.pass_count(&udp("10.10.1.10", 44001, UNLIMITED), 1), 1);
 }

@@ -229,7 +229,7 @@ impl Installer {
         .into_iter()
         .map(|map| MapUsage {
             map: map.into(),
-            entries: self.dp.map_entries(map).unwrap_or(0),
+            entries: self.dp.map_entries(map),
             capacity: sized
                 .iter()
                 .find(|(name, _)| *name == map)

@@ -109,13 +109,7 @@ impl Owner {
             .filter(|a| !held.contains(a))
             .copied()
             .collect();
-        self.installer
-            .dp
-            .forget_addresses(&addresses)
-            .unwrap_or_else(|e| {
-                warn!(container = %gone.container_id, "forgetting the pod's flows: {e}");
-                Forgotten::default()
-            })
+        self.installer.dp.forget_addresses(&addresses)
     }
 
     /// Keep the registrations in the state dir, so a restarted agent knows its pods at once.

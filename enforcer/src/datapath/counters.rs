@@ -12,13 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, IterableMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{HashMap, IterableMap, Map, MapData, PerCpuArray, PerCpuValues};
 use enforcer_common::{
     event_stat,
     maps::names,
     ratelimit::{BucketKey, RateBucket},
-    CidrKeyData, CounterIndex, EndpointKey, IdentityKey, IdentityValue, PolicyKeyData, PolicyValue,
-    COUNTER_ENTRIES,
+    CounterIndex, COUNTER_ENTRIES,
 };
 
 use super::{map_err, Datapath, DatapathError, Result};
@@ -119,23 +118,26 @@ impl CounterReader {
 impl Datapath {
     /// Events the datapath could not queue because the ring buffer was full.
     pub fn events_lost(&self) -> Result<u64> {
-        let map = PerCpuArray::<_, u64>::try_from(self.map(names::EVENT_STATS)?)
-            .map_err(map_err(names::EVENT_STATS))?;
-        sum(&map, names::EVENT_STATS, event_stat::LOST)
+        sum(&self.maps.event_stats, names::EVENT_STATS, event_stat::LOST)
+    }
+
+    /// Events left out by sampling.
+    pub fn events_sampled_out(&self) -> Result<u64> {
+        sum(
+            &self.maps.event_stats,
+            names::EVENT_STATS,
+            event_stat::SAMPLED_OUT,
+        )
     }
 
     /// Packets per (direction, verdict, reason), summed over CPUs.
     pub fn counters(&self) -> Result<PacketCounts> {
-        let map = PerCpuArray::<_, u64>::try_from(self.map(names::COUNTERS)?)
-            .map_err(map_err(names::COUNTERS))?;
-        packet_counts(&map)
+        packet_counts(&self.maps.counters)
     }
 
     /// Packets counted for rule `id`, summed over CPUs.
     pub fn rule_packets(&self, id: u32) -> Result<u64> {
-        let map = PerCpuArray::<_, u64>::try_from(self.map(names::RULE_COUNTERS)?)
-            .map_err(map_err(names::RULE_COUNTERS))?;
-        sum(&map, names::RULE_COUNTERS, id)
+        sum(&self.maps.rule_counters, names::RULE_COUNTERS, id)
     }
 
     /// Move per-rule counters after an install: `(to, from)` gives rule id `to` the count of rule
@@ -150,8 +152,7 @@ impl Datapath {
             path: "/sys/devices/system/cpu/possible".into(),
             source,
         })?;
-        let mut counters =
-            PerCpuArray::<_, u64>::try_from(self.map_mut(name)?).map_err(map_err(name))?;
+        let counters = &mut self.maps.rule_counters;
         let values: Vec<(u32, Vec<u64>)> = moves
             .iter()
             .map(|(to, from)| {
@@ -171,28 +172,16 @@ impl Datapath {
         Ok(())
     }
 
-    /// Number of entries in a map (both slots for the slotted ones).
-    pub fn map_entries(&self, name: &'static str) -> Result<usize> {
-        let map = self.map(name)?;
-        let n = match name {
-            names::IDENTITIES => HashMap::<_, IdentityKey, IdentityValue>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            names::ENDPOINTS => HashMap::<_, EndpointKey, u32>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            names::CIDR_IDENTITIES => LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
-            names::POLICY => LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(map)
-                .map_err(map_err(name))?
-                .keys()
-                .count(),
+    /// Number of entries in a map (both slots for the slotted ones; 0 for a map that is not
+    /// counted).
+    pub fn map_entries(&self, name: &'static str) -> usize {
+        let m = &self.maps;
+        match name {
+            names::IDENTITIES => m.identities.keys().count(),
+            names::ENDPOINTS => m.endpoints.keys().count(),
+            names::CIDR_IDENTITIES => m.cidrs.keys().count(),
+            names::POLICY => m.policy.keys().count(),
             _ => 0,
-        };
-        Ok(n)
+        }
     }
 }

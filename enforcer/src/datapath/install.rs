@@ -9,15 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie};
-use enforcer_common::{
-    maps::names, CidrKeyData, Config, EndpointKey, IdentityKey, IdentityValue, PolicyKeyData,
-    PolicyValue, RateLimitConfig, RateLimitKey, CONFIG_ACTIVE,
-};
+use enforcer_common::{maps::names, Config, EndpointKey, CONFIG_ACTIVE};
 
 use super::{
     map_err,
-    slots::{diff, Diff, InstallWrites, SlotEntries},
+    slot_map::{sync, SlotMap},
+    slots::{diff, InstallWrites, SlotEntries},
     Datapath, DatapathError, Generation, Result,
 };
 use crate::policy::{compile::addr_bits, Compiled};
@@ -71,7 +68,7 @@ impl Datapath {
         self.check_capacities(compiled, endpoints)?;
         let cfg = self.config()?;
         let active = cfg.flags & CONFIG_ACTIVE != 0;
-        let slot: u32 = if active { 1 - cfg.slot.min(1) } else { 0 };
+        let slot: u8 = if active { u8::from(cfg.slot == 0) } else { 0 };
         if let Some(wait) = self
             .last_flip
             .map(|t| OLD_SLOT_MARGIN.saturating_sub(t.elapsed()))
@@ -80,11 +77,11 @@ impl Datapath {
         }
         let mut writes = InstallWrites::default();
         // Unknown until this install succeeds.
-        let old = if let Some(old) = self.slots[slot as usize].take() {
+        let old = if let Some(old) = self.slots[usize::from(slot)].take() {
             old
         } else {
             writes.read_back = true;
-            self.read_slot(slot)?
+            self.read_slot(slot)
         };
         let new = SlotEntries::of(compiled);
         self.write_slot(slot, &old, &new, &mut writes)?;
@@ -92,28 +89,22 @@ impl Datapath {
         let stale = self.sync_endpoints_add(endpoints, &mut writes)?;
         let generation = cfg.generation + 1;
         let flags = CONFIG_ACTIVE | super::ratelimit::config_flags(compiled);
-        let mut config = Array::<_, Config>::try_from(self.map_mut(names::CONFIG)?)
-            .map_err(map_err(names::CONFIG))?;
-        config
-            .set(
-                0,
-                Config {
-                    generation,
-                    slot,
-                    flags,
-                },
-                0,
-            )
+        let config = Config {
+            generation,
+            slot: slot.into(),
+            flags,
+        };
+        self.maps
+            .config
+            .set(0, config, 0)
             .map_err(map_err(names::CONFIG))?;
         self.last_flip = Some(Instant::now());
-        self.slots[slot as usize] = Some(new);
-        let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
-            .map_err(map_err(names::ENDPOINTS))?;
+        self.slots[usize::from(slot)] = Some(new);
         for k in &stale {
-            let _ = eps.remove(k);
+            let _ = self.maps.endpoints.remove(k);
         }
         writes.maps.push((names::ENDPOINTS, 0, stale.len()));
-        self.prune_rule_buckets(compiled)?;
+        self.prune_rule_buckets(compiled);
         self.last_writes = writes;
         Ok(generation)
     }
@@ -126,140 +117,56 @@ impl Datapath {
     /// Bring `slot` from `old` to `new`: each slotted map gets the difference.
     fn write_slot(
         &mut self,
-        slot: u32,
+        slot: u8,
         old: &SlotEntries,
         new: &SlotEntries,
         writes: &mut InstallWrites,
     ) -> Result<()> {
-        self.write_hashes(slot, old, new, writes)?;
-        self.write_tries(slot, old, new, writes)
-    }
-
-    /// The exact-match maps of `slot`: identities and rate limits.
-    fn write_hashes(
-        &mut self,
-        slot: u32,
-        old: &SlotEntries,
-        new: &SlotEntries,
-        writes: &mut InstallWrites,
-    ) -> Result<()> {
-        let d = diff(&old.identities, &new.identities);
-        writes.record(names::IDENTITIES, &d);
-        let mut ids =
-            HashMap::<_, IdentityKey, IdentityValue>::try_from(self.map_mut(names::IDENTITIES)?)
-                .map_err(map_err(names::IDENTITIES))?;
-        apply(
+        let m = &mut self.maps;
+        sync(
+            &mut m.identities,
             names::IDENTITIES,
-            d,
-            |addr| IdentityKey { slot, addr },
-            |w| match w {
-                Write::Put(k, v) => ids.insert(k, v, 0),
-                Write::Delete(k) => ids.remove(&k),
-            },
+            slot,
+            &old.identities,
+            &new.identities,
+            writes,
         )?;
-        let d = diff(&old.rate_limits, &new.rate_limits);
-        writes.record(names::RATE_LIMITS, &d);
-        let mut limits = HashMap::<_, RateLimitKey, RateLimitConfig>::try_from(
-            self.map_mut(names::RATE_LIMITS)?,
-        )
-        .map_err(map_err(names::RATE_LIMITS))?;
-        apply(
+        sync(
+            &mut m.rate_limits,
             names::RATE_LIMITS,
-            d,
-            |rule| RateLimitKey { slot, rule },
-            |w| match w {
-                Write::Put(k, v) => limits.insert(k, v, 0),
-                Write::Delete(k) => limits.remove(&k),
-            },
-        )
-    }
-
-    /// The longest-prefix-match maps of `slot`: CIDR identities and policy.
-    fn write_tries(
-        &mut self,
-        slot: u32,
-        old: &SlotEntries,
-        new: &SlotEntries,
-        writes: &mut InstallWrites,
-    ) -> Result<()> {
-        let slot_byte = u8::try_from(slot).unwrap_or(0);
-        let d = diff(&old.cidrs, &new.cidrs);
-        writes.record(names::CIDR_IDENTITIES, &d);
-        let mut cidrs = LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(
-            self.map_mut(names::CIDR_IDENTITIES)?,
-        )
-        .map_err(map_err(names::CIDR_IDENTITIES))?;
-        apply(
-            names::CIDR_IDENTITIES,
-            d,
-            |(len, mut data): (u32, CidrKeyData)| {
-                data[0] = slot_byte;
-                Key::new(len, data)
-            },
-            |w| match w {
-                Write::Put(k, v) => cidrs.insert(&k, v, 0),
-                Write::Delete(k) => cidrs.remove(&k),
-            },
+            slot,
+            &old.rate_limits,
+            &new.rate_limits,
+            writes,
         )?;
-        let d = diff(&old.policy, &new.policy);
-        writes.record(names::POLICY, &d);
-        let mut policy =
-            LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map_mut(names::POLICY)?)
-                .map_err(map_err(names::POLICY))?;
-        apply(
+        sync(
+            &mut m.cidrs,
+            names::CIDR_IDENTITIES,
+            slot,
+            &old.cidrs,
+            &new.cidrs,
+            writes,
+        )?;
+        sync(
+            &mut m.policy,
             names::POLICY,
-            d,
-            |(len, mut data): (u32, PolicyKeyData)| {
-                data[0] = slot_byte;
-                Key::new(len, data)
-            },
-            |w| match w {
-                Write::Put(k, v) => policy.insert(&k, v, 0),
-                Write::Delete(k) => policy.remove(&k),
-            },
+            slot,
+            &old.policy,
+            &new.policy,
+            writes,
         )
     }
 
     /// What `slot` of the slotted maps holds now, read from the maps (after a load, the pinned
     /// maps may hold anything an earlier agent wrote).
-    fn read_slot(&self, slot: u32) -> Result<SlotEntries> {
-        let slot_byte = u8::try_from(slot).unwrap_or(0);
-        let mut out = SlotEntries::default();
-        let ids = HashMap::<_, IdentityKey, IdentityValue>::try_from(self.map(names::IDENTITIES)?)
-            .map_err(map_err(names::IDENTITIES))?;
-        for (k, v) in ids.iter().filter_map(std::result::Result::ok) {
-            if k.slot == slot {
-                out.identities.insert(k.addr, v);
-            }
+    fn read_slot(&self, slot: u8) -> SlotEntries {
+        let m = &self.maps;
+        SlotEntries {
+            identities: m.identities.entries(slot),
+            cidrs: m.cidrs.entries(slot),
+            policy: m.policy.entries(slot),
+            rate_limits: m.rate_limits.entries(slot),
         }
-        let cidrs =
-            LpmTrie::<_, CidrKeyData, IdentityValue>::try_from(self.map(names::CIDR_IDENTITIES)?)
-                .map_err(map_err(names::CIDR_IDENTITIES))?;
-        for (k, v) in cidrs.iter().filter_map(std::result::Result::ok) {
-            let mut data = k.data();
-            if data[0] == slot_byte {
-                data[0] = 0;
-                out.cidrs.insert((k.prefix_len(), data), v);
-            }
-        }
-        let policy = LpmTrie::<_, PolicyKeyData, PolicyValue>::try_from(self.map(names::POLICY)?)
-            .map_err(map_err(names::POLICY))?;
-        for (k, v) in policy.iter().filter_map(std::result::Result::ok) {
-            let mut data = k.data();
-            if data[0] == slot_byte {
-                data[0] = 0;
-                out.policy.insert((k.prefix_len(), data), v);
-            }
-        }
-        let limits =
-            HashMap::<_, RateLimitKey, RateLimitConfig>::try_from(self.map(names::RATE_LIMITS)?)
-                .map_err(map_err(names::RATE_LIMITS))?;
-        for (k, v) in limits.iter().filter_map(std::result::Result::ok) {
-            if k.slot == slot {
-                out.rate_limits.insert(k.rule, v);
-            }
-        }
-        Ok(out)
     }
 
     /// Add the endpoints that are missing; returns those to remove after the flip.
@@ -268,8 +175,7 @@ impl Datapath {
         endpoints: &BTreeSet<(u32, IpAddr)>,
         writes: &mut InstallWrites,
     ) -> Result<Vec<EndpointKey>> {
-        let mut eps = HashMap::<_, EndpointKey, u32>::try_from(self.map_mut(names::ENDPOINTS)?)
-            .map_err(map_err(names::ENDPOINTS))?;
+        let eps = &mut self.maps.endpoints;
         // Each managed interface also gets a marker entry with the zero address.
         let wanted: StdHashMap<EndpointKey, u32> = endpoints
             .iter()
@@ -296,28 +202,4 @@ impl Datapath {
         }
         Ok(d.remove)
     }
-}
-
-/// One write to a map.
-enum Write<K, V> {
-    Put(K, V),
-    Delete(K),
-}
-
-/// Write a diff to one map: `key` turns a slotless key into the map's key for the slot.
-fn apply<K, V, MK>(
-    name: &'static str,
-    d: Diff<K, V>,
-    key: impl Fn(K) -> MK,
-    mut write: impl FnMut(Write<MK, V>) -> std::result::Result<(), aya::maps::MapError>,
-) -> Result<()> {
-    // Removals first: the slot never holds more than the larger of both generations.
-    for k in d.remove {
-        // A key already gone is what we wanted.
-        let _ = write(Write::Delete(key(k)));
-    }
-    for (k, v) in d.upsert {
-        write(Write::Put(key(k), v)).map_err(map_err(name))?;
-    }
-    Ok(())
 }

@@ -6,7 +6,6 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use aya::maps::{HashMap, PerCpuArray};
 use enforcer_common::{
     maps::names,
     ratelimit::{rate_stat, RATE_BUCKET_CAPACITY, RATE_LIMIT_CAPACITY},
@@ -43,6 +42,8 @@ pub struct RateLimitStats {
     pub contended: u64,
     /// Over-limit packets dropped early in `xdp_uplink`.
     pub xdp_drops: u64,
+    /// Packets dropped because no bucket could be created (the bucket table was full).
+    pub no_bucket: u64,
 }
 
 impl Datapath {
@@ -54,14 +55,13 @@ impl Datapath {
 
     /// After the flip: drop the per-rule buckets of rules that no longer have a `per: rule`
     /// limit (per-source buckets age out of their LRU map).
-    pub(super) fn prune_rule_buckets(&mut self, compiled: &Compiled) -> Result<()> {
+    pub(super) fn prune_rule_buckets(&mut self, compiled: &Compiled) {
         let keep: BTreeSet<u32> = compiled
             .rate_limits()
             .filter(|(_, c)| !c.per_source())
             .map(|(rule, _)| rule)
             .collect();
-        let mut map = HashMap::<_, u32, RateBucket>::try_from(self.map_mut(names::RULE_BUCKETS)?)
-            .map_err(map_err(names::RULE_BUCKETS))?;
+        let map = &mut self.maps.rule_buckets;
         let stale: Vec<u32> = map
             .keys()
             .filter_map(std::result::Result::ok)
@@ -70,49 +70,44 @@ impl Datapath {
         for k in stale {
             let _ = map.remove(&k);
         }
-        Ok(())
     }
 
     /// The bucket of `rule` for `source` (`per: source`), or the rule's bucket (`None`).
-    pub fn rate_bucket(&self, rule: u32, source: Option<IpAddr>) -> Result<Option<RateBucket>> {
-        let found = if let Some(addr) = source {
-            let map = HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
-                .map_err(map_err(names::RATE_BUCKETS))?;
+    pub fn rate_bucket(&self, rule: u32, source: Option<IpAddr>) -> Option<RateBucket> {
+        if let Some(addr) = source {
             let key = BucketKey {
                 rule,
                 addr: addr_bits(addr).to_be_bytes(),
             };
-            map.get(&key, 0).ok()
+            self.maps.rate_buckets.get(&key, 0).ok()
         } else {
-            let map = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
-                .map_err(map_err(names::RULE_BUCKETS))?;
-            map.get(&rule, 0).ok()
-        };
-        Ok(found)
+            self.maps.rule_buckets.get(&rule, 0).ok()
+        }
+    }
+
+    /// Put a per-rule bucket into `RULE_BUCKETS`, for tests that fill the table (feature
+    /// `test-access`).
+    #[cfg(feature = "test-access")]
+    pub fn insert_rule_bucket(&mut self, rule: u32, bucket: RateBucket) -> Result<()> {
+        self.maps
+            .rule_buckets
+            .insert(rule, bucket, 0)
+            .map_err(map_err(names::RULE_BUCKETS))
     }
 
     /// Bucket counts and the `RATE_STATS` counters.
     pub fn rate_limit_stats(&self) -> Result<RateLimitStats> {
-        let stats = PerCpuArray::<_, u64>::try_from(self.map(names::RATE_STATS)?)
-            .map_err(map_err(names::RATE_STATS))?;
         let stat = |i: u32| -> Result<u64> {
-            Ok(stats
+            Ok(self
+                .maps
+                .rate_stats
                 .get(&i, 0)
                 .map_err(map_err(names::RATE_STATS))?
                 .iter()
                 .sum())
         };
-        let source_buckets =
-            HashMap::<_, BucketKey, RateBucket>::try_from(self.map(names::RATE_BUCKETS)?)
-                .map_err(map_err(names::RATE_BUCKETS))?
-                .keys()
-                .flatten()
-                .count() as u64;
-        let rule_buckets = HashMap::<_, u32, RateBucket>::try_from(self.map(names::RULE_BUCKETS)?)
-            .map_err(map_err(names::RULE_BUCKETS))?
-            .keys()
-            .flatten()
-            .count() as u64;
+        let source_buckets = self.maps.rate_buckets.keys().flatten().count() as u64;
+        let rule_buckets = self.maps.rule_buckets.keys().flatten().count() as u64;
         let created = stat(rate_stat::BUCKETS_CREATED)?;
         Ok(RateLimitStats {
             source_buckets,
@@ -122,6 +117,7 @@ impl Datapath {
             rule_buckets,
             contended: stat(rate_stat::CONTENDED)?,
             xdp_drops: stat(rate_stat::XDP_DROPS)?,
+            no_bucket: stat(rate_stat::NO_BUCKET)?,
         })
     }
 }

@@ -183,12 +183,9 @@ impl Reference {
         fs::create_dir_all(&pins.0).with_context(|| format!("create {}", pins.0.display()))?;
         let mut loader = EbpfLoader::new();
         for name in MAPS {
-            let map = dp
-                .ebpf()
-                .map(name)
-                .ok_or_else(|| anyhow!("the datapath has no map {name}"))?;
             let path = pins.0.join(name);
-            map.pin(&path).with_context(|| format!("pin {name}"))?;
+            dp.pin_map(name, &path)
+                .with_context(|| format!("pin {name}"))?;
             loader.map_pin_path(name, path);
         }
         let mut ebpf = loader.load(&bytes).context("load the C reference")?;

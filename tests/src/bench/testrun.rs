@@ -10,7 +10,7 @@ use aya::{
     TestRun, TestRunOptions,
 };
 use enforcer::{datapath::Datapath, policy::Compiled};
-use enforcer_common::{maps::names, programs};
+use enforcer_common::programs;
 
 use super::{
     cref::Reference,
@@ -77,7 +77,6 @@ impl Bench {
         let mut dp = Datapath::load(None).context("load the eBPF object")?;
         {
             let p: &mut Xdp = dp
-                .ebpf_mut()
                 .program_mut(EMPTY_XDP)
                 .ok_or_else(|| anyhow!("{EMPTY_XDP} missing from the object"))?
                 .try_into()?;
@@ -85,7 +84,6 @@ impl Bench {
         }
         {
             let p: &mut SchedClassifier = dp
-                .ebpf_mut()
                 .program_mut(EMPTY_TC)
                 .ok_or_else(|| anyhow!("{EMPTY_TC} missing from the object"))?
                 .try_into()?;
@@ -106,10 +104,8 @@ impl Bench {
             Err("not loaded".into())
         };
         let events = dp
-            .ebpf_mut()
-            .take_map(names::EVENTS)
+            .take_events()
             .ok_or_else(|| anyhow!("EVENTS map missing"))?;
-        let events = RingBuf::try_from(events)?;
         Ok(Bench {
             dp,
             reference,
@@ -121,7 +117,6 @@ impl Bench {
     pub fn run(&self, program: &str, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
         let prog = self
             .dp
-            .ebpf()
             .program(program)
             .or_else(|| self.reference.as_ref().ok()?.ebpf.program(program))
             .ok_or_else(|| anyhow!("no program {program}"))?;

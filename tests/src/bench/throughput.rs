@@ -408,7 +408,6 @@ pub(super) fn apply(s: &Setup, p: &Policies, f: Filter) -> Result<Active> {
             let dp = run_in_netns(&s.node_ns, move || {
                 let mut dp = Datapath::load(None)?;
                 let p: &mut Xdp = dp
-                    .ebpf_mut()
                     .program_mut(EMPTY_XDP)
                     .ok_or_else(|| anyhow!("{EMPTY_XDP} missing"))?
                     .try_into()?;

@@ -190,16 +190,14 @@ struct Runner<'a> {
 }
 
 fn tc<'a>(dp: &'a Datapath, name: &str) -> Result<&'a SchedClassifier> {
-    dp.ebpf()
-        .program(name)
+    dp.program(name)
         .with_context(|| format!("no program {name}"))?
         .try_into()
         .with_context(|| format!("{name} is not a tc program"))
 }
 
 fn xdp<'a>(dp: &'a Datapath, name: &str) -> Result<&'a Xdp> {
-    dp.ebpf()
-        .program(name)
+    dp.program(name)
         .with_context(|| format!("no program {name}"))?
         .try_into()
         .with_context(|| format!("{name} is not an XDP program"))
