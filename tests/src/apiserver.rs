@@ -28,6 +28,8 @@ pub const CLUSTER_FLOW_POLICIES: &str = "/apis/enforcer.dev/v1alpha1/clusterflow
 pub const FLOW_POLICIES: &str = "/apis/enforcer.dev/v1alpha1/flowpolicies";
 pub const NAMESPACES: &str = "/api/v1/namespaces";
 pub const NETWORK_POLICIES: &str = "/apis/networking.k8s.io/v1/networkpolicies";
+/// Nodes: read (`GET /api/v1/nodes/NAME`) and patched (JSON merge patch) by the agent.
+pub const NODES: &str = "/api/v1/nodes";
 
 const POD_FIXTURE: &str = include_str!("../fixtures/kube/pod.json");
 const GONE_FIXTURE: &str = include_str!("../fixtures/kube/gone.json");
@@ -43,8 +45,22 @@ struct State {
     compacted: u64,
     /// Status patches received: (path of the object, body).
     status_patches: Vec<(String, Value)>,
+    /// Node patches received: (node name, content type, body, the answer's status code).
+    node_patches: Vec<NodePatch>,
+    /// Collections answering 503 (an API server that cannot serve them yet).
+    failing: std::collections::BTreeSet<&'static str>,
     /// Requests served, by "METHOD path?query".
     requests: Vec<String>,
+}
+
+/// A PATCH of a Node, as received.
+#[derive(Debug, Clone)]
+pub struct NodePatch {
+    pub node: String,
+    pub content_type: String,
+    pub body: Value,
+    /// 200, or 409 when the patch's resourceVersion was not the node's.
+    pub status: u16,
 }
 
 /// The stand-in; clones share the server.
@@ -62,6 +78,7 @@ fn kind_of(path: &str) -> (&'static str, &'static str, bool) {
         CLUSTER_FLOW_POLICIES => ("ClusterFlowPolicy", "enforcer.dev/v1alpha1", false),
         NAMESPACES => ("Namespace", "v1", false),
         NETWORK_POLICIES => ("NetworkPolicy", "networking.k8s.io/v1", true),
+        NODES => ("Node", "v1", false),
         _ => ("FlowPolicy", "enforcer.dev/v1alpha1", true),
     }
 }
@@ -73,6 +90,7 @@ fn collection(path: &str) -> Option<&'static str> {
         FLOW_POLICIES,
         NAMESPACES,
         NETWORK_POLICIES,
+        NODES,
     ]
     .into_iter()
     .find(|c| *c == path)
@@ -239,6 +257,26 @@ impl ApiServer {
         self.lock().status_patches.clone()
     }
 
+    /// Make `path`'s lists and watches answer 503 Service Unavailable (`on`), or serve again.
+    pub fn fail(&self, path: &'static str, on: bool) {
+        let mut state = self.lock();
+        if on {
+            state.failing.insert(path);
+        } else {
+            state.failing.remove(path);
+        }
+    }
+
+    /// The Node patches received so far.
+    pub fn node_patches(&self) -> Vec<NodePatch> {
+        self.lock().node_patches.clone()
+    }
+
+    /// The object `name` of `path`, as stored.
+    pub fn get(&self, path: &'static str, name: &str) -> Option<Value> {
+        self.lock().objects.get(path)?.get(name).cloned()
+    }
+
     /// The requests served so far ("METHOD path?query").
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -263,9 +301,46 @@ impl ApiServer {
                 .map(http_body_util::Collected::to_bytes);
             return self.patch_status(&path, &body.unwrap_or_default());
         }
+        if let Some(name) = path.strip_prefix(&format!("{NODES}/")) {
+            let name = name.to_owned();
+            return match *req.method() {
+                Method::GET => self.get(NODES, &name).map_or_else(
+                    || full(StatusCode::NOT_FOUND, &api_status(404, "NotFound", &path)),
+                    |node| full(StatusCode::OK, &node),
+                ),
+                Method::PATCH => {
+                    let content_type = req
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let body = req
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(http_body_util::Collected::to_bytes);
+                    self.patch_node(&name, content_type, &body.unwrap_or_default())
+                }
+                _ => full(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &api_status(405, "MethodNotAllowed", &path),
+                ),
+            };
+        }
         let Some(collection) = collection(&path) else {
             return full(StatusCode::NOT_FOUND, &api_status(404, "NotFound", &path));
         };
+        if self.lock().failing.contains(collection) {
+            return full(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &api_status(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                ),
+            );
+        }
         if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
             let from = q
                 .get("resourceVersion")
@@ -402,6 +477,84 @@ impl ApiServer {
         self.put(collection, object.clone());
         full(StatusCode::OK, &object)
     }
+}
+
+impl ApiServer {
+    /// A JSON merge patch (RFC 7386) of a Node, refused with 409 Conflict when it names a
+    /// resourceVersion other than the node's (the API server's optimistic concurrency).
+    fn patch_node(&self, name: &str, content_type: String, body: &Bytes) -> Response<Body> {
+        let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+            return full(
+                StatusCode::BAD_REQUEST,
+                &api_status(400, "BadRequest", "not JSON"),
+            );
+        };
+        let Some(mut node) = self.get(NODES, name) else {
+            return full(StatusCode::NOT_FOUND, &api_status(404, "NotFound", name));
+        };
+        let mut record = NodePatch {
+            node: name.to_owned(),
+            content_type: content_type.clone(),
+            body: patch.clone(),
+            status: 200,
+        };
+        let wanted = &patch["metadata"]["resourceVersion"];
+        let conflict = !wanted.is_null() && *wanted != node["metadata"]["resourceVersion"];
+        if conflict || content_type != "application/merge-patch+json" {
+            record.status = if conflict { 409 } else { 415 };
+            self.lock().node_patches.push(record);
+            return if conflict {
+                full(
+                    StatusCode::CONFLICT,
+                    &api_status(409, "Conflict", "the object has been modified"),
+                )
+            } else {
+                full(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &api_status(415, "UnsupportedMediaType", &content_type),
+                )
+            };
+        }
+        self.lock().node_patches.push(record);
+        merge_patch(&mut node, &patch);
+        self.put(NODES, node.clone());
+        full(StatusCode::OK, &self.get(NODES, name).unwrap_or(node))
+    }
+}
+
+/// RFC 7386: objects merge key by key, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(key);
+            }
+        } else {
+            merge_patch(&mut target[key], value);
+        }
+    }
+}
+
+/// A Node as the API server serves it: `podCIDRs`, and `taints` (key, effect).
+pub fn node(name: &str, pod_cidrs: &[&str], taints: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "uid": format!("uid-node-{name}"),
+                     "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+                     "creationTimestamp": "2026-11-29T10:00:00Z"},
+        "spec": {"podCIDR": pod_cidrs.first(), "podCIDRs": pod_cidrs,
+                 "taints": taints.iter().map(|(key, effect)| json!({"key": key, "effect": effect}))
+                     .collect::<Vec<_>>()},
+        "status": {"addresses": [{"type": "Hostname", "address": name}]},
+    })
 }
 
 /// Merge list-map entries of `patch` into `status` (keys: `node`, `type`).

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use enforcer_tests::apiserver::{
-    self, cluster_flow_policy, pod, ApiServer, CLUSTER_FLOW_POLICIES, NAMESPACES, NETWORK_POLICIES,
-    PODS,
+    self, cluster_flow_policy, pod, ApiServer, CLUSTER_FLOW_POLICIES, FLOW_POLICIES, NAMESPACES,
+    NETWORK_POLICIES, NODES, PODS,
 };
 use enforcer_tests::{
     cluster::{AgentProcess, WorkDir},
@@ -140,9 +140,18 @@ impl Env {
     }
 
     fn metrics(&self) -> Result<String> {
-        run_in_netns(self.topo.node("n1")?.netns(), || {
+        self.http_get("/metrics")
+    }
+
+    /// The agent's answer to `GET path` (status line, headers and body).
+    fn http_get(&self, path: &str) -> Result<String> {
+        let path = path.to_owned();
+        run_in_netns(self.topo.node("n1")?.netns(), move || {
             let mut s = std::net::TcpStream::connect(METRICS)?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
             Ok(out)
@@ -372,5 +381,143 @@ fn network_policies_and_namespaces_from_the_api() -> Result<()> {
     env.api.delete(NETWORK_POLICIES, "default/api-from-web");
     env.api.delete(NETWORK_POLICIES, "default/api-from-team-b");
     env.expect("batch-0", true, Instant::now(), WITHIN)?;
+    Ok(())
+}
+
+/// The node taint `enforcer.dev/agent-not-ready` is removed only once the agent is ready, by a
+/// JSON merge patch that keeps the node's other taints and names the resourceVersion it read;
+/// `--pod-cidrs-from-node` takes the node's `spec.podCIDRs`: a source inside them that is no
+/// pod of this node is dropped as `unknown_endpoint`, while a pod inside them and a source
+/// outside them reach the same server.
+#[test]
+fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    const ROGUE: &str = "10.10.9.7";
+    const OUTSIDE: &str = "198.51.100.7";
+    let topo = Topology::builder()
+        .pod("web-0", "n1", &[ip(WEB)])
+        .pod("api-0", "n1", &[ip(API)])
+        .external("rogue", &[ip(ROGUE)])
+        .external("outside", &[ip(OUTSIDE)])
+        .build()?;
+    let work = WorkDir::new("kube-taint")?;
+    let api = apiserver::start_in_netns(topo.node("n1")?.netns())?;
+    api.put(
+        NODES,
+        apiserver::node(
+            "n1",
+            &["10.10.0.0/16"],
+            &[
+                ("example.com/dedicated", "NoSchedule"),
+                ("enforcer.dev/agent-not-ready", "NoSchedule"),
+            ],
+        ),
+    );
+    api.put(PODS, pod("default", "web-0", &[("app", "web")], &[WEB]));
+    api.put(PODS, pod("default", "api-0", &[("app", "api")], &[API]));
+    // Not ready: one watch cannot list yet.
+    api.fail(FLOW_POLICIES, true);
+    let kubeconfig = work.0.join("kubeconfig");
+    std::fs::write(&kubeconfig, apiserver::kubeconfig(api.addr))?;
+    let kubeconfig = kubeconfig.display().to_string();
+    let extra = [
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--node-name",
+        "n1",
+        "--pod-cidrs-from-node",
+    ];
+    let agent = AgentProcess::start(&topo, "n1", &work.0, &extra)?;
+    let servers = vec![spawn_tcp_echo(topo.pod_netns("api-0")?, ANY, 8080)?];
+    let env = Env {
+        topo,
+        api,
+        agent,
+        _work: work,
+        _servers: servers,
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let readyz = env.http_get("/readyz")?;
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(
+        env.api.node_patches().is_empty(),
+        "the node was patched before the agent was ready: {:?}",
+        env.api.node_patches()
+    );
+
+    env.api.fail(FLOW_POLICIES, false);
+    let since = Instant::now();
+    while env.api.node_patches().is_empty() {
+        if since.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "no node patch 60 s after the watches could sync\n{}",
+                env.agent.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let readyz = env.http_get("/readyz")?;
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    let patches = env.api.node_patches();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    let patch = &patches[0];
+    assert_eq!(
+        (
+            patch.node.as_str(),
+            patch.content_type.as_str(),
+            patch.status
+        ),
+        ("n1", "application/merge-patch+json", 200)
+    );
+    assert_eq!(
+        patch.body["spec"]["taints"],
+        json!([{"key": "example.com/dedicated", "effect": "NoSchedule"}])
+    );
+    assert!(
+        patch.body["metadata"]["resourceVersion"].is_string(),
+        "{patch:?}"
+    );
+    let node = env.api.get(NODES, "n1").expect("node n1");
+    assert_eq!(
+        node["spec"]["taints"],
+        json!([{"key": "example.com/dedicated", "effect": "NoSchedule"}])
+    );
+    assert_eq!(node["spec"]["podCIDRs"], json!(["10.10.0.0/16"]));
+
+    // The pod ranges in force are the node's.
+    let opts = ProbeOptions::with_timeout(Duration::from_millis(300));
+    let dst: SocketAddr = format!("{API}:8080").parse()?;
+    let reaches = |netns: &str| -> Result<bool> { Ok(probe_tcp(netns, dst, &opts)?.is_answered()) };
+    assert!(
+        reaches(env.topo.pod_netns("web-0")?)?,
+        "web-0 (a pod inside the range) → api-0"
+    );
+    assert!(
+        reaches(env.topo.external("outside")?.netns())?,
+        "{OUTSIDE} (outside the range) → api-0"
+    );
+    let unknown = |env: &Env| -> Result<u64> {
+        Ok(env
+            .metrics()?
+            .lines()
+            .filter(|l| {
+                l.starts_with("enforcer_drops_total") && l.contains("reason=\"unknown_endpoint\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    };
+    let before = unknown(&env)?;
+    assert!(
+        !reaches(env.topo.external("rogue")?.netns())?,
+        "{ROGUE} (inside the node's range, no pod) → api-0 must be dropped"
+    );
+    let after = unknown(&env)?;
+    assert!(
+        after > before,
+        "no unknown_endpoint drop counted ({before} → {after})"
+    );
     Ok(())
 }

@@ -117,15 +117,21 @@ fn respond(
     }
 }
 
-fn readyz(agent: &Agent) -> Response<Full<Bytes>> {
+/// Why the agent is not ready (empty: ready): `/readyz`, and the node taint's removal.
+pub fn not_ready(agent: &Agent) -> Vec<String> {
     let view = agent.snapshot().view.clone();
-    let kube = agent.metrics.kube.not_ready();
-    if view.reasons.is_empty() && kube.is_none() {
-        let generation = view.generation;
+    let kube = agent.metrics.kube.not_ready().map(str::to_owned);
+    view.reasons.iter().cloned().chain(kube).collect()
+}
+
+fn readyz(agent: &Agent) -> Response<Full<Bytes>> {
+    let reasons = not_ready(agent);
+    if reasons.is_empty() {
+        let generation = agent.snapshot().view.generation;
         return text(StatusCode::OK, format!("ready (generation {generation})\n"));
     }
     let mut body = String::from("not ready:\n");
-    for r in view.reasons.iter().map(String::as_str).chain(kube) {
+    for r in &reasons {
         body.push_str(r);
         body.push('\n');
     }

@@ -45,6 +45,10 @@ pub struct AgentArgs {
     /// agent has not registered on an attached pod interface is dropped (`unknown_endpoint`).
     #[arg(long, value_delimiter = ',')]
     pub pod_cidrs: Vec<ipnet::IpNet>,
+    /// Take this node's pod ranges (--pod-cidrs) from its Node object's spec.podCIDRs, read
+    /// once at start, before the datapath loads (needs --kubernetes).
+    #[arg(long, requires = "kubernetes", conflicts_with = "pod_cidrs")]
+    pub pod_cidrs_from_node: bool,
     /// Take pods, namespaces, network policies and flow policies from the Kubernetes API
     /// (in-cluster config unless --kubeconfig), and write the flow policies' status.
     #[arg(long)]
@@ -153,7 +157,11 @@ pub fn run(
     service_label: Option<ServiceLabels>,
 ) -> Result<()> {
     init_logging(args.log_format);
-    let config = config(args, socket, service_label)?;
+    let mut config = config(args, socket, service_label)?;
+    if let Some((kubeconfig, node)) = kubernetes(args).filter(|_| args.pod_cidrs_from_node) {
+        config.pod_cidrs = node_pod_cidrs(kubeconfig.as_deref(), &node)?;
+        info!(node, pod_cidrs = ?config.pod_cidrs, "pod ranges from the node's spec.podCIDRs");
+    }
     if args.uninstall {
         agent::uninstall(&config.bpffs)?;
         let _ = std::fs::remove_file(&config.socket);
@@ -209,6 +217,18 @@ fn node_name(args: &AgentArgs) -> String {
 fn kubernetes(args: &AgentArgs) -> Option<(Option<PathBuf>, String)> {
     args.kubernetes
         .then(|| (args.kubeconfig.clone(), node_name(args)))
+}
+
+/// `--pod-cidrs-from-node`: one GET of the Node, on a runtime that is gone (with its threads)
+/// before the datapath loads.
+fn node_pod_cidrs(kubeconfig: Option<&std::path::Path>, node: &str) -> Result<Vec<ipnet::IpNet>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = crate::kube::client(kubeconfig).await?;
+        Ok(crate::kube::node::pod_cidrs(client, node).await?)
+    })
 }
 
 /// Start the Kubernetes watches (`--kubernetes`); `/readyz` waits for their first sync.

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod crd;
 pub mod metrics;
+pub mod node;
 pub mod pods;
 pub mod status;
 pub mod watch;

@@ -106,6 +106,13 @@ async fn drive<K>(
 /// Run the watches and the sync loop until the process ends.
 pub async fn run(client: Client, agent: Arc<Agent>, node: String) -> Result<()> {
     agent.metrics.kube.enable();
+    // The node taint goes once /readyz would say ready (which waits for the first sync below).
+    tokio::spawn(super::node::untaint_when_ready(
+        client.clone(),
+        agent.clone(),
+        node.clone(),
+        std::time::Duration::from_millis(500),
+    ));
     let dirty = Arc::new(Notify::new());
     let stores = Stores {
         pods: reflect(&client, "pods", &agent, &dirty),
