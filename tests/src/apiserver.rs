@@ -320,7 +320,7 @@ impl ApiServer {
                         .collect()
                         .await
                         .map(http_body_util::Collected::to_bytes);
-                    self.patch_node(&name, content_type, &body.unwrap_or_default())
+                    self.patch_node(&name, &content_type, &body.unwrap_or_default())
                 }
                 _ => full(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -482,7 +482,7 @@ impl ApiServer {
 impl ApiServer {
     /// A JSON merge patch (RFC 7386) of a Node, refused with 409 Conflict when it names a
     /// resourceVersion other than the node's (the API server's optimistic concurrency).
-    fn patch_node(&self, name: &str, content_type: String, body: &Bytes) -> Response<Body> {
+    fn patch_node(&self, name: &str, content_type: &str, body: &Bytes) -> Response<Body> {
         let Ok(patch) = serde_json::from_slice::<Value>(body) else {
             return full(
                 StatusCode::BAD_REQUEST,
@@ -494,7 +494,7 @@ impl ApiServer {
         };
         let mut record = NodePatch {
             node: name.to_owned(),
-            content_type: content_type.clone(),
+            content_type: content_type.to_owned(),
             body: patch.clone(),
             status: 200,
         };
@@ -511,7 +511,7 @@ impl ApiServer {
             } else {
                 full(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    &api_status(415, "UnsupportedMediaType", &content_type),
+                    &api_status(415, "UnsupportedMediaType", content_type),
                 )
             };
         }

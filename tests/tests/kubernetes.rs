@@ -384,18 +384,14 @@ fn network_policies_and_namespaces_from_the_api() -> Result<()> {
     Ok(())
 }
 
-/// The node taint `enforcer.dev/agent-not-ready` is removed only once the agent is ready, by a
-/// JSON merge patch that keeps the node's other taints and names the resourceVersion it read;
-/// `--pod-cidrs-from-node` takes the node's `spec.podCIDRs`: a source inside them that is no
-/// pod of this node is dropped as `unknown_endpoint`, while a pod inside them and a source
-/// outside them reach the same server.
-#[test]
-fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> {
-    if enforcer_tests::skip_unless_root() {
-        return Ok(());
-    }
-    const ROGUE: &str = "10.10.9.7";
-    const OUTSIDE: &str = "198.51.100.7";
+/// A source inside node n1's pod range that is no pod of it, and one outside the range.
+const ROGUE: &str = "10.10.9.7";
+const OUTSIDE: &str = "198.51.100.7";
+
+/// web-0 and api-0 on n1, whose Node object carries the taint, another taint and the pod range
+/// 10.10.0.0/16; the stand-in answers 503 to the `FlowPolicy` list; the agent started with
+/// `--pod-cidrs-from-node`.
+fn tainted_env() -> Result<Env> {
     let topo = Topology::builder()
         .pod("web-0", "n1", &[ip(WEB)])
         .pod("api-0", "n1", &[ip(API)])
@@ -432,13 +428,24 @@ fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> 
     ];
     let agent = AgentProcess::start(&topo, "n1", &work.0, &extra)?;
     let servers = vec![spawn_tcp_echo(topo.pod_netns("api-0")?, ANY, 8080)?];
-    let env = Env {
+    Ok(Env {
         topo,
         api,
         agent,
         _work: work,
         _servers: servers,
-    };
+    })
+}
+
+/// The node taint `enforcer.dev/agent-not-ready` is removed only once the agent is ready, by a
+/// JSON merge patch that keeps the node's other taints and names the resourceVersion it read;
+/// `--pod-cidrs-from-node` takes the node's `spec.podCIDRs` (see [`node_pod_range_in_force`]).
+#[test]
+fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> {
+    if enforcer_tests::skip_unless_root() {
+        return Ok(());
+    }
+    let env = tainted_env()?;
     std::thread::sleep(Duration::from_secs(3));
     let readyz = env.http_get("/readyz")?;
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
@@ -451,7 +458,7 @@ fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> 
     env.api.fail(FLOW_POLICIES, false);
     let since = Instant::now();
     while env.api.node_patches().is_empty() {
-        if since.elapsed() > Duration::from_secs(60) {
+        if since.elapsed() > Duration::from_mins(1) {
             bail!(
                 "no node patch 60 s after the watches could sync\n{}",
                 env.agent.log_tail()
@@ -472,22 +479,20 @@ fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> 
         ),
         ("n1", "application/merge-patch+json", 200)
     );
-    assert_eq!(
-        patch.body["spec"]["taints"],
-        json!([{"key": "example.com/dedicated", "effect": "NoSchedule"}])
-    );
+    let other = json!([{"key": "example.com/dedicated", "effect": "NoSchedule"}]);
+    assert_eq!(patch.body["spec"]["taints"], other);
     assert!(
         patch.body["metadata"]["resourceVersion"].is_string(),
         "{patch:?}"
     );
     let node = env.api.get(NODES, "n1").expect("node n1");
-    assert_eq!(
-        node["spec"]["taints"],
-        json!([{"key": "example.com/dedicated", "effect": "NoSchedule"}])
-    );
-    assert_eq!(node["spec"]["podCIDRs"], json!(["10.10.0.0/16"]));
+    assert_eq!(node["spec"]["taints"], other);
+    node_pod_range_in_force(&env)
+}
 
-    // The pod ranges in force are the node's.
+/// A source inside the node's range that is no pod of it is dropped as `unknown_endpoint`,
+/// while a pod inside the range and a source outside it reach the same server.
+fn node_pod_range_in_force(env: &Env) -> Result<()> {
     let opts = ProbeOptions::with_timeout(Duration::from_millis(300));
     let dst: SocketAddr = format!("{API}:8080").parse()?;
     let reaches = |netns: &str| -> Result<bool> { Ok(probe_tcp(netns, dst, &opts)?.is_answered()) };
@@ -509,12 +514,12 @@ fn node_taint_goes_when_ready_and_pod_ranges_come_from_the_node() -> Result<()> 
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum())
     };
-    let before = unknown(&env)?;
+    let before = unknown(env)?;
     assert!(
         !reaches(env.topo.external("rogue")?.netns())?,
         "{ROGUE} (inside the node's range, no pod) → api-0 must be dropped"
     );
-    let after = unknown(&env)?;
+    let after = unknown(env)?;
     assert!(
         after > before,
         "no unknown_endpoint drop counted ({before} → {after})"

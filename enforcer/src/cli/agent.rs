@@ -13,6 +13,10 @@ use crate::{
 };
 
 #[derive(Debug, Clone, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches, each its own flag"
+)]
 pub struct AgentArgs {
     /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs, serviceLabel, capacities, flowLog, flowLogMaxSize, flowLogFiles).
     #[arg(long)]
