@@ -21,8 +21,8 @@ pub const CONNTRACK_CAPACITY: u32 = 262_144;
 /// Capacity of `FRAGMENTS` (LRU: the least recently used datagram is forgotten when full, and
 /// its later fragments are then dropped as orphans).
 pub const FRAGMENT_CAPACITY: u32 = 8_192;
-/// Capacity of `DENIED_FLOWS` (LRU: recently denied flows, for drop-event aggregation; not pinned:
-/// a forgotten flow's next drop is reported again).
+/// Capacity of `DENIED_FLOWS` (LRU: recently denied flows, dropped on one hash hit and their drop
+/// events aggregated; not pinned: a forgotten flow's next packet is judged and reported again).
 pub const DENIED_FLOW_CAPACITY: u32 = 16_384;
 /// Drops of one denied flow are reported as events at most once per this interval (the first at
 /// once; every drop is counted).
@@ -57,8 +57,8 @@ pub mod names {
     pub const RATE_STATS: &str = "RATE_STATS";
     /// Ports of first fragments that passed, per (direction, datagram); LRU, not pinned.
     pub const FRAGMENTS: &str = "FRAGMENTS";
-    /// Recently denied flows per (flow, direction): when their drop was last reported; LRU, not
-    /// pinned.
+    /// Recently denied flows per (flow, direction): the denial, its generation and when its drop
+    /// was last reported; LRU, not pinned.
     pub const DENIED_FLOWS: &str = "DENIED_FLOWS";
     /// Every map that is pinned (and so survives agent restarts).
     pub const PINNED: &[&str] = &[

@@ -102,6 +102,12 @@ impl Lookup {
             entry,
         }
     }
+
+    /// Whether the flow has a `CONNTRACK` entry.
+    #[inline(always)]
+    pub fn tracked(&self) -> bool {
+        self.entry.is_some()
+    }
 }
 
 /// The established fast path: the decision for a packet of a flow whose side is judged under the
@@ -168,9 +174,10 @@ pub fn judge_active(
     let (k, src_is_a) = (&l.key, l.src_is_a);
     let Some(ct) = l.entry else {
         let mut d = judge_new(p, direction, cfg, k, src_is_a, proven_if);
-        // Whole packets (the hook made the lookup): drop events aggregated per flow.
+        // Whole packets (the hook made the lookup): remembered as recently denied, drop events
+        // aggregated per flow.
         if pre.is_some() && d.verdict == VERDICT_DENY {
-            denied::aggregate(p, direction, cfg, &mut d);
+            denied::remember(p, direction, cfg, proven_if, &mut d);
         }
         return d;
     };

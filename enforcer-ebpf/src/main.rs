@@ -7,7 +7,8 @@
 //! - `identity`: address → identity, anti-spoofing;
 //! - `policy`: `decide` (two trie lookups) and `judge_segs`, the tc hooks' entry;
 //! - `conntrack`: tracked flows, re-judged after a policy change;
-//! - `denied`: drop events of denied flows aggregated per flow (first drop, then once per interval);
+//! - `denied`: recently denied flows (dropped on one hash hit before the judgment) and their drop
+//!   events aggregated per flow (first drop, then once per interval);
 //! - `fragment`: later IP fragments judged with their first fragment's ports;
 //! - `ratelimit`: token buckets (compare-and-swap), the uplink's early drop;
 //! - `report`: counting and events, the one exit of every decision.

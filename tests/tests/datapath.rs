@@ -438,6 +438,29 @@ fn spoofing_checks(other_if: u32) {
         TC_PASS
     );
     assert_eq!(established(&dp), est + 2);
+
+    // A flow denied on the genuine interface is remembered as recently denied (api may send
+    // nothing: `egress: []`); the same packet from db's interface, claiming api's address, is
+    // still spoofed: the cached denial holds only for the interface that proved the source.
+    let denied = |dp: &Datapath| {
+        dp.counters().expect("counters")[&(DIR_EGRESS, VERDICT_DENY, REASON_DEFAULT_DENY)]
+    };
+    let api_out = Frame::udp(api, web, 47002, 53).build();
+    let d = denied(&dp);
+    for _ in 0..3 {
+        assert_eq!(
+            run_tc_on(&dp, programs::FROM_POD, &api_out, TEST_IFINDEX),
+            TC_SHOT
+        );
+    }
+    assert_eq!(denied(&dp), d + 3, "judged, then dropped from the cache");
+    let before = spoofed(&dp);
+    assert_eq!(
+        run_tc_on(&dp, programs::FROM_POD, &api_out, other_if),
+        TC_SHOT
+    );
+    assert_eq!(spoofed(&dp), before + 1, "spoofed, not a cached denial");
+    assert_eq!(denied(&dp), d + 3);
 }
 
 #[test]
@@ -495,6 +518,50 @@ fn a_denied_flood_is_counted_per_packet_and_reported_once_per_flow() {
     );
     // The allowed flow still passes after the flood.
     assert_eq!(h.flow(&Frame::tcp_syn(web, api, 48003, 8080)), TC_PASS);
+}
+
+#[test]
+fn a_recently_denied_flow_is_judged_again_under_a_new_policy() {
+    let Some(mut h) = Harness::new() else { return };
+    let (web, api) = (ip("10.10.1.10"), ip("10.10.2.10"));
+    // The allowed case works: web → api:8080.
+    assert_eq!(h.flow(&Frame::tcp_syn(web, api, 49500, 8080)), TC_PASS);
+    // web → api:8081 is denied by api's default deny: judged once, then dropped from the
+    // recently-denied cache, every drop counted.
+    let syn = Frame::tcp_syn(web, api, 49501, 8081).build();
+    let before = h.counter(DIR_INGRESS, VERDICT_DENY, REASON_DEFAULT_DENY);
+    for _ in 0..5 {
+        assert_eq!(h.tc(programs::TO_POD, &syn), TC_SHOT);
+    }
+    assert_eq!(
+        h.counter(DIR_INGRESS, VERDICT_DENY, REASON_DEFAULT_DENY),
+        before + 5
+    );
+    // A policy that allows 8081: the cached denial does not outlive it.
+    let docs = parse_documents("test.yaml", &POLICY.replace("port: 8080", "port: 8081"))
+        .expect("valid policy");
+    let set = PolicySet::from_documents(docs).expect("valid set");
+    h.dp.install(
+        &compile(&set, &NodeContext::default()),
+        &test_endpoints(&set),
+    )
+    .expect("install");
+    assert_eq!(
+        h.tc(programs::TO_POD, &syn),
+        TC_PASS,
+        "judged again under the new generation"
+    );
+    // And the reverse: a flow allowed before is denied under a policy that no longer allows it,
+    // then stays denied on its cached entry.
+    let old = Frame::tcp_syn(web, api, 49502, 8080).build();
+    let before = h.counter(DIR_INGRESS, VERDICT_DENY, REASON_DEFAULT_DENY);
+    for _ in 0..3 {
+        assert_eq!(h.tc(programs::TO_POD, &old), TC_SHOT);
+    }
+    assert_eq!(
+        h.counter(DIR_INGRESS, VERDICT_DENY, REASON_DEFAULT_DENY),
+        before + 3
+    );
 }
 
 #[test]

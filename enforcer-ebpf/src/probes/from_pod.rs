@@ -6,7 +6,7 @@ use enforcer_common::DIR_EGRESS;
 use super::{pull_headers, skb_fields, tc_action};
 use crate::{
     conntrack::established,
-    fragment,
+    denied, fragment,
     identity::{source_from_pod, Source},
     maps::{config, scratch_packet},
     parse::parse,
@@ -37,6 +37,15 @@ fn try_from_pod(ctx: &TcContext) -> Action {
     if let Some(d) = ct
         .as_ref()
         .and_then(|l| established(l, DIR_EGRESS, &cfg, Some(ifindex)))
+    {
+        return finish(p, DIR_EGRESS, ifindex, &cfg, d);
+    }
+    // A flow denied under the active generation is dropped on one `DENIED_FLOWS` hit (its entry
+    // also proves the source on this interface).
+    if let Some(d) = ct
+        .as_ref()
+        .filter(|l| !l.tracked())
+        .and_then(|_| denied::recent(p, DIR_EGRESS, &cfg, Some(ifindex)))
     {
         return finish(p, DIR_EGRESS, ifindex, &cfg, d);
     }

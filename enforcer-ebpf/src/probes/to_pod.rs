@@ -7,7 +7,7 @@ use enforcer_common::DIR_INGRESS;
 use super::{pull_headers, skb_fields, tc_action};
 use crate::{
     conntrack::established,
-    fragment,
+    denied, fragment,
     maps::{config, scratch_packet},
     parse::parse,
     policy::{ct_lookup, early_verdict, Action},
@@ -36,6 +36,14 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     if let Some(d) = ct
         .as_ref()
         .and_then(|l| established(l, DIR_INGRESS, &cfg, None))
+    {
+        return finish(p, DIR_INGRESS, skb.ifindex, &cfg, d);
+    }
+    // A flow denied under the active generation is dropped on one `DENIED_FLOWS` hit.
+    if let Some(d) = ct
+        .as_ref()
+        .filter(|l| !l.tracked())
+        .and_then(|_| denied::recent(p, DIR_INGRESS, &cfg, None))
     {
         return finish(p, DIR_INGRESS, skb.ifindex, &cfg, d);
     }

@@ -474,9 +474,10 @@ pub fn run_datapath(cfg: &Config) -> Result<Section> {
          ACK): the full judgment (2 identity hash lookups, 2 `POLICY` trie lookups: the peer's table misses, the \
          any-peer table holds the default deny), the `DENIED_FLOWS` insert and the drop event. The repeated \
          \"denied new flow\" rows send one denied flow again and again: a denied flow never creates a conntrack \
-         entry, and what its repeats cost is what `enforcer-ebpf/src/denied.rs` makes of them (its first drop is \
-         reported, later ones counted and reported at most once per second: repeats 2..N pay a `DENIED_FLOWS` hash \
-         lookup instead of a ring-buffer event (events drained between batches of 8 192, as the agent would).\n\n\
+         entry, and its repeats hit the recently-denied cache (`enforcer-ebpf/src/denied.rs`): repeats 2..N pay the \
+         `CONNTRACK` miss, one `DENIED_FLOWS` hash hit (before anti-spoofing and the judgment, which they skip) and the \
+         counters; the flow's first drop is reported, later ones at most once per second (events drained between \
+         batches of 8 192, as the agent would).\n\n\
          `xdp_pod` does no policy lookup: it parses, drops malformed and spoofed packets (an `ENDPOINTS` hash lookup) and \
          passes everything else to `from_pod`, which judges the policy. Its cost does not depend on the packet kind or the \
          policy size."
@@ -734,7 +735,7 @@ fn new_flow_limit(s: &SizeResult) -> String {
     format!(
         "a new flow is judged in tc, not XDP, and pays for the judgment (two `IDENTITIES` lookups, one or two `POLICY` \
          LPM-trie lookups, which grow with the trie: see `scale`), a `CONNTRACK` insert and a ring-buffer event: a \
-         repeated denied SYN (judgment + the per-flow drop-event aggregation lookup, no insert) costs {:.0} ns, a single new flow {:.0} ns more than an established \
+         repeated denied SYN (conntrack miss + recently-denied cache hit, no judgment) costs {:.0} ns, a single new flow {:.0} ns more than an established \
          packet; the event alone (counter + `EVENTS` reserve/submit + timestamp) is ~{:.0} ns (`xdp_pod` spoofed drop vs \
          pass)",
         denied.cost.median,

@@ -109,6 +109,12 @@ struct DeniedKey {
 struct DeniedValue {
 	u64 generation;
 	u64 reported_ns;
+	u32 rule;
+	u32 src_identity;
+	u32 dst_identity;
+	u32 proven_if;
+	u8 reason;
+	u8 _pad[7];
 };
 
 struct Event {

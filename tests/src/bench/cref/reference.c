@@ -7,8 +7,9 @@
  * generation of the side, the anti-spoofing proof of from_pod's interface in the entry), the
  * tracked-flow path that renews that proof, the ENDPOINTS anti-spoofing check of a new flow, the
  * judgment (two IDENTITIES lookups with the CIDR_IDENTITIES fallback, the POLICY trie for the
- * peer then for any peer), the CONNTRACK insert of an allowed flow, the drop-event aggregation of
- * a denied flow (DENIED_FLOWS), the counters (COUNTERS, RULE_COUNTERS, EVENT_STATS) and the
+ * peer then for any peer), the CONNTRACK insert of an allowed flow, the recently-denied cache
+ * (DENIED_FLOWS, looked up before anti-spoofing and the judgment) and the drop-event aggregation
+ * of a denied flow, the counters (COUNTERS, RULE_COUNTERS, EVENT_STATS) and the
  * events (EVENTS). Not mirrored (the program passes the packet without counting it, so a
  * benchmark row that needs it fails its counter check): VLAN tags, fragments, IPv6 extension
  * headers, ICMP, rate limits, a side judged under an older generation, no active policy. */
@@ -213,24 +214,62 @@ static always_inline struct decision decide(const struct Config *cfg, u8 dir,
 	return d;
 }
 
-/* Whether the drop of a denied flow is reported, as `denied::aggregate`. */
-static always_inline int aggregate(const struct packet *p, u8 dir, const struct Config *cfg)
+static always_inline void denied_key(const struct packet *p, u8 dir, struct DeniedKey *k)
 {
-	struct DeniedKey k = { .sport = p->sport, .port = p->dport, .protocol = p->protocol,
-			       .direction = dir };
-	__builtin_memcpy(k.src, p->src, 16);
-	__builtin_memcpy(k.dst, p->dst, 16);
+	*k = (struct DeniedKey){ .sport = p->sport, .port = p->dport, .protocol = p->protocol,
+				 .direction = dir };
+	__builtin_memcpy(k->src, p->src, 16);
+	__builtin_memcpy(k->dst, p->dst, 16);
+}
+
+/* Whether a drop last reported at *reported_ns is reported now (and if so, note now). */
+static always_inline int due(u64 *reported_ns)
+{
 	u64 now = bpf_ktime_get_ns();
-	struct DeniedValue *v = bpf_map_lookup_elem(&DENIED_FLOWS, &k);
-	if (v && v->generation == cfg->generation) {
-		if (now - v->reported_ns < DENIED_REPORT_INTERVAL_NS)
-			return 0;
-		v->reported_ns = now;
-		return 1;
-	}
-	struct DeniedValue nv = { .generation = cfg->generation, .reported_ns = now };
-	bpf_map_update_elem(&DENIED_FLOWS, &k, &nv, BPF_ANY);
+	if (now - *reported_ns < DENIED_REPORT_INTERVAL_NS)
+		return 0;
+	*reported_ns = now;
 	return 1;
+}
+
+/* The recently-denied cache, as `denied::recent`: 1 if the flow was denied under the active
+ * generation (from_pod: proven on this interface), with its decision in *d and whether it is
+ * reported in *report. */
+static always_inline int recent(const struct packet *p, u8 dir, const struct Config *cfg,
+				u32 ifindex, struct decision *d, int *report)
+{
+	struct DeniedKey k;
+	denied_key(p, dir, &k);
+	struct DeniedValue *v = bpf_map_lookup_elem(&DENIED_FLOWS, &k);
+	if (!v || v->generation != cfg->generation ||
+	    (dir == DIR_EGRESS && v->proven_if != ifindex))
+		return 0;
+	*d = (struct decision){ .rule = v->rule, .src_id = v->src_identity,
+				.dst_id = v->dst_identity, .verdict = VERDICT_DENY,
+				.reason = v->reason };
+	*report = due(&v->reported_ns);
+	return 1;
+}
+
+/* Remember a denial judged in full and say whether it is reported, as `denied::remember`. */
+static always_inline int remember(const struct packet *p, u8 dir, const struct Config *cfg,
+				  u32 proven, const struct decision *d)
+{
+	struct DeniedKey k;
+	denied_key(p, dir, &k);
+	struct DeniedValue nv = { .generation = cfg->generation, .rule = d->rule,
+				  .src_identity = d->src_id, .dst_identity = d->dst_id,
+				  .proven_if = proven, .reason = d->reason };
+	struct DeniedValue *v = bpf_map_lookup_elem(&DENIED_FLOWS, &k);
+	int report = 1;
+	if (v && v->generation == cfg->generation) {
+		nv.reported_ns = v->reported_ns;
+		report = due(&nv.reported_ns);
+	} else {
+		nv.reported_ns = bpf_ktime_get_ns();
+	}
+	bpf_map_update_elem(&DENIED_FLOWS, &k, &nv, BPF_ANY);
+	return report;
 }
 
 /* The conntrack key (ends ordered by address as big-endian words, then port); returns whether
@@ -305,6 +344,16 @@ static always_inline int judge(struct __sk_buff *skb, const u8 dir)
 		count(dir, verdict, REASON_ESTABLISHED, ct->rule[side]);
 		return TC_ACT_UNSPEC;
 	}
+	struct decision d;
+	int report_it;
+	if (recent(&p, dir, &cfg, ifindex, &d, &report_it)) {
+		count(dir, d.verdict, d.reason, d.rule);
+		if (report_it)
+			report(&p, dir, ifindex, &cfg, &d);
+		else
+			bump(&EVENT_STATS, EVENT_STAT_SAMPLED_OUT);
+		return TC_ACT_SHOT;
+	}
 	u32 proven = 0;
 	if (dir == DIR_EGRESS) {
 		int src = source_check(&p, ifindex);
@@ -312,10 +361,10 @@ static always_inline int judge(struct __sk_buff *skb, const u8 dir)
 			goto spoofed;
 		proven = src > 0 ? ifindex : 0;
 	}
-	struct decision d = decide(&cfg, dir, &p);
+	d = decide(&cfg, dir, &p);
 	count(dir, d.verdict, d.reason, d.rule);
 	if (d.verdict == VERDICT_DENY) {
-		if (aggregate(&p, dir, &cfg))
+		if (remember(&p, dir, &cfg, proven, &d))
 			report(&p, dir, ifindex, &cfg, &d);
 		else
 			bump(&EVENT_STATS, EVENT_STAT_SAMPLED_OUT);
