@@ -47,9 +47,7 @@ impl Installer {
     /// The datapath with the documents and the last install restored from the state directory
     /// and the policy directory (nothing compiled yet: the first reconcile does it).
     pub fn restore(dp: Datapath, config: &super::AgentConfig, metrics: &Metrics) -> Installer {
-        let state = StateDir {
-            dir: config.state_dir.clone(),
-        };
+        let state = StateDir::new(config.state_dir.clone());
         let mut health = Health::default();
         let (mut docs, installed) =
             super::startup::restore(config.policy_dir.as_deref(), &state, metrics, &mut health);
@@ -97,13 +95,17 @@ impl Installer {
             }
             return Ok(self.dp.config()?.generation);
         }
+        let mut t = Phases::start();
         let mut set = self.docs.merged(cli).map_err(|e| anyhow!("{e}"))?;
+        t.lap("merge");
         let inputs = self.node_inputs(&mut set, pod_ifaces)?;
+        t.lap("node");
         let (ctx, endpoints) = (inputs.ctx.clone(), inputs.endpoints.clone());
         let compile =
             |set: &PolicySet, ctx: &NodeContext| inputs.compile(set, ctx, &agent.config.pod_cidrs);
         // Compiling is a pure function of these inputs: skip it when nothing changed.
         let digest = inputs.digest(&set);
+        t.lap("digest");
         let active = self.dp.config()?;
         if digest == self.installed.digest
             && active.generation == self.installed.generation
@@ -121,7 +123,9 @@ impl Installer {
             return Ok(active.generation);
         }
         let compiled = compile(&set, &ctx);
+        t.lap("compile");
         let generation = self.write_generation(agent, &compiled, &endpoints)?;
+        t.lap("write");
         self.installed = Installed { generation, digest };
         self.in_force = Arc::new(set);
         self.compiled = Arc::new(compiled);
@@ -135,6 +139,8 @@ impl Installer {
             Err(e) => warn!("{e:#}"),
         }
         self.save_dir_snapshot(agent);
+        t.lap("save");
+        info!(generation, phases = %t, "install timings (ms)");
         Ok(generation)
     }
 
@@ -236,6 +242,38 @@ impl Installer {
                 .map_or(0, |(_, n)| *n),
         })
         .collect()
+    }
+}
+
+/// Wall-clock milliseconds of each phase of an install, for the log (where an apply's time
+/// goes: see the `netpol` benchmark).
+struct Phases {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps
+            .push((phase, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (phase, ms)) in self.laps.iter().enumerate() {
+            write!(f, "{}{phase}={ms:.1}", if i > 0 { " " } else { "" })?;
+        }
+        Ok(())
     }
 }
 

@@ -296,16 +296,23 @@ impl Owner {
     /// After an apply or delete installed: persist the CLI documents (lifting the hold of
     /// lost ones) and publish.
     fn applied(&mut self, cli: crate::policy::PolicySet) -> Result<()> {
+        let t = std::time::Instant::now();
         self.docs().cli = cli;
         self.installer
             .state
             .save_applied(&self.installer.docs.cli)?;
+        let persisted = t.elapsed();
         let file = self.installer.state.dir.join(StateDir::APPLIED);
         let health = self.health();
         health.applied_lost = false;
         health.quarantined.remove(&file.display().to_string());
         health.install = None;
         self.publish();
+        info!(
+            persist_ms = persisted.as_secs_f64() * 1e3,
+            publish_ms = (t.elapsed() - persisted).as_secs_f64() * 1e3,
+            "applied"
+        );
         Ok(())
     }
 
