@@ -310,7 +310,7 @@ impl Owner {
         self.publish();
         info!(
             persist_ms = persisted.as_secs_f64() * 1e3,
-            publish_ms = (t.elapsed() - persisted).as_secs_f64() * 1e3,
+            publish_ms = t.elapsed().saturating_sub(persisted).as_secs_f64() * 1e3,
             "applied"
         );
         Ok(())

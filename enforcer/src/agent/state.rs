@@ -502,14 +502,15 @@ mod tests {
     #[test]
     fn saving_after_a_change_writes_what_a_fresh_save_writes() {
         let pods = |label: &str| {
-            (0..3)
-                .map(|i| {
-                    format!(
-                        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: default, labels: {{app: {}}}}}\nstatus: {{podIP: 10.0.0.{i}}}\n",
-                        if i == 1 { label } else { "a" }
-                    )
-                })
-                .collect::<String>()
+            let mut text = String::new();
+            for i in 0..3 {
+                let app = if i == 1 { label } else { "a" };
+                let _ = write!(
+                    text,
+                    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: default, labels: {{app: {app}}}}}\nstatus: {{podIP: 10.0.0.{i}}}\n"
+                );
+            }
+            text
         };
         let root = std::env::temp_dir().join(format!("enforcer-applied-{}", std::process::id()));
         let (cached, fresh) = (root.join("cached"), root.join("fresh"));
