@@ -88,8 +88,9 @@ shapes! {
         audit_reason @ 15,
     }
     CtKey = 40 { a @ 0, b @ 16, a_port @ 32, b_port @ 34, protocol @ 36, _pad @ 37, _pad2 @ 38 }
-    CtValue = 40 {
-        generation @ 0, rule @ 16, flags @ 24, policy_port @ 28, origin @ 30, _pad @ 31, ifindex @ 32
+    CtValue = 48 {
+        generation @ 0, rule @ 16, flags @ 24, policy_port @ 28, origin @ 30, state @ 31,
+        ifindex @ 32, seen @ 40, _pad @ 44,
     }
     FragKey = 40 { src @ 0, dst @ 16, id @ 32, protocol @ 36, direction @ 37, _pad @ 38 }
     FragValue = 8 { sport @ 0, dport @ 2, icmp_type @ 4, tcp_flags @ 5, _pad @ 6 }

@@ -32,10 +32,11 @@ pub use ratelimit::{BucketKey, RateBucket, RateDim, RateLimitConfig, RateLimitKe
 /// (`<bpffs>/v<LAYOUT_VERSION>/`), so an agent never adopts maps whose layout it does not
 /// understand. 3: `Event.generation` is a u64 (was a u32 followed by 4 bytes of padding). 4:
 /// `CtValue.ifindex` (anti-spoofing proof per end), `CtKey` 8-byte aligned with two pad fields.
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: `CtValue.seen` and `CtValue.state` (conntrack aging).
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `layout::fingerprint()` of `LAYOUT_VERSION`: the `layout` test fails when they disagree.
-pub const LAYOUT_FINGERPRINT: u64 = 0x9d7f_0e14_72e7_3976;
+pub const LAYOUT_FINGERPRINT: u64 = 0x54a9_6167_e281_2ca4;
 
 #[cfg(feature = "user")]
 mod user {

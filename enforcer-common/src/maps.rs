@@ -316,13 +316,23 @@ pub struct CtValue {
     pub policy_port: u16,
     /// `CT_ORIGIN_A` if end `a` opened the flow, `CT_ORIGIN_B` if `b` did.
     pub origin: u8,
-    pub _pad: u8,
+    /// `CT_STATE_*` bits: what the sweep needs to choose the entry's idle timeout.
+    pub state: u8,
     /// Per end (`a`, `b`): the pod interface (`from_pod`'s ifindex) that end's packets were last
     /// proven by `ENDPOINTS` to come from, 0 = none. A packet of the flow leaving a pod through
     /// that interface needs no second anti-spoofing lookup; cleared when a side is re-judged under
     /// a new policy generation.
     pub ifindex: [u32; 2],
+    /// When a packet of the flow was last seen: `CLOCK_MONOTONIC` (coarse) in whole seconds.
+    /// Written at most once per second per entry; the agent's sweep removes idle entries.
+    pub seen: u32,
+    pub _pad: u32,
 }
+
+/// `CtValue::state`: a packet went from the flow's responder to its opener.
+pub const CT_STATE_REPLIED: u8 = 1;
+/// `CtValue::state`: a TCP FIN or RST was seen (a new SYN clears it).
+pub const CT_STATE_CLOSING: u8 = 2;
 
 /// `CtValue::origin`: end `a` of the key opened the flow.
 pub const CT_ORIGIN_A: u8 = 1;

@@ -2,9 +2,11 @@
 //! each side (the destination's ingress policy, the source's egress policy) was judged and under
 //! which policy generation. A side judged under an older generation is judged again.
 
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use enforcer_common::{
-    Addr, Config, CtKey, CtValue, Reason, Verdict, CT_AUDIT, CT_ORIGIN_A, CT_ORIGIN_B,
-    CT_RATE_LIMITED, DIR_EGRESS, DIR_INGRESS, VERDICT_AUDIT, VERDICT_DENY,
+    tcp, Addr, Config, CtKey, CtValue, Reason, Verdict, CT_AUDIT, CT_ORIGIN_A, CT_ORIGIN_B,
+    CT_RATE_LIMITED, CT_STATE_CLOSING, CT_STATE_REPLIED, DIR_EGRESS, DIR_INGRESS, VERDICT_AUDIT,
+    VERDICT_DENY,
 };
 
 use crate::{
@@ -96,6 +98,9 @@ impl Lookup {
     pub fn of(p: &Packet) -> Self {
         let (key, src_is_a) = ct_key(p);
         let entry = CONNTRACK.get_ptr_mut(&key);
+        if let Some(ct) = entry {
+            touch(ct, p, src_is_a);
+        }
         Lookup {
             key,
             src_is_a,
@@ -107,6 +112,45 @@ impl Lookup {
     #[inline(always)]
     pub fn tracked(&self) -> bool {
         self.entry.is_some()
+    }
+}
+
+/// `CLOCK_MONOTONIC` (coarse) in whole seconds: what `CtValue::seen` holds.
+#[inline(always)]
+fn now_secs() -> u32 {
+    // SAFETY: `bpf_ktime_get_coarse_ns` has no preconditions; it reads the coarse monotonic
+    // clock.
+    let ns = unsafe { bpf_ktime_get_coarse_ns() };
+    u32::try_from(ns / 1_000_000_000).unwrap_or(u32::MAX)
+}
+
+/// The aging facts of a tracked flow's entry, kept current by each of its packets: when it was
+/// last seen (written only when the second changed, so an established flow does not write its
+/// entry per packet), whether the responder answered, whether TCP is closing (a FIN or RST; a
+/// new SYN on the same tuple starts over). The agent's sweep chooses idle timeouts from them.
+#[inline(always)]
+fn touch(ct: *mut CtValue, p: &Packet, src_is_a: bool) {
+    let now = now_secs();
+    // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; whole u32 and
+    // u8 fields read and written (a concurrent writer writes the same kind of fact).
+    unsafe {
+        if (*ct).seen != now {
+            (*ct).seen = now;
+        }
+        let old = (*ct).state;
+        let mut state = old;
+        if ((*ct).origin == CT_ORIGIN_A) != src_is_a {
+            state |= CT_STATE_REPLIED;
+        }
+        // `tcp_flags` is 0 for every other protocol.
+        if p.tcp_flags & (tcp::FIN | tcp::RST) != 0 {
+            state |= CT_STATE_CLOSING;
+        } else if p.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
+            state = 0;
+        }
+        if state != old {
+            (*ct).state = state;
+        }
     }
 }
 
@@ -250,8 +294,10 @@ fn judge_new(
             flags: [0; 2],
             policy_port: flow.port,
             origin: if src_is_a { CT_ORIGIN_A } else { CT_ORIGIN_B },
-            _pad: 0,
+            state: 0,
             ifindex: [0; 2],
+            seen: now_secs(),
+            _pad: 0,
         };
         v.ifindex[usize::from(!src_is_a)] = proven_if;
         let side = usize::from(direction & 1);

@@ -30,12 +30,14 @@ mod maps;
 mod ratelimit;
 mod slot_map;
 mod slots;
+mod sweep;
 pub use attach::{tcx_supported, TcAttach, TcAttachMode};
 pub use capacity::{Capacities, ZeroCapacity};
 pub use counters::{CounterReader, PacketCounts};
 pub use forget::Forgotten;
 pub use ratelimit::RateLimitStats;
 pub use slots::InstallWrites;
+pub use sweep::{monotonic_secs, ConntrackSweeper, CtTimeouts, Swept};
 
 /// The eBPF object, built by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));

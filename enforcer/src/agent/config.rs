@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub flow_log_max_size: bytesize::ByteSize,
     /// Rotated flow-log files kept besides the current one (`PATH.1` ... `PATH.N`).
     pub flow_log_files: usize,
+    /// Idle timeouts of conntrack entries and how often the agent sweeps them (seconds).
+    pub conntrack: crate::datapath::CtTimeouts,
 }
 
 impl Default for AgentConfig {
@@ -77,6 +79,7 @@ impl Default for AgentConfig {
             flow_log: None,
             flow_log_max_size: crate::flowlog::DEFAULT_MAX_SIZE,
             flow_log_files: crate::flowlog::DEFAULT_FILES,
+            conntrack: crate::datapath::CtTimeouts::default(),
         }
     }
 }

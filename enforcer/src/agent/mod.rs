@@ -7,6 +7,7 @@
 //! async tasks hold an [`Agent`] handle, ask the owner for changes and read the [`Snapshot`] it
 //! publishes after each (no task ever waits for an install to read).
 
+pub mod aging;
 pub mod caps;
 pub mod config;
 pub mod endpoints;
@@ -43,7 +44,7 @@ use self::{
 };
 use crate::{
     api::{ApplyResult, Interface, Status},
-    datapath::{CounterReader, Datapath, PinLayout},
+    datapath::{ConntrackSweeper, CounterReader, Datapath, PinLayout},
     metrics::{self, Metrics},
     node,
     policy::{parse::parse_documents, Document},
@@ -76,6 +77,8 @@ pub struct Started {
     pub events: Option<RingBuf<MapData>>,
     /// The flow-log writer, to start once privileges are dropped.
     pub flow_log: Option<crate::flowlog::Writer>,
+    /// The conntrack sweep's handle on `CONNTRACK` (opened while privileged).
+    pub sweeper: ConntrackSweeper,
 }
 
 impl Agent {
@@ -92,6 +95,7 @@ impl Agent {
                 )
             })?;
         let counters = CounterReader::open(&pins.maps())?;
+        let sweeper = ConntrackSweeper::open(&pins.maps())?;
         let mode = dp.set_tc_attach(config.tc_attach);
         info!(%mode, requested = ?config.tc_attach, tcx_supported = crate::datapath::tcx_supported(), "tc attach mode");
         let events = dp.take_events();
@@ -136,6 +140,7 @@ impl Agent {
             owner,
             events,
             flow_log: flow_log_writer,
+            sweeper,
         })
     }
 

@@ -18,7 +18,7 @@ use crate::{
     reason = "command-line switches, each its own flag"
 )]
 pub struct AgentArgs {
-    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs, serviceLabel, capacities, flowLog, flowLogMaxSize, flowLogFiles).
+    /// YAML config file (keys: policyDir, interfaces, uplink, metricsAddr, socket, bpffs, stateDir, xdpPods, tcAttach, resync, podCidrs, serviceLabel, capacities, flowLog, flowLogMaxSize, flowLogFiles, conntrack).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Directory whose YAML files (workloads and flow policies) are desired state, re-read on change.
@@ -204,6 +204,7 @@ pub fn run(
     let agent = started.agent;
     runtime.block_on(async move {
         agent::events::spawn(&agent, started.events);
+        tokio::spawn(agent::aging::sweep_loop(agent.clone(), started.sweeper));
         serve(agent, api, http, resync, kubernetes).await
     })
 }

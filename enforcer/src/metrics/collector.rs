@@ -208,6 +208,30 @@ fn register_maps(f: &mut Families, input: &Input<'_>) -> Result<()> {
     capacity
         .with_label_values(&[map])
         .set(i64::from(enforcer_common::ratelimit::RATE_BUCKET_CAPACITY));
+    // Flows (`CONNTRACK`, LRU), as the last sweep counted them.
+    let ct = &input.metrics.conntrack;
+    if ct.sweeps.load(Ordering::Relaxed) > 0 {
+        let map = enforcer_common::maps::names::CONNTRACK;
+        entries
+            .with_label_values(&[map])
+            .set(int(ct.entries.load(Ordering::Relaxed)));
+        capacity
+            .with_label_values(&[map])
+            .set(int(ct.capacity.load(Ordering::Relaxed)));
+    }
+    counter(
+        f,
+        "enforcer_conntrack_sweeps_total",
+        "Sweeps of the conntrack table for idle entries.",
+        ct.sweeps.load(Ordering::Relaxed),
+    )?;
+    counter(
+        f,
+        "enforcer_conntrack_expired_total",
+        "Conntrack entries removed by the sweep because their flow was idle for longer than its \
+         timeout.",
+        ct.expired.load(Ordering::Relaxed),
+    )?;
     let full = counter_vec(
         f,
         "enforcer_bpf_map_full_total",

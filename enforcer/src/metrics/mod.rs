@@ -83,6 +83,29 @@ pub struct Metrics {
     pub kube: crate::kube::metrics::KubeMetrics,
     /// The flow log (`--flow-log`).
     pub flowlog: Arc<crate::flowlog::FlowLogMetrics>,
+    /// The conntrack sweep.
+    pub conntrack: ConntrackMetrics,
+}
+
+/// What the conntrack sweeps found (`datapath::Swept`), for the scrape.
+#[derive(Default)]
+pub struct ConntrackMetrics {
+    pub sweeps: AtomicU64,
+    pub expired: AtomicU64,
+    /// Entries left after the last sweep.
+    pub entries: AtomicU64,
+    pub capacity: AtomicU64,
+}
+
+impl ConntrackMetrics {
+    /// Record one sweep.
+    pub fn swept(&self, s: &crate::datapath::Swept) {
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
+        self.expired.fetch_add(s.expired, Ordering::Relaxed);
+        self.entries.store(s.entries, Ordering::Relaxed);
+        self.capacity
+            .store(u64::from(s.capacity), Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
