@@ -98,9 +98,6 @@ impl Lookup {
     pub fn of(p: &Packet) -> Self {
         let (key, src_is_a) = ct_key(p);
         let entry = CONNTRACK.get_ptr_mut(&key);
-        if let Some(ct) = entry {
-            touch(ct, p, src_is_a);
-        }
         Lookup {
             key,
             src_is_a,
@@ -163,11 +160,13 @@ fn touch(ct: *mut CtValue, p: &Packet, src_is_a: bool) {
 #[inline(always)]
 pub fn established(
     l: &Lookup,
+    p: &Packet,
     direction: u8,
     cfg: &Config,
     from_if: Option<u32>,
 ) -> Option<Decision> {
     let ct = l.entry?;
+    touch(ct, p, l.src_is_a);
     let end = usize::from(!l.src_is_a);
     // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `end` is 0 or
     // 1; the fields are integers read by value (another CPU may update the entry, which only
@@ -225,6 +224,7 @@ pub fn judge_active(
         }
         return d;
     };
+    touch(ct, p, src_is_a);
     let d = judge_tracked(p, direction, cfg, k, src_is_a, ct);
     let end = usize::from(!src_is_a);
     // SAFETY: `ct` is the non-null lookup result of `CONNTRACK`, a live `CtValue`; `end` is 0 or

@@ -152,7 +152,7 @@ fn idle_entries_expire_and_established_tcp_stays() -> Result<()> {
         entries(&bpffs, 6, 8080)?
     );
     let gone_after = t0.elapsed();
-    eprintln!("idle UDP and closed TCP entries gone {gone_after:?} after the last packet");
+    eprintln!("idle UDP and closed TCP entries gone {gone_after:?} after the check that followed their last packet");
     ensure!(
         gone_after >= Duration::from_secs(SHORT - 1),
         "swept before their timeout ({gone_after:?})"

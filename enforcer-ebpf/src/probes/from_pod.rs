@@ -36,7 +36,7 @@ fn try_from_pod(ctx: &TcContext) -> Action {
     let ct = ct_lookup(p, &cfg);
     if let Some(d) = ct
         .as_ref()
-        .and_then(|l| established(l, DIR_EGRESS, &cfg, Some(ifindex)))
+        .and_then(|l| established(l, p, DIR_EGRESS, &cfg, Some(ifindex)))
     {
         return finish(p, DIR_EGRESS, ifindex, &cfg, d);
     }

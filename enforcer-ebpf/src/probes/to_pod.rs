@@ -35,7 +35,7 @@ fn try_to_pod(ctx: &TcContext) -> Action {
     let ct = ct_lookup(p, &cfg);
     if let Some(d) = ct
         .as_ref()
-        .and_then(|l| established(l, DIR_INGRESS, &cfg, None))
+        .and_then(|l| established(l, p, DIR_INGRESS, &cfg, None))
     {
         return finish(p, DIR_INGRESS, skb.ifindex, &cfg, d);
     }
