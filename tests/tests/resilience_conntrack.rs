@@ -140,8 +140,9 @@ fn idle_entries_expire_and_established_tcp_stays() -> Result<()> {
 
     // UDP and closed TCP go once idle past 3 s (plus a sweep every second).
     ensure!(
-        wait_for(Duration::from_secs(15), || Ok(entries(&bpffs, 17, 5353)?
-            .is_empty()))?,
+        wait_for(Duration::from_secs(15), || Ok(
+            entries(&bpffs, 17, 5353)?.is_empty()
+        ))?,
         "the idle UDP entry was not swept"
     );
     ensure!(

@@ -7,9 +7,7 @@
 use std::{path::Path, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
-use enforcer_common::{
-    maps::names, CtKey, CtValue, Protocol, CT_STATE_CLOSING, CT_STATE_REPLIED,
-};
+use enforcer_common::{maps::names, CtKey, CtValue, Protocol, CT_STATE_CLOSING, CT_STATE_REPLIED};
 use serde::Deserialize;
 
 use super::{map_err, Result};
@@ -197,8 +195,7 @@ mod tests {
 
     #[test]
     fn config_reads_seconds_and_refuses_zero() {
-        let t: CtTimeouts =
-            serde_yaml_ng::from_str("{other: 2, tcpClosing: 3}").expect("valid");
+        let t: CtTimeouts = serde_yaml_ng::from_str("{other: 2, tcpClosing: 3}").expect("valid");
         assert_eq!(t.other, Duration::from_secs(2));
         assert_eq!(t.tcp_closing, Duration::from_secs(3));
         assert_eq!(t.tcp_established, CtTimeouts::default().tcp_established);
