@@ -73,6 +73,19 @@ fn metric(ns: &str, series: &str) -> Result<f64> {
         .with_context(|| format!("no {series} in /metrics"))
 }
 
+/// The sweep's metrics moved: at least the 4 idle entries expired since `expired_before`, a
+/// sweep a second, the table counted.
+fn check_metrics(node_ns: &str, expired_before: f64) -> Result<()> {
+    let expired = metric(node_ns, "enforcer_conntrack_expired_total")? - expired_before;
+    let sweeps = metric(node_ns, "enforcer_conntrack_sweeps_total")?;
+    let table = metric(node_ns, "enforcer_bpf_map_entries{map=\"CONNTRACK\"}")?;
+    eprintln!("expired {expired}, sweeps {sweeps}, CONNTRACK entries {table}");
+    ensure!(expired >= 4.0, "expired_total moved by {expired}");
+    ensure!(sweeps >= 5.0, "sweeps_total {sweeps}");
+    ensure!(table >= 1.0, "CONNTRACK entries {table}");
+    Ok(())
+}
+
 #[test]
 fn idle_entries_expire_and_established_tcp_stays() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
@@ -177,13 +190,7 @@ fn idle_entries_expire_and_established_tcp_stays() -> Result<()> {
     );
     ensure!(!entries(&bpffs, 17, 5353)?.is_empty(), "no new UDP entry");
 
-    let expired = metric(&node_ns, "enforcer_conntrack_expired_total")? - expired_before;
-    let sweeps = metric(&node_ns, "enforcer_conntrack_sweeps_total")?;
-    let table = metric(&node_ns, "enforcer_bpf_map_entries{map=\"CONNTRACK\"}")?;
-    eprintln!("expired {expired}, sweeps {sweeps}, CONNTRACK entries {table}");
-    ensure!(expired >= 4.0, "expired_total moved by {expired}");
-    ensure!(sweeps >= 5.0, "sweeps_total {sweeps}");
-    ensure!(table >= 1.0, "CONNTRACK entries {table}");
+    check_metrics(&node_ns, expired_before)?;
     let _report = stream.stop();
     let _ = std::fs::remove_file(&config);
     Ok(())

@@ -38,10 +38,10 @@ pub struct CtTimeouts {
 impl Default for CtTimeouts {
     fn default() -> Self {
         CtTimeouts {
-            tcp_established: Duration::from_secs(6 * 3600),
-            tcp_opening: Duration::from_secs(60),
+            tcp_established: Duration::from_hours(6),
+            tcp_opening: Duration::from_mins(1),
             tcp_closing: Duration::from_secs(10),
-            other: Duration::from_secs(60),
+            other: Duration::from_mins(1),
             sweep_interval: Duration::from_secs(10),
         }
     }
@@ -136,7 +136,7 @@ pub fn monotonic_secs() -> u32 {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut ts) };
     if rc != 0 {
         return 0;
     }
