@@ -91,7 +91,11 @@ fn idle_entries_expire_and_established_tcp_stays() -> Result<()> {
     if enforcer_tests::skip_unless_root() {
         return Ok(());
     }
-    let config = std::env::temp_dir().join(format!("ct-aging-{}.yaml", std::process::id()));
+    // The agent refuses a config file in a directory others may write (/tmp itself).
+    let dir = std::env::temp_dir().join(format!("enforcer-ct-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let config = dir.join("agent.yaml");
     std::fs::write(
         &config,
         format!(
@@ -192,6 +196,6 @@ fn idle_entries_expire_and_established_tcp_stays() -> Result<()> {
 
     check_metrics(&node_ns, expired_before)?;
     let _report = stream.stop();
-    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
