@@ -27,6 +27,7 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FU
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value,
                                    u64 flags) = (void *)BPF_FUNC_map_update_elem;
 static u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+static u64 (*bpf_ktime_get_coarse_ns)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, u32 len) = (void *)BPF_FUNC_skb_pull_data;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, u64 size, u64 flags) =
     (void *)BPF_FUNC_ringbuf_reserve;
@@ -91,8 +92,10 @@ struct CtValue {
 	u16 flags[2];
 	u16 policy_port;
 	u8 origin;
-	u8 _pad;
+	u8 state;
 	u32 ifindex[2];
+	u32 seen;
+	u32 _pad;
 };
 
 /* enforcer-ebpf/src/denied.rs (not in enforcer-common: the agent never reads it). */

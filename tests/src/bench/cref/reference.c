@@ -4,8 +4,8 @@
  *
  * Mirrored: the parse (Ethernet, IPv4 without fragments, IPv6 without extension headers, TCP or
  * UDP ports and TCP flags), the one CONNTRACK lookup and its established fast path (the
- * generation of the side, the anti-spoofing proof of from_pod's interface in the entry), the
- * tracked-flow path that renews that proof, the ENDPOINTS anti-spoofing check of a new flow, the
+ * generation of the side, the anti-spoofing proof of from_pod's interface in the entry, the
+ * aging facts: last-seen second and TCP state), the tracked-flow path that renews that proof, the ENDPOINTS anti-spoofing check of a new flow, the
  * judgment (two IDENTITIES lookups with the CIDR_IDENTITIES fallback, the POLICY trie for the
  * peer then for any peer), the CONNTRACK insert of an allowed flow, the recently-denied cache
  * (DENIED_FLOWS, looked up before anti-spoofing and the judgment) and the drop-event aggregation
@@ -22,7 +22,9 @@
 #define ETH_P_IPV6 0x86DD
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
+#define TCP_FIN 0x01
 #define TCP_SYN 0x02
+#define TCP_RST 0x04
 #define TCP_ACK 0x10
 
 /* A packet as the policy sees it: addresses IPv4-mapped, ports in host order. */
@@ -304,6 +306,25 @@ static always_inline int source_check(const struct packet *p, u32 ifindex)
 	return bpf_map_lookup_elem(&ENDPOINTS, &k) ? -1 : 0;
 }
 
+static always_inline u32 now_secs(void) { return (u32)(bpf_ktime_get_coarse_ns() / 1000000000); }
+
+/* conntrack.rs `touch`: last seen (written when the second changed), replied, TCP closing. */
+static always_inline void touch(struct CtValue *ct, const struct packet *p, int forward)
+{
+	u32 now = now_secs();
+	if (ct->seen != now)
+		ct->seen = now;
+	u8 state = ct->state;
+	if (!forward)
+		state |= CT_STATE_REPLIED;
+	if (p->tcp_flags & (TCP_FIN | TCP_RST))
+		state |= CT_STATE_CLOSING;
+	else if ((p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		state = 0;
+	if (state != ct->state)
+		ct->state = state;
+}
+
 static always_inline int judge(struct __sk_buff *skb, const u8 dir)
 {
 	u32 len = skb->len < 128 ? skb->len : 128;
@@ -327,6 +348,7 @@ static always_inline int judge(struct __sk_buff *skb, const u8 dir)
 	if (ct) {
 		int end = !src_is_a;
 		int forward = (ct->origin == CT_ORIGIN_A) == src_is_a;
+		touch(ct, &p, forward);
 		int side = (forward ? dir : dir ^ 1) & 1;
 		u64 generation = ct->generation[side];
 		if (generation != cfg.generation || generation == 0 ||
@@ -372,7 +394,8 @@ static always_inline int judge(struct __sk_buff *skb, const u8 dir)
 	}
 	if (p.protocol != IPPROTO_TCP || (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		struct CtValue v = { .policy_port = p.dport,
-				     .origin = src_is_a ? CT_ORIGIN_A : CT_ORIGIN_B };
+				     .origin = src_is_a ? CT_ORIGIN_A : CT_ORIGIN_B,
+				     .seen = now_secs() };
 		if (src_is_a)
 			v.ifindex[1] = proven;
 		else
