@@ -10,7 +10,7 @@ use super::errors::PolicyErrors;
 use super::model::{FlowPolicy, Mode, Peer, Rule, Workload};
 use super::parse;
 use super::ports::{PortSpec, Protocol};
-use super::rate_limit::{RateLimit, RateScope};
+use super::rate_limit::RateLimit;
 use super::yaml::{Ctx, Node, PlainNode};
 
 fn from_node<'de, D, T>(
@@ -100,17 +100,5 @@ impl<'de> Deserialize<'de> for Mode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
         let s = String::deserialize(deserializer)?;
         s.parse().map_err(D::Error::custom)
-    }
-}
-
-impl<'de> Deserialize<'de> for RateScope {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RateScope, D::Error> {
-        match String::deserialize(deserializer)?.as_str() {
-            "source" => Ok(RateScope::Source),
-            "rule" => Ok(RateScope::Rule),
-            other => Err(D::Error::custom(format!(
-                "invalid rateLimit.per {other:?}: expected source or rule"
-            ))),
-        }
     }
 }

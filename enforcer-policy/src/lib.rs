@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod report;
 pub mod resolve;
 pub mod rule;
+pub mod schema;
 pub mod set;
 pub mod simulate;
 pub mod suggest;

@@ -19,8 +19,9 @@ use super::model::{
 };
 use super::named_port::NamedPort;
 use super::node_de::{from_node, DeError};
-use super::ports::{PortName, PortSpec, Protocol};
-use super::rate_limit::{RateLimit, RateScope};
+use super::ports::PortSpec;
+use super::rate_limit::RateLimit;
+use super::schema;
 use super::yaml::{self, Ctx, MapReader, Node, Pos, Value};
 
 /// Parses a multi-document YAML text (`---` separated; empty documents are skipped).
@@ -698,137 +699,21 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// Reads a port entry: `{protocol, port, endPort}`.
+/// Reads a port entry: `{protocol, port, endPort}` ([`schema::PortEntry`]).
 pub fn read_port(ctx: &mut Ctx, node: &Node, path: &str) -> Option<PortSpec> {
-    let errors_before = ctx.errors.len();
-    let spec = ctx.map(node, None, path, PORT_FIELDS)?;
-    let protocol = match spec.optional("protocol") {
-        None => Protocol::Tcp,
-        Some(n) => {
-            let what = spec.child("protocol");
-            let text = ctx.string(n, &what)?;
-            match Protocol::from_str(&text) {
-                Ok(p) => p,
-                Err(reason) => {
-                    ctx.error(n.pos, format!("{what}: {reason}"));
-                    return None;
-                }
-            }
-        }
-    };
-    let mut name = None;
-    let mut port_of = |ctx: &mut Ctx, key: &str| {
-        let n = spec.optional(key)?;
-        let what = spec.child(key);
-        let port = match &n.value {
-            Value::Str(s) if key == "port" => {
-                match s.parse::<PortName>() {
-                    Ok(n) => name = Some(n),
-                    Err(reason) => ctx.error(n.pos, format!("{what}: {reason}")),
-                }
-                return None;
-            }
-            Value::Str(s) => {
-                ctx.error(
-                    n.pos,
-                    format!("{what} must be a number from 1 to 65535, not {s:?}"),
-                );
-                return None;
-            }
-            _ => ctx.int(n, &what, 1, 65535)?,
-        };
-        u16::try_from(port).ok().map(|p| (p, n.pos))
-    };
-    let port = port_of(ctx, "port");
-    let end_port = port_of(ctx, "endPort");
-    if protocol == Protocol::Icmp {
-        for key in ["port", "endPort"] {
-            if let Some((k, _)) = spec.entry(key) {
-                ctx.error(k.pos, format!("{}: ICMP has no ports", spec.child(key)));
-            }
-        }
-    }
-    if let Some((_, end_pos)) = end_port.filter(|_| name.is_some()) {
-        ctx.error(
-            end_pos,
-            format!("{path}: endPort requires a numeric port, not a named one"),
-        );
-    }
-    if let Some((end, end_pos)) = end_port {
-        match port {
-            None if spec.optional("port").is_none() => {
-                ctx.error(end_pos, format!("{path}: endPort requires port"));
-            }
-            Some((port, _)) if end < port => {
-                ctx.error(
-                    end_pos,
-                    format!("{path}: endPort {end} is less than port {port}"),
-                );
-            }
-            _ => {}
-        }
-    }
-    (ctx.errors.len() == errors_before).then_some(PortSpec {
-        protocol,
-        port: port.map(|(p, _)| p),
-        end_port: end_port.map(|(p, _)| p),
-        name,
-    })
+    schema::read::<schema::PortEntry>(ctx, node, path, None)?.validate(ctx, path)
 }
 
-/// Reads `rateLimit: {packetsPerSecond, bytesPerSecond, burst, per}`.
+/// Reads `rateLimit: {packetsPerSecond, bytesPerSecond, burst, per}`
+/// ([`schema::RateLimitEntry`]); `anchor` is the `rateLimit` key.
 pub fn read_rate_limit(
     ctx: &mut Ctx,
     node: &Node,
     anchor: Option<Pos>,
     path: &str,
 ) -> Option<RateLimit> {
-    let errors_before = ctx.errors.len();
-    let limit = ctx.map(node, anchor, path, RATE_LIMIT_FIELDS)?;
-    let positive = |ctx: &mut Ctx, key: &str| -> Option<u64> {
-        let n = limit.optional(key)?;
-        let what = limit.child(key);
-        if let Value::Int(i) = n.value {
-            if i < 1 {
-                ctx.error(n.pos, format!("{what} must be greater than 0, got {i}"));
-                return None;
-            }
-        }
-        ctx.int(n, &what, 1, i128::from(u64::MAX))
-            .and_then(|i| u64::try_from(i).ok())
-    };
-    let packets_per_second = positive(ctx, "packetsPerSecond");
-    let bytes_per_second = positive(ctx, "bytesPerSecond");
-    let burst = positive(ctx, "burst");
-    if limit.optional("packetsPerSecond").is_none() && limit.optional("bytesPerSecond").is_none() {
-        ctx.error(
-            limit.anchor(),
-            format!("{path} needs packetsPerSecond and/or bytesPerSecond"),
-        );
-    }
-    let per = match limit.optional("per") {
-        None => RateScope::Source,
-        Some(n) => {
-            let what = limit.child("per");
-            match ctx.string(n, &what).as_deref() {
-                Some("source") | None => RateScope::Source,
-                Some("rule") => RateScope::Rule,
-                Some(other) => {
-                    ctx.error(
-                        n.pos,
-                        format!("invalid {what} {other:?}: expected source or rule"),
-                    );
-                    RateScope::Source
-                }
-            }
-        }
-    };
-    (ctx.errors.len() == errors_before).then_some(RateLimit {
-        packets_per_second,
-        bytes_per_second,
-        burst,
-        per,
-    })
+    let entry: schema::RateLimitEntry = schema::read(ctx, node, path, anchor)?;
+    entry.validate(ctx, path, anchor.unwrap_or(node.pos))
 }
 
 /// Records a deserialization error at its node (or at `fallback`).
@@ -866,6 +751,8 @@ fn read_kubernetes(ctx: &mut Ctx, node: &Node, kind: &str) -> Option<Document> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::Protocol;
+    use crate::rate_limit::RateScope;
     use crate::set::{ApplyOutcome, PolicySet};
 
     const EXAMPLE: &str = r#"apiVersion: enforcer/v1
