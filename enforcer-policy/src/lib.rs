@@ -75,13 +75,20 @@ pub enum Verdict {
     Audit,
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Verdict {
+    /// Its name (as serde writes it).
+    pub fn as_str(self) -> &'static str {
+        match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::Audit => "audit",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 use enforcer_common::RateLimitConfig;
 use serde::{Deserialize, Serialize};
 
-use super::{document::Kind, Direction, ObjectKey, Section};
+use super::{document::Kind, Direction, ObjectKey, Section, Verdict};
 
 /// The `policy` label of a default deny.
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -108,13 +108,18 @@ impl RuleRef {
         }
     }
 
+    /// What the rule decides: [`Verdict::Allow`] or [`Verdict::Deny`].
+    pub fn verdict(&self) -> Verdict {
+        if self.is_deny() {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        }
+    }
+
     /// `allow` or `deny` (the `verdict` label of the rule's metrics).
     pub fn verdict_label(&self) -> &'static str {
-        if self.is_deny() {
-            "deny"
-        } else {
-            "allow"
-        }
+        self.verdict().as_str()
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use enforcer_common::{Direction, Protocol, Reason, Verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Document, Explanation, IdentityRef, RuleRef};
+use crate::policy::{Document, Explanation, IdentityRef, Kind, RuleRef};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/enforcer/enforcer.sock";
@@ -26,8 +26,9 @@ pub enum Request {
     /// default namespace and cluster-wide documents).
     Delete {
         name: String,
-        #[serde(default)]
-        kind: Option<String>,
+        /// JSON: the kind's name; the agent also accepts what `--kind` accepts (`netpol`, ...).
+        #[serde(default, deserialize_with = "kind_by_name")]
+        kind: Option<Kind>,
         #[serde(default)]
         namespace: Option<String>,
     },
@@ -41,7 +42,8 @@ pub enum Request {
     Explain {
         from: String,
         to: String,
-        protocol: String,
+        /// JSON: `TCP`, `UDP`, `SCTP` or `ICMP` (any case).
+        protocol: crate::policy::Protocol,
         #[serde(default)]
         port: Option<u16>,
     },
@@ -66,6 +68,14 @@ pub enum Request {
     EndpointCheck {
         container_id: String,
     },
+}
+
+/// A kind by any name [`Kind`]'s `FromStr` takes (case-insensitive, plural, kubectl's short
+/// names).
+fn kind_by_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Kind>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// A pod interface to register (CNI ADD).
@@ -343,8 +353,8 @@ pub struct RuleCounter {
     /// The rule (JSON: `policy`, `rule` and the policy's `kind`).
     #[serde(flatten)]
     pub rule: RuleRef,
-    /// `allow` or `deny`.
-    pub verdict: String,
+    /// `allow` or `deny` (the rule's own verdict, as `explain` names it).
+    pub verdict: crate::policy::Verdict,
     pub packets: u64,
     /// When the agent first saw the rule (Unix seconds; kept across restarts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,5 +393,63 @@ mod tests {
         let n: FlowEvent = serde_json::from_str(&none).expect("no rule");
         assert_eq!(n.rule, None);
         assert_eq!(serde_json::to_string(&n).expect("json"), none);
+    }
+
+    /// The typed request fields write the JSON the CLI always sent, and read what it sent too.
+    #[test]
+    fn typed_requests_keep_their_json() {
+        use super::{Kind, Request};
+        use crate::policy::Protocol;
+        let delete = r#"{"op":"delete","name":"db","kind":"NetworkPolicy","namespace":"prod"}"#;
+        let del: Request = serde_json::from_str(delete).expect("delete");
+        assert!(matches!(
+            &del,
+            Request::Delete {
+                kind: Some(Kind::NetworkPolicy),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&del).expect("json"), delete);
+        let short = delete.replace("NetworkPolicy", "netpol");
+        let by_short: Request = serde_json::from_str(&short).expect("a short kind name");
+        assert_eq!(serde_json::to_string(&by_short).expect("json"), delete);
+        let bad = delete.replace("NetworkPolicy", "Nope");
+        let e = serde_json::from_str::<Request>(&bad).expect_err("unknown kind");
+        assert!(e.to_string().contains("unknown kind \"Nope\""), "{e}");
+        let without = r#"{"op":"delete","name":"db"}"#;
+        let bare: Request = serde_json::from_str(without).expect("no kind");
+        assert!(matches!(
+            &bare,
+            Request::Delete {
+                kind: None,
+                namespace: None,
+                ..
+            }
+        ));
+        let explain = r#"{"op":"explain","from":"web","to":"api","protocol":"TCP","port":8080}"#;
+        let exp: Request = serde_json::from_str(explain).expect("explain");
+        assert!(matches!(
+            &exp,
+            Request::Explain {
+                protocol: Protocol::Tcp,
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&exp).expect("json"), explain);
+        let lower: Request =
+            serde_json::from_str(&explain.replace("TCP", "tcp")).expect("any case");
+        assert_eq!(serde_json::to_string(&lower).expect("json"), explain);
+    }
+
+    /// A rule counter's `verdict` is `allow` or `deny`, as before it was typed.
+    #[test]
+    fn rule_counter_json_round_trips() {
+        use super::RuleCounter;
+        use crate::policy::Verdict;
+        let json = r#"{"policy":"api-ingress","rule":"ingressDeny[0]","kind":"FlowPolicy","verdict":"deny","packets":3,"first_seen":1795441769}"#;
+        let counter: RuleCounter = serde_json::from_str(json).expect("rule counter");
+        assert_eq!(counter.verdict, Verdict::Deny);
+        assert_eq!(counter.verdict, counter.rule.verdict());
+        assert_eq!(serde_json::to_string(&counter).expect("json"), json);
     }
 }

@@ -209,7 +209,7 @@ impl AgentProcess {
     ) -> Result<ApplyResult> {
         self.call(&Request::Delete {
             name: selector.name.clone(),
-            kind: selector.kind.map(|k| k.to_string()),
+            kind: selector.kind,
             namespace: selector.namespace.clone(),
         })
     }

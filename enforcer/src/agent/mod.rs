@@ -47,7 +47,7 @@ use crate::{
     datapath::{ConntrackSweeper, CounterReader, Datapath, PinLayout},
     metrics::{self, Metrics},
     node,
-    policy::{parse::parse_documents, Document},
+    policy::{parse::parse_documents, set::Selector, Document, Kind},
 };
 
 /// Commands queued for the owner at most (askers wait beyond that).
@@ -184,10 +184,14 @@ impl Agent {
     pub async fn delete(
         &self,
         name: &str,
-        kind: Option<&str>,
+        kind: Option<Kind>,
         namespace: Option<String>,
     ) -> Result<ApplyResult> {
-        let selector = owner::selector(name, kind, namespace)?;
+        let selector = Selector {
+            name: name.to_string(),
+            kind,
+            namespace,
+        };
         self.ask(|reply| Command::Delete { selector, reply }).await
     }
 

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     api::{Applied, ApplyResult},
     metrics::{rule_rows, View},
-    policy::{document::Kind, set::Selector, Document},
+    policy::{set::Selector, Document},
 };
 
 /// A request to the owner, with where to send its answer.
@@ -436,16 +436,3 @@ fn lower_priority() {
 
 /// The owner thread's nice value.
 const OWNER_NICE: libc::c_int = 10;
-
-/// A `policy delete` selector from the request's words.
-pub fn selector(name: &str, kind: Option<&str>, namespace: Option<String>) -> Result<Selector> {
-    let kind = kind
-        .map(str::parse::<Kind>)
-        .transpose()
-        .map_err(|e| anyhow!(e))?;
-    Ok(Selector {
-        name: name.to_string(),
-        kind,
-        namespace,
-    })
-}

@@ -125,9 +125,7 @@ async fn dispatch(agent: Arc<Agent>, request: Request) -> Result<Response<Reply>
             name,
             kind,
             namespace,
-        } => Response::ok(Reply::Applied(
-            agent.delete(&name, kind.as_deref(), namespace).await?,
-        )),
+        } => Response::ok(Reply::Applied(agent.delete(&name, kind, namespace).await?)),
         Request::EndpointAdd(endpoint) => Response::ok(Reply::Endpoint(
             agent
                 .ask(|reply| Command::RegisterEndpoint { endpoint, reply })
@@ -190,7 +188,7 @@ fn query(agent: &Agent, request: Request) -> Result<Response<Reply>> {
             let s = agent.snapshot();
             let (src, dst) = crate::policy::resolve::flow_ends(&s.set, &s.ctx, &from, &to)
                 .map_err(|e| anyhow!(e))?;
-            let flow = flow_of(src, dst, &protocol, port)?;
+            let flow = flow_of(src, dst, protocol, port)?;
             Response::ok(Reply::Explanation(explain(&s.set, &s.ctx, &flow)))
         }
         Request::Flows {
@@ -218,16 +216,15 @@ fn query(agent: &Agent, request: Request) -> Result<Response<Reply>> {
 pub fn flow_of(
     src: std::net::IpAddr,
     dst: std::net::IpAddr,
-    protocol: &str,
+    p: crate::policy::Protocol,
     port: Option<u16>,
 ) -> Result<Flow> {
-    let p: crate::policy::Protocol = protocol.parse().map_err(|e: String| anyhow!(e))?;
     let v6 = dst.is_ipv6();
     if src.is_ipv6() != v6 {
         bail!("{src} and {dst} are of different address families");
     }
     let port = if p.has_ports() {
-        port.ok_or_else(|| anyhow!("--port is required for {protocol}"))?
+        port.ok_or_else(|| anyhow!("--port is required for {p}"))?
     } else {
         u16::from(enforcer_common::icmp::echo_request(v6))
     };
@@ -287,7 +284,7 @@ pub fn stats(agent: &Agent) -> Result<Stats> {
         .into_iter()
         .zip(seen)
         .map(|((rule, packets), seen)| crate::api::RuleCounter {
-            verdict: rule.verdict_label().into(),
+            verdict: rule.verdict(),
             rule,
             packets,
             first_seen: Some(seen.first_seen),

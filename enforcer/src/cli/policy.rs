@@ -19,7 +19,7 @@ use crate::{
         k8s::NetworkPolicy,
         parse::parse_documents,
         resolve::{flow_ends, placeholder_addresses},
-        Document, Explanation, FlowPolicy, NodeContext, PolicySet,
+        Document, Explanation, FlowPolicy, Kind, NodeContext, PolicySet, Protocol,
     },
 };
 
@@ -272,6 +272,10 @@ pub fn delete(
     kind: Option<String>,
     namespace: Option<String>,
 ) -> Result<()> {
+    let kind = kind
+        .map(|k| k.parse::<Kind>())
+        .transpose()
+        .map_err(|e| anyhow!(e))?;
     let result: ApplyResult = client::call(
         socket,
         &Request::Delete {
@@ -314,13 +318,14 @@ pub struct ExplainArgs {
 }
 
 pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
+    let protocol: Protocol = a.protocol.parse().map_err(|e: String| anyhow!(e))?;
     let e: Explanation = if a.files.is_empty() {
         client::call(
             socket,
             &Request::Explain {
                 from: a.from,
                 to: a.to,
-                protocol: a.protocol,
+                protocol,
                 port: a.port,
             },
         )?
@@ -331,7 +336,7 @@ pub fn explain_cmd(socket: &Path, a: ExplainArgs) -> Result<()> {
         }
         let ctx = offline_context();
         let (src, dst) = flow_ends(&set, &ctx, &a.from, &a.to).map_err(|e| anyhow!(e))?;
-        let flow = flow_of(src, dst, &a.protocol, a.port)?;
+        let flow = flow_of(src, dst, protocol, a.port)?;
         explain(&set, &ctx, &flow)
     };
     if a.json {

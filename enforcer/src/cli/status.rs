@@ -85,7 +85,7 @@ pub fn stats(socket: &Path, format: Format) -> Result<()> {
             t.row(vec![
                 r.rule.policy_label(),
                 r.rule.rule_label(),
-                r.verdict.clone(),
+                r.verdict.to_string(),
                 r.packets.to_string(),
             ]);
         }
