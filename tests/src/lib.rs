@@ -30,6 +30,7 @@
 //! ```
 
 pub mod apiserver;
+pub mod bypass;
 pub mod cluster;
 mod cmd;
 pub mod evidence;

@@ -23,6 +23,9 @@ pub struct Health {
     /// State files found corrupt and quarantined: file → message. Cleared by the next successful
     /// install (which rewrites them).
     pub quarantined: BTreeMap<String, String>,
+    /// Programs found at startup that deliver into pods past the veth (`node::bypass`): the
+    /// ingress policy is not enforced for what they deliver.
+    pub bypass: Vec<crate::node::bypass::Bypass>,
 }
 
 impl Health {
@@ -72,6 +75,7 @@ impl Health {
         for (file, why) in &self.quarantined {
             out.push(format!("state file {file} quarantined: {why}"));
         }
+        out.extend(self.bypass.iter().map(ToString::to_string));
         for (name, why) in attach_errors {
             out.push(format!("not attached to {name}: {why}"));
         }

@@ -126,6 +126,7 @@ impl Agent {
             missing_uplink: None,
             upgrading: !pins::other_layouts(&pins).is_empty(),
         };
+        owner.installer.health.bypass = check_bypass(&agent.metrics);
         // An upgrade across a layout change: once our maps hold the policy, our programs take
         // the links over (moved from the old version's directory and swapped) and the old
         // version's pins go (`Owner::finish_upgrade`); until then the old version enforces.
@@ -258,6 +259,25 @@ impl Agent {
             not_ready: s.view.reasons.clone(),
             tc_attach: s.tc_attach,
             warnings: s.warnings.clone(),
+        }
+    }
+}
+
+/// Look for programs that deliver into pods past the veth (`node::bypass`). Run at startup,
+/// while the agent still has the privileges to read other programs' instructions; each one
+/// found is logged, counted and makes the agent not ready.
+fn check_bypass(metrics: &Metrics) -> Vec<node::bypass::Bypass> {
+    match node::bypass::scan(&node::interfaces()) {
+        Ok(found) => {
+            for b in &found {
+                tracing::error!(device = %b.device, hook = b.hook, program = %b.program, id = b.id, "{b}");
+            }
+            metrics.bypass.set(found.clone());
+            found
+        }
+        Err(e) => {
+            warn!("the CNI-bypass check could not run: {e}");
+            Vec::new()
         }
     }
 }

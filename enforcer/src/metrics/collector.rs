@@ -134,6 +134,7 @@ fn families(input: &Input<'_>) -> Result<Vec<MetricFamily>> {
     register_health(&mut f, input)?;
     f.0.extend(input.metrics.kube.collectors()?);
     f.0.extend(input.metrics.flowlog.collectors()?);
+    f.0.extend(input.metrics.bypass.collectors()?);
     Ok(f.gather())
 }
 

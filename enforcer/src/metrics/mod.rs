@@ -85,6 +85,8 @@ pub struct Metrics {
     pub flowlog: Arc<crate::flowlog::FlowLogMetrics>,
     /// The conntrack sweep.
     pub conntrack: ConntrackMetrics,
+    /// What the CNI-bypass check found at startup.
+    pub bypass: crate::node::bypass::Findings,
 }
 
 /// What the conntrack sweeps found (`datapath::Swept`), for the scrape.

@@ -1,6 +1,7 @@
 //! What the agent reads from the node's network namespace over rtnetlink (the namespace of the
 //! calling thread): interfaces, addresses, host routes, and change events of all three.
 
+pub mod bypass;
 mod glob;
 mod netlink;
 

@@ -116,6 +116,48 @@ pub fn routes() -> Result<Vec<RouteMessage>, NodeError> {
         .collect())
 }
 
+/// The BPF programs of the legacy tc (`cls_bpf`) filters under `parent` of interface `ifindex`:
+/// (program id, program name). No filters, or no clsact qdisc, is an empty list.
+pub fn tc_bpf_filters(ifindex: u32, parent: u32) -> Result<Vec<(u32, String)>, NodeError> {
+    use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcMessage, TcOption};
+    let mut request = TcMessage::default();
+    request.header.index = i32::try_from(ifindex).unwrap_or(i32::MAX);
+    request.header.parent = parent.into();
+    let all = match dump(
+        "tc filter dump",
+        RouteNetlinkMessage::GetTrafficFilter(request),
+    ) {
+        Ok(all) => all,
+        // No clsact qdisc on the interface: nothing attached.
+        Err(NodeError::Netlink { message, .. }) if message.contains("Invalid argument") => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for m in all {
+        let RouteNetlinkMessage::NewTrafficFilter(f) = m else {
+            continue;
+        };
+        let options = f.attributes.iter().filter_map(|a| match a {
+            TcAttribute::Options(o) => Some(o),
+            _ => None,
+        });
+        let (mut id, mut name) = (None, String::new());
+        for o in options.flatten() {
+            match o {
+                TcOption::Bpf(TcFilterBpfOption::ProgId(i)) => id = Some(*i),
+                TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => name.clone_from(n),
+                _ => {}
+            }
+        }
+        if let Some(id) = id {
+            out.push((id, name));
+        }
+    }
+    Ok(out)
+}
+
 /// A socket that receives the change events of [`CHANGE_GROUPS`].
 pub fn subscribe() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
