@@ -57,7 +57,7 @@ pub fn check(lint: &Lint<'_, '_>) -> Vec<Finding> {
                 ),
                 "allow only the sources that need it (an ingress controller, a load balancer CIDR)",
             )
-            .sensitive(is_sensitive(identity)),
+            .sensitive(is_sensitive(lint.view, identity)),
         );
     }
     for identity in open {
@@ -68,7 +68,7 @@ pub fn check(lint: &Lint<'_, '_>) -> Vec<Finding> {
                 format!("{identity} is not isolated for ingress: no policy selecting it has an ingress section"),
                 "add a policy selecting it with the ingress it needs (or a namespace default deny)",
             )
-            .sensitive(is_sensitive(identity)),
+            .sensitive(is_sensitive(lint.view, identity)),
         );
     }
     out

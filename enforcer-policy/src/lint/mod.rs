@@ -60,12 +60,17 @@ impl Default for LintConfig {
     }
 }
 
-/// Whether an identity is marked sensitive.
-pub fn is_sensitive(identity: &Identity) -> bool {
+/// Whether an identity is marked sensitive: by its label [`SENSITIVE_LABEL`]`: "true"`, or by a
+/// `FlowPolicy` with `sensitive: true` that selects it.
+pub fn is_sensitive(view: &View, identity: &Identity) -> bool {
     identity
         .labels
         .get(SENSITIVE_LABEL)
         .is_some_and(|v| v == "true")
+        || view
+            .policies
+            .iter()
+            .any(|p| p.policy.sensitive && view.selects(&p.policy, identity))
 }
 
 /// What the checks share.
@@ -150,7 +155,7 @@ impl Lint<'_, '_> {
     }
 
     pub fn selects_sensitive(&self, policy: usize) -> bool {
-        self.selected(policy).any(is_sensitive)
+        self.selected(policy).any(|id| is_sensitive(self.view, id))
     }
 
     /// Every rule of the view.

@@ -141,6 +141,21 @@ fn over_broad() {
         Check::WildcardIntoSensitive,
         "a"
     ));
+    // A FlowPolicy with `sensitive: true` marks the services it selects as a label does.
+    let marked = format!(
+        "{}{}",
+        policy("crown", "api", "  sensitive: true\n  ingress: []\n"),
+        policy("a", "api", star)
+    );
+    let f = run(&marked);
+    let hit = f.iter().find(|f| f.id == "EN011").expect("EN011 for api");
+    assert_eq!((hit.severity, hit.sensitive), (Severity::Error, true));
+    let unmarked = format!(
+        "{}{}",
+        policy("crown", "api", "  sensitive: false\n  ingress: []\n"),
+        policy("a", "api", star)
+    );
+    assert!(!has(&run(&unmarked), Check::WildcardIntoSensitive, "a"));
     let cidr = |c: &str| {
         policy(
             "a",

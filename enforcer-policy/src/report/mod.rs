@@ -71,7 +71,7 @@ pub fn build(set: &PolicySet) -> Report {
     let edges = edges_of(&view, &allowed);
     let subjects: Vec<&Identity> = classes.subjects.iter().map(|e| &e.identity).collect();
     Report {
-        nodes: nodes(&subjects, &edges),
+        nodes: nodes(&view, &subjects, &edges),
         edges,
         observed_not_allowed: Vec::new(),
     }
@@ -141,13 +141,13 @@ fn edges_of(view: &View<'_>, allowed: &Allowed<'_>) -> Vec<Edge> {
 }
 
 /// The nodes with their exposure.
-fn nodes(ids: &[&Identity], edges: &[Edge]) -> Vec<Node> {
+fn nodes(view: &View, ids: &[&Identity], edges: &[Edge]) -> Vec<Node> {
     let mut out: Vec<Node> = ids
         .iter()
         .map(|id| Node {
             name: id.to_string(),
             namespace: Some(id.namespace.clone()),
-            sensitive: is_sensitive(id),
+            sensitive: is_sensitive(view, id),
             exposed: false,
             reached_by: Vec::new(),
             reached_by_transitively: Vec::new(),

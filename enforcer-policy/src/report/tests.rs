@@ -98,3 +98,25 @@ fn observed_edges() {
         vec![("web".to_string(), "db".to_string())]
     );
 }
+
+#[test]
+fn a_sensitive_flow_policy_marks_the_services_it_selects() {
+    // db marked by its FlowPolicy instead of a label: the same report.
+    let chain = CHAIN
+        .replace("labels: {enforcer.dev/sensitive: 'true'}", "labels: {}")
+        .replace(
+            "spec: {service: db, ingress:",
+            "spec: {service: db, sensitive: true, ingress:",
+        );
+    let set =
+        PolicySet::from_documents(parse_documents("t.yaml", &chain).expect("parses")).expect("set");
+    let r = build(&set);
+    let node = |n: &str| r.nodes.iter().find(|x| x.name == n).expect("node");
+    assert!(node("db").sensitive, "db is marked by its FlowPolicy");
+    assert!(!node("api").sensitive && !node("web").sensitive);
+    // Without the mark, nothing is sensitive.
+    let plain = chain.replace("sensitive: true,", "");
+    let set =
+        PolicySet::from_documents(parse_documents("t.yaml", &plain).expect("parses")).expect("set");
+    assert!(build(&set).nodes.iter().all(|n| !n.sensitive));
+}
