@@ -131,6 +131,16 @@ impl Installer {
         self.compiled = Arc::new(compiled);
         self.compiled_digest = digest;
         self.ctx = Arc::new(ctx);
+        self.save_installed();
+        self.save_dir_snapshot(agent);
+        t.lap("save");
+        info!(generation, phases = %t, "install timings (ms)");
+        Ok(generation)
+    }
+
+    /// Persist which generation is installed (a write error is warned about: the datapath holds
+    /// the policy either way); a state file written again is no longer quarantined.
+    fn save_installed(&mut self) {
         match self.state.save_installed(&self.installed) {
             Ok(()) => {
                 let file = self.state.dir.join(StateDir::INSTALLED);
@@ -138,10 +148,6 @@ impl Installer {
             }
             Err(e) => warn!("{e:#}"),
         }
-        self.save_dir_snapshot(agent);
-        t.lap("save");
-        info!(generation, phases = %t, "install timings (ms)");
-        Ok(generation)
     }
 
     /// What compiling depends on besides the documents: the node's addresses and routes, the

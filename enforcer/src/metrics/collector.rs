@@ -220,6 +220,22 @@ fn register_maps(f: &mut Families, input: &Input<'_>) -> Result<()> {
             .with_label_values(&[map])
             .set(int(ct.capacity.load(Ordering::Relaxed)));
     }
+    register_sweeps(f, input)?;
+    let full = counter_vec(
+        f,
+        "enforcer_bpf_map_full_total",
+        "Policy installs refused because a map would overflow (nothing was applied).",
+        &["map"],
+    )?;
+    for (map, n) in input.metrics.map_full_counts() {
+        full.with_label_values(&[map]).inc_by(n);
+    }
+    Ok(())
+}
+
+/// The conntrack sweep's counters.
+fn register_sweeps(f: &mut Families, input: &Input<'_>) -> Result<()> {
+    let ct = &input.metrics.conntrack;
     counter(
         f,
         "enforcer_conntrack_sweeps_total",
@@ -233,15 +249,6 @@ fn register_maps(f: &mut Families, input: &Input<'_>) -> Result<()> {
          timeout.",
         ct.expired.load(Ordering::Relaxed),
     )?;
-    let full = counter_vec(
-        f,
-        "enforcer_bpf_map_full_total",
-        "Policy installs refused because a map would overflow (nothing was applied).",
-        &["map"],
-    )?;
-    for (map, n) in input.metrics.map_full_counts() {
-        full.with_label_values(&[map]).inc_by(n);
-    }
     Ok(())
 }
 
