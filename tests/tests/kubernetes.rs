@@ -86,16 +86,23 @@ fn env_with(tag: &str, api_ingress_policy: bool) -> Result<Env> {
             "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}}),
         );
     }
+    start_agent(topo, api, work, &[])
+}
+
+/// The agent on n1 watching the stand-in (`--kubernetes` plus `more` flags), and api-0's echo
+/// server on 8080.
+fn start_agent(topo: Topology, api: ApiServer, work: WorkDir, more: &[&str]) -> Result<Env> {
     let kubeconfig = work.0.join("kubeconfig");
     std::fs::write(&kubeconfig, apiserver::kubeconfig(api.addr))?;
     let kubeconfig = kubeconfig.display().to_string();
-    let extra = [
+    let mut extra = vec![
         "--kubernetes",
         "--kubeconfig",
         &kubeconfig,
         "--node-name",
         "n1",
     ];
+    extra.extend_from_slice(more);
     let agent = AgentProcess::start(&topo, "n1", &work.0, &extra)?;
     let servers = vec![spawn_tcp_echo(topo.pod_netns("api-0")?, ANY, 8080)?];
     Ok(Env {
@@ -415,26 +422,7 @@ fn tainted_env() -> Result<Env> {
     api.put(PODS, pod("default", "api-0", &[("app", "api")], &[API]));
     // Not ready: one watch cannot list yet.
     api.fail(FLOW_POLICIES, true);
-    let kubeconfig = work.0.join("kubeconfig");
-    std::fs::write(&kubeconfig, apiserver::kubeconfig(api.addr))?;
-    let kubeconfig = kubeconfig.display().to_string();
-    let extra = [
-        "--kubernetes",
-        "--kubeconfig",
-        &kubeconfig,
-        "--node-name",
-        "n1",
-        "--pod-cidrs-from-node",
-    ];
-    let agent = AgentProcess::start(&topo, "n1", &work.0, &extra)?;
-    let servers = vec![spawn_tcp_echo(topo.pod_netns("api-0")?, ANY, 8080)?];
-    Ok(Env {
-        topo,
-        api,
-        agent,
-        _work: work,
-        _servers: servers,
-    })
+    start_agent(topo, api, work, &["--pod-cidrs-from-node"])
 }
 
 /// The node taint `enforcer.dev/agent-not-ready` is removed only once the agent is ready, by a
