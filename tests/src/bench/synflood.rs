@@ -18,7 +18,6 @@ use std::{
     fs,
     net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    process::Stdio,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -30,14 +29,13 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use enforcer::policy::compile;
 use enforcer_common::{DIR_EGRESS, REASON_ESTABLISHED, VERDICT_ALLOW, VERDICT_DENY};
-use enforcer_tests::netns::{ns_command, spawn_in_netns};
+use enforcer_tests::netns::spawn_in_netns;
 
 use super::{
     policygen::generate,
     stats::{summarize, Summary},
     throughput::{
-        apply, checked_ns, iperf, nft_ruleset, remove, run_in, Active, Filter, Policies, Server,
-        Setup, PORT,
+        apply, iperf, nft_ruleset, remove, run_in, Active, Filter, Policies, Server, Setup, PORT,
     },
     Config, Goal, Section,
 };
@@ -383,15 +381,7 @@ pub fn run(cfg: &Config) -> Result<Section> {
             .map(|i| syn_frame(macs, src.octets(), dst.octets(), 32_768 + i))
             .collect(),
     );
-    let server = ns_command(checked_ns(&s.server_ns)?, "iperf3")
-        .args(["-s", "-p", &PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start the iperf3 server")?;
-    let _server = Server(server);
-    thread::sleep(Duration::from_millis(500));
+    let _server = Server::start(&s.server_ns)?;
     let filters = [
         Filter::Enforcer {
             rules: RULES,

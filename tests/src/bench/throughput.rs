@@ -582,6 +582,22 @@ pub(super) fn iperf(s: &Setup, udp: bool, seconds: u32) -> Result<f64> {
 
 pub(super) struct Server(pub(super) Child);
 
+impl Server {
+    /// The iperf3 server on [`PORT`] in the server pod, given half a second to listen.
+    pub(super) fn start(server_ns: &str) -> Result<Server> {
+        let child = ns_command(checked_ns(server_ns)?, "iperf3")
+            .args(["-s", "-p", &PORT.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the iperf3 server")?;
+        let server = Server(child);
+        thread::sleep(Duration::from_millis(500));
+        Ok(server)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -630,15 +646,7 @@ pub fn run(cfg: &Config) -> Result<Section> {
         });
         filters.push(Filter::EmptyXdp { rules: largest });
     }
-    let server = ns_command(checked_ns(&s.server_ns)?, "iperf3")
-        .args(["-s", "-p", &PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start the iperf3 server")?;
-    let _server = Server(server);
-    thread::sleep(Duration::from_millis(500));
+    let _server = Server::start(&s.server_ns)?;
     eprintln!(
         "throughput: {} filters × {} rounds, {} s per iperf3 run",
         filters.len(),
